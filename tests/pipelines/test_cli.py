@@ -1,0 +1,44 @@
+"""The `projectionist` command line, run in-process against a real PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from pipelines.cli import cli
+
+
+def run(*args: str, home: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    code, output = run("--help", home=tmp_path)
+    assert code == 0
+    for command in ("init", "demo", "status"):
+        assert command in output
+
+
+def test_init_demo_status(fresh_database: str, tmp_path: Path) -> None:
+    code, output = run("--dsn", fresh_database, "init", home=tmp_path)
+    assert code == 0 and "event store ready: public.events" in output
+    code, output = run("--dsn", fresh_database, "demo", "--events", "500", "--writers", "3", home=tmp_path)
+    assert code == 0, output
+    appended = int(output.split("appended ")[1].split(" events")[0].replace(",", ""))
+    assert f"read back {appended:,} settled events" in output
+    code, output = run("--dsn", fresh_database, "demo", "--events", "500", home=tmp_path)
+    assert "already in the store; not appending it again" in output
+    assert f"read back {appended:,} settled events" in output
+    code, output = run("--dsn", fresh_database, "status", home=tmp_path)
+    assert code == 0 and f"events:    {appended:,} in" in output
+
+
+def test_unreachable_store_exits_with_a_clear_transient_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--home", str(tmp_path), "--dsn", "postgresql://u:topsecret@127.0.0.1:1/shop", "status"]
+    )
+    assert result.exit_code == 75
+    assert "cannot connect to PostgreSQL database 'shop' on 127.0.0.1:1" in result.output
+    assert "topsecret" not in result.output
