@@ -24,7 +24,6 @@ expectations are checked by :func:`check_expectation`.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import json
 import re
 import uuid
@@ -219,9 +218,7 @@ class Comparison:
     def differs(self) -> bool:
         """True when the schema or any row differs."""
         s = self.schema
-        return bool(
-            s.added or s.removed or s.type_changed or any(self.rows[c].count for c in ROW_CLASSES[:3])
-        )
+        return bool(s.added or s.removed or s.type_changed or any(self.rows[c].count for c in ROW_CLASSES[:3]))
 
     def counts(self) -> dict[str, int]:
         """Row counts per class."""
@@ -298,6 +295,20 @@ def compare(
         raise ComparisonError(f"sample_size must be 0 or more, not {sample_size}.")
     if duplicate_keys not in ("refuse", "first"):
         raise ComparisonError(f"duplicate_keys must be 'refuse' or 'first', not {duplicate_keys!r}.")
+    with _sql_names_only(con):
+        return _compare(con, a, b, keys, tolerances, sample_size, trail, duplicate_keys)
+
+
+def _compare(
+    con: duckdb.DuckDBPyConnection,
+    a: str,
+    b: str,
+    keys: list[str],
+    tolerances: dict[str, float],
+    sample_size: int,
+    trail: TrailSpec | None,
+    duplicate_keys: DuplicatePolicy,
+) -> Comparison:
     plan = _Plan.build(con, a, b, keys, tolerances)
     key_reports = {
         "a": _key_report(con, plan.a_sql, keys, sample_size),
@@ -438,15 +449,15 @@ def _relation_sql(relation: str) -> str:
 def _describe(con: duckdb.DuckDBPyConnection, relation: str, sql: str, side: str) -> list[tuple[str, str]]:
     try:
         rows = con.execute(f"DESCRIBE SELECT * FROM {sql}").fetchall()
-    except duckdb.CatalogException as error:
+    except duckdb.Error as error:
+        if not _is_missing(error):
+            raise ComparisonError(
+                f"relation {relation!r} ({side}) cannot be read: {_first_line(error)}. Give a table or view name "
+                "or a valid SELECT query."
+            ) from error
         raise ComparisonError(
             f"relation {relation!r} ({side}) does not exist: give a table or view name, qualified when "
             f"needed (e.g. lake.projections.cart_summary_v1), or a SELECT query. DuckDB said: {_first_line(error)}"
-        ) from error
-    except duckdb.Error as error:
-        raise ComparisonError(
-            f"relation {relation!r} ({side}) cannot be read: {_first_line(error)}. Give a table or view name "
-            "or a valid SELECT query."
         ) from error
     return [(str(r[0]), str(r[1])) for r in rows]
 
@@ -707,13 +718,13 @@ def _attach_trails(
     """
     try:
         rows = con.execute(sql).fetchall()
-    except duckdb.CatalogException as error:
+    except duckdb.Error as error:
+        if not _is_missing(error):
+            raise ComparisonError(f"the trail predicate {predicate!r} failed: {_first_line(error)}") from error
         raise ComparisonError(
             f"the trail's events relation {spec.events!r} does not exist (is the lake attached?), or its predicate "
             f"names an unknown column: {_first_line(error)}"
         ) from error
-    except duckdb.Error as error:
-        raise ComparisonError(f"the trail predicate {predicate!r} failed: {_first_line(error)}") from error
     n = len(plan.keys)
     trails = {}
     for row in rows:
@@ -859,6 +870,13 @@ def check_expectation(
     Column changes are re-checked over the full data (the rules' predicates need whole rows), with
     the same keys, tolerances and duplicate policy as the comparison.
     """
+    with _sql_names_only(con):
+        return _check_expectation(con, comparison, expectation)
+
+
+def _check_expectation(
+    con: duckdb.DuckDBPyConnection, comparison: Comparison, expectation: Expectation
+) -> ExpectationResult:
     problems: list[str] = []
     s = comparison.schema
     for kind, columns, allowed in (
@@ -908,7 +926,9 @@ def check_expectation(
         key_struct = "struct_pack(" + ", ".join(f"{_q(k)} := a.{_q(k)}" for k in plan.keys) + ")"
         size = max(comparison.sample_size, 1)
         sql = (
-            "SELECT count(*) FILTER (WHERE " + any_violation + "), "
+            "SELECT count(*) FILTER (WHERE "
+            + any_violation
+            + "), "
             + ", ".join(f"count(*) FILTER (WHERE {flag})" for flag in violation_flags)
             + f", min({key_struct}, {size}) FILTER (WHERE {any_violation}) "
             f"FROM {a_src} AS a JOIN {b_src} AS b ON {plan.key_match('a', 'b')}"
@@ -916,9 +936,7 @@ def check_expectation(
         row = _run(con, sql, "check the expectation (is every `where` valid SQL over a.<col> and b.<col>?)")
         assert row is not None
         violating_rows = int(row[0])
-        by_column = {
-            c.name: int(n) for c, n in zip(plan.compared, row[1 : 1 + len(plan.compared)], strict=True) if n
-        }
+        by_column = {c.name: int(n) for c, n in zip(plan.compared, row[1 : 1 + len(plan.compared)], strict=True) if n}
         if violating_rows:
             detail = ", ".join(f"{name}: {n}" for name, n in by_column.items())
             problems.append(f"{violating_rows} changed row(s) differ outside the declared changes ({detail})")
@@ -1102,11 +1120,12 @@ def _plain(value: Any) -> Any:
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, decimal.Decimal | dt.date | dt.datetime | uuid.UUID):
-        return str(value)
-    return str(value)
+    return None if value is None else str(value)
+
+
+def _is_missing(error: duckdb.Error) -> bool:
+    """True when DuckDB failed because a catalog, schema, table or column does not exist."""
+    return isinstance(error, duckdb.CatalogException) or "does not exist" in str(error)
 
 
 def _first_line(error: BaseException) -> str:
@@ -1118,6 +1137,22 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, what: str) -> tuple[Any, ...]
         return con.execute(sql).fetchone()
     except duckdb.Error as error:
         raise ComparisonError(f"could not {what}: {_first_line(error)}") from error
+
+
+@contextmanager
+def _sql_names_only(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Switch off DuckDB's Python replacement scans for the duration.
+
+    Otherwise a missing table named like one of our local variables (``events``, ``a``) would be
+    "found" in this module's frame instead of failing with a clear error.
+    """
+    row = con.execute("SELECT current_setting('python_enable_replacements')").fetchone()
+    before = bool(row[0]) if row else True
+    con.execute("SET python_enable_replacements = false")
+    try:
+        yield
+    finally:
+        con.execute(f"SET python_enable_replacements = {'true' if before else 'false'}")
 
 
 @contextmanager
