@@ -317,9 +317,9 @@ def _compare(
     _check_duplicates(a, b, key_reports, duplicate_keys)
     a_src = _source(plan.a_sql, keys, key_reports["a"], duplicate_keys)
     b_src = _source(plan.b_sql, keys, key_reports["b"], duplicate_keys)
-    with _temp_names(con, 2) as (diff_table, sample_table):
+    with _temp_names(con, 3) as (diff_table, classified, sample_table):
         _create_diff_table(con, diff_table, plan, a_src, b_src)
-        classified = _classified(plan, diff_table)
+        con.execute(f"CREATE TEMP TABLE {classified} AS SELECT * FROM {_classified(plan, diff_table)}")
         n_a = key_reports["a"].distinct_keys
         counts = _row_counts(con, classified)
         common = n_a - counts["only_in_a"]
@@ -327,7 +327,7 @@ def _compare(
         total = n_a + counts["only_in_b"]
         rows = {name: RowClass(counts[name], _percent(counts[name], total)) for name in ROW_CLASSES}
         columns = _column_stats(con, plan, classified, common)
-        samples = _samples(con, plan, classified, sample_table, a_src, b_src, sample_size)
+        samples = _samples(con, plan, classified, sample_table, a_src, sample_size)
         if trail is not None:
             samples = _attach_trails(con, plan, sample_table, samples, trail)
     return Comparison(
@@ -466,21 +466,23 @@ def _key_report(con: duckdb.DuckDBPyConnection, sql: str, keys: list[str], sampl
     key_list = ", ".join(_q(k) for k in keys)
     any_null = " OR ".join(f"{_q(k)} IS NULL" for k in keys)
     key_struct = "struct_pack(" + ", ".join(f"{_q(k)} := {_q(k)}" for k in keys) + ")"
+    # Only duplicated and null-key groups leave the GROUP BY: the outer aggregate stays tiny.
     row = con.execute(
         f"""
-        WITH g AS (SELECT {key_list}, count(*) AS n FROM {sql} GROUP BY ALL)
-        SELECT coalesce(sum(n), 0),
-               count(*) FILTER (WHERE NOT ({any_null})),
+        WITH g AS (
+            SELECT {key_list}, count(*) AS n FROM {sql} GROUP BY ALL HAVING count(*) > 1 OR {any_null}
+        )
+        SELECT (SELECT count(*) FROM {sql}),
                coalesce(sum(n) FILTER (WHERE {any_null}), 0),
-               count(*) FILTER (WHERE n > 1 AND NOT ({any_null})),
-               coalesce(sum(n) FILTER (WHERE n > 1 AND NOT ({any_null})), 0),
-               min(struct_pack(k := {key_struct}, n := n), {max(sample_size, 1)})
-                   FILTER (WHERE n > 1 AND NOT ({any_null}))
+               count(*) FILTER (WHERE NOT ({any_null})),
+               coalesce(sum(n) FILTER (WHERE NOT ({any_null})), 0),
+               min(struct_pack(k := {key_struct}, n := n), {max(sample_size, 1)}) FILTER (WHERE NOT ({any_null}))
         FROM g
         """
     ).fetchone()
     assert row is not None
-    total, distinct, null_rows, dup_keys, dup_rows, dup_sample = row
+    total, null_rows, dup_keys, dup_rows, dup_sample = row
+    distinct = total - null_rows - (dup_rows - dup_keys)
     null_sample: list[dict[str, Any]] = []
     if null_rows and sample_size:
         cursor = con.execute(f"SELECT * FROM {sql} WHERE {any_null} ORDER BY ALL LIMIT {sample_size}")
@@ -644,7 +646,6 @@ def _samples(
     classified: str,
     sample_table: str,
     a_src: str,
-    b_src: str,
     size: int,
 ) -> dict[str, list[Sample]]:
     """Up to ``size`` keys of each class, in key order; differing classes land in ``sample_table``."""
@@ -676,13 +677,19 @@ def _samples(
         else:
             samples["only_in_b"].append(Sample(key, [], None, b_values))
     if size:
-        # Identical keys are not in the diff table: take the first matched keys that are not changed.
-        key_cols = ", ".join(f"a.{_q(k)}" for k in plan.keys)
-        changed = " AND ".join(f"c.k{i} = a.{_q(k)}" for i, k in enumerate(plan.keys))
+        # Identical keys are not in the diff table. Among the first size + m keys of A (m = keys of A
+        # that are only in A or changed), every key that is neither of those is identical, and at
+        # least `size` of them are there: a top-N scan of A's keys instead of another join.
+        found = con.execute(
+            f"SELECT count(*) FILTER (WHERE class IN ('only_in_a', 'changed')) FROM {classified}"
+        ).fetchone()
+        excluded = int(found[0]) if found else 0
+        key_cols = ", ".join(_q(k) for k in plan.keys)
+        not_identical = " AND ".join(f"c.k{i} = a.{_q(k)}" for i, k in enumerate(plan.keys))
         rows = con.execute(
-            f"SELECT {key_cols} FROM {a_src} AS a WHERE EXISTS (SELECT 1 FROM {b_src} AS b WHERE "
-            f"{plan.key_match('a', 'b')}) AND NOT EXISTS (SELECT 1 FROM {classified} AS c WHERE "
-            f"c.class <> 'identical' AND {changed}) ORDER BY {key_cols} LIMIT {size}"
+            f"SELECT {key_cols} FROM (SELECT {key_cols} FROM {a_src} ORDER BY {key_cols} LIMIT {size + excluded}) "
+            f"AS a WHERE NOT EXISTS (SELECT 1 FROM {classified} AS c WHERE c.class IN ('only_in_a', 'changed') "
+            f"AND {not_identical}) ORDER BY {key_cols} LIMIT {size}"
         ).fetchall()
         samples["identical"] = [
             Sample({k: _plain(v) for k, v in zip(plan.keys, r, strict=True)}, [], None, None) for r in rows
