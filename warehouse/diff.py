@@ -763,8 +763,17 @@ def record(con: duckdb.DuckDBPyConnection, comparison: Comparison, schema: str =
     """Store ``comparison`` in ``<schema>.comparisons`` and its samples beside it; returns its id.
 
     Works on DuckLake (no constraints, no sequences): ids are UUIDs made here, and both
-    tables are created when missing.
+    tables are created when missing. Runs in a transaction of its own on a cursor of ``con``,
+    so a transaction the caller left open neither blocks nor swallows it.
     """
+    cursor = con.cursor()
+    try:
+        return _record(cursor, comparison, schema)
+    finally:
+        cursor.close()
+
+
+def _record(con: duckdb.DuckDBPyConnection, comparison: Comparison, schema: str) -> str:
     target = _qualified(schema)
     comparisons, samples_table = f"{target}.comparisons", f"{target}.comparison_samples"
     try:
@@ -817,10 +826,9 @@ def record(con: duckdb.DuckDBPyConnection, comparison: Comparison, schema: str =
             ],
         )
         if sample_rows:
-            con.executemany(
-                f"INSERT INTO {samples_table} VALUES (?::UUID, ?, ?, ?::JSON, ?, ?::JSON, ?::JSON, ?::JSON)",
-                sample_rows,
-            )
+            # One statement, so that a lake writes one data file for all samples.
+            placeholders = ", ".join(["(?::UUID, ?, ?, ?::JSON, ?, ?::JSON, ?::JSON, ?::JSON)"] * len(sample_rows))
+            con.execute(f"INSERT INTO {samples_table} VALUES {placeholders}", [v for row in sample_rows for v in row])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

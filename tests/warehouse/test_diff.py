@@ -396,6 +396,17 @@ def test_record_in_a_duckdb_schema(con: duckdb.DuckDBPyConnection, crafted: Comp
     assert ("changed", 1, "c03", ["total_amount", "code"], "1") in samples
 
 
+def test_record_commits_on_its_own_beside_a_callers_open_transaction(
+    con: duckdb.DuckDBPyConnection, crafted: Comparison
+) -> None:
+    record(con, crafted, schema="meta")
+    con.execute("BEGIN TRANSACTION")
+    record(con, crafted, schema="meta")
+    con.execute("ROLLBACK")
+    assert con.execute("SELECT count(*) FROM meta.comparisons").fetchone() == (2,)
+    assert con.execute("SELECT count(*) FROM meta.comparison_samples").fetchone() == (20,)
+
+
 def test_compare_and_record_on_ducklake(tmp_path: Path) -> None:
     con = new_connection("ducklake")
     con.execute(f"ATTACH 'ducklake:{tmp_path}/catalog.ducklake' AS lake (DATA_PATH '{tmp_path}/data')")
