@@ -43,6 +43,7 @@ __all__ = [
     "ColumnType",
     "Comparison",
     "DeltaStats",
+    "DuplicateKey",
     "Expectation",
     "ExpectationResult",
     "KeyReport",
@@ -51,6 +52,7 @@ __all__ = [
     "SchemaDiff",
     "Trail",
     "TrailSpec",
+    "TypeChange",
     "check_expectation",
     "compare",
     "record",
@@ -310,6 +312,8 @@ def _compare(
     duplicate_keys: DuplicatePolicy,
 ) -> Comparison:
     plan = _Plan.build(con, a, b, keys, tolerances)
+    if trail is not None:
+        _trail_predicate(plan, trail)  # a bad trail spec fails before the full pass, not after
     key_reports = {
         "a": _key_report(con, plan.a_sql, keys, sample_size),
         "b": _key_report(con, plan.b_sql, keys, sample_size),
@@ -697,6 +701,18 @@ def _samples(
     return samples
 
 
+def _trail_predicate(plan: _Plan, spec: TrailSpec) -> str:
+    """The join of events ``e`` to keys ``k``: the spec's, or stream id = the single key column."""
+    if spec.predicate is not None:
+        return spec.predicate
+    if len(plan.keys) != 1:
+        raise ComparisonError(
+            f"the default trail joins e.stream_id to the single key column, but the keys are {plan.keys}: "
+            "give TrailSpec(predicate=...) over e.<event column> and k.<key column>."
+        )
+    return f"e.stream_id = k.{_q(plan.keys[0])}::VARCHAR"
+
+
 def _attach_trails(
     con: duckdb.DuckDBPyConnection,
     plan: _Plan,
@@ -705,12 +721,7 @@ def _attach_trails(
     spec: TrailSpec,
 ) -> dict[str, list[Sample]]:
     """One query finds the events of every sampled differing key."""
-    if spec.predicate is None and len(plan.keys) != 1:
-        raise ComparisonError(
-            f"the default trail joins e.stream_id to the single key column, but the keys are {plan.keys}: "
-            "give TrailSpec(predicate=...) over e.<event column> and k.<key column>."
-        )
-    predicate = spec.predicate or f"e.stream_id = k.{_q(plan.keys[0])}::VARCHAR"
+    predicate = _trail_predicate(plan, spec)
     events = _relation_sql(spec.events)
     key_names = ", ".join(f"k{i} AS {_q(k)}" for i, k in enumerate(plan.keys))
     key_cols = ", ".join(f"k.{_q(k)}" for k in plan.keys)
