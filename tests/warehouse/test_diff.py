@@ -439,7 +439,7 @@ def test_compare_and_record_on_ducklake(tmp_path: Path) -> None:
 _ROW = st.tuples(st.sampled_from([None, "x", "y"]), st.one_of(st.none(), st.integers(-3, 3)))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     a=st.dictionaries(st.integers(0, 12), _ROW, max_size=10),
     b=st.dictionaries(st.integers(0, 12), _ROW, max_size=10),
