@@ -9,14 +9,19 @@ can act on it::
      └── TerminalError                 retrying the same call fails the same way
           ├── ConfigurationError       a setting (DSN, identifier, path, store kind) is wrong
           ├── ConcurrencyError         an append's expected stream version is not the current one
+          ├── ComparisonError          two relations cannot be compared as asked (unknown relation,
+          │    │                       key column missing on a side, bad predicate)
+          │    └── DuplicateKeyError   a relation holds several rows for one key
           └── InvalidEventError        an event to append is malformed (payload not a JSON object, ...)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ComparisonError",
     "ConcurrencyError",
     "ConfigurationError",
+    "DuplicateKeyError",
     "InvalidEventError",
     "ProjectionistError",
     "StoreUnavailableError",
@@ -69,3 +74,16 @@ class ConcurrencyError(TerminalError):
 
 class InvalidEventError(TerminalError):
     """Raised when an event to append is malformed; nothing of its batch is written."""
+
+
+class ComparisonError(TerminalError):
+    """Raised when two relations cannot be compared as asked (unknown relation, missing key, bad predicate)."""
+
+
+class DuplicateKeyError(ComparisonError):
+    """Raised when a compared relation holds several rows for one key and the policy is to refuse."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        # The key report of the offending side(s) (a warehouse.diff.KeyReport), for callers that render it.
+        self.report = report
