@@ -9,7 +9,8 @@ can act on it::
      └── TerminalError                 retrying the same call fails the same way
           ├── ConfigurationError       a setting (DSN, identifier, path, store kind) is wrong
           ├── ConcurrencyError         an append's expected stream version is not the current one
-          └── InvalidEventError        an event to append is malformed (payload not a JSON object, ...)
+          ├── InvalidEventError        an event to append is malformed (payload not a JSON object, ...)
+          └── UndecodableEventError    an event read from a store cannot be decoded (compressed, encrypted, binary)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "StoreUnavailableError",
     "TerminalError",
     "TransientError",
+    "UndecodableEventError",
 ]
 
 
@@ -69,3 +71,7 @@ class ConcurrencyError(TerminalError):
 
 class InvalidEventError(TerminalError):
     """Raised when an event to append is malformed; nothing of its batch is written."""
+
+
+class UndecodableEventError(TerminalError):
+    """Raised when an event read from a store cannot be decoded (compressed, encrypted or binary payload)."""
