@@ -6,7 +6,8 @@
 //    "expectedVersion": 0, "hold": false}
 //       appends to a stream. Appends to different streams run concurrently; appends to one
 //       stream run in the order given. With "hold": true the append's transaction stays open
-//       (inside Emmett's beforeCommitHook) until a {"release": "cart-1"} line arrives.
+//       until a {"release": "cart-1"} line arrives: an inline projection (Emmett runs those in
+//       the appending transaction, before COMMIT) waits for it.
 //   {"release": "cart-1"}
 // Standard output: one JSON line per event: {"held": stream} when a held append is inside
 // its transaction, {"appended": stream, "nextExpectedStreamVersion": n, "lastEventGlobalPosition": p}
@@ -21,7 +22,29 @@ if (!connectionString) {
   process.exit(2);
 }
 
-const store = getPostgreSQLEventStore(connectionString);
+const print = (value) =>
+  process.stdout.write(JSON.stringify(value, (_, v) => (typeof v === "bigint" ? v.toString() : v)) + "\n");
+
+// Event types of held appends; Emmett runs an inline projection only for the types it handles.
+const heldTypes = [];
+const heldStreams = new Set();
+const holdingProjection = {
+  canHandle: heldTypes,
+  handle: async (events) => {
+    for (const event of events) {
+      const stream = event.metadata?.streamName;
+      if (heldStreams.has(stream)) {
+        heldStreams.delete(stream);
+        print({ held: stream });
+        await waitForRelease(stream);
+      }
+    }
+  },
+};
+const store = getPostgreSQLEventStore(connectionString, {
+  schema: { autoMigration: "CreateOrUpdate" },
+  projections: [{ type: "inline", projection: holdingProjection }],
+});
 // Create Emmett's schema once, before concurrent appends race to create it.
 await store.schema.migrate();
 
@@ -31,8 +54,6 @@ const pending = [];
 let failed = false;
 let appended = 0;
 
-const print = (value) =>
-  process.stdout.write(JSON.stringify(value, (_, v) => (typeof v === "bigint" ? v.toString() : v)) + "\n");
 
 function waitForRelease(stream) {
   return new Promise((resolve) => {
@@ -62,10 +83,8 @@ async function append(command) {
     options.expectedStreamVersion = BigInt(command.expectedVersion);
   }
   if (command.hold) {
-    options.beforeCommitHook = async () => {
-      print({ held: command.stream });
-      await waitForRelease(command.stream);
-    };
+    heldStreams.add(command.stream);
+    for (const event of command.events) heldTypes.push(event.type);
   }
   const result = await store.appendToStream(command.stream, command.events, options);
   appended += command.events.length;
