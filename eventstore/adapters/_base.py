@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -178,7 +179,6 @@ class BadRow:
 
 def bad_rows(batch: pa.RecordBatch) -> list[BadRow]:
     """The rows of ``batch`` whose payload could not be decoded (``data`` is null)."""
-    import json
 
     data = batch.column("data")
     if data.null_count == 0:
@@ -205,10 +205,3 @@ def raise_for_bad_rows(batches: Sequence[pa.RecordBatch] | pa.RecordBatch) -> No
     for batch in [batches] if isinstance(batches, pa.RecordBatch) else batches:
         for row in bad_rows(batch):
             raise UndecodableEventError(row.reason)
-
-
-def fetch_one(dsn: str, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-    """One row of ``query`` on a fresh autocommit connection."""
-    with connect(dsn, autocommit=True) as conn:
-        row = conn.execute(query, params).fetchone()
-    return tuple(row) if row is not None else None
