@@ -12,7 +12,8 @@ can act on it::
           ├── ComparisonError          two relations cannot be compared as asked (unknown relation,
           │    │                       key column missing on a side, bad predicate)
           │    └── DuplicateKeyError   a relation holds several rows for one key
-          └── InvalidEventError        an event to append is malformed (payload not a JSON object, ...)
+          ├── InvalidEventError        an event to append is malformed (payload not a JSON object, ...)
+          └── UndecodableEventError    an event read from a store cannot be decoded (compressed, encrypted, binary)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "StoreUnavailableError",
     "TerminalError",
     "TransientError",
+    "UndecodableEventError",
 ]
 
 
@@ -87,3 +89,7 @@ class DuplicateKeyError(ComparisonError):
         super().__init__(message)
         # The key report of the offending side(s) (a warehouse.diff.KeyReport), for callers that render it.
         self.report = report
+
+
+class UndecodableEventError(TerminalError):
+    """Raised when an event read from a store cannot be decoded (compressed, encrypted or binary payload)."""

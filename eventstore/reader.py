@@ -84,6 +84,9 @@ _SELECT = (
 class NativeReader:
     """Reads settled events of a native store table as Arrow record batches."""
 
+    #: The gap-safety strategy (see the module docstring); adapters name theirs the same way.
+    gap_safety = "transaction-snapshot"
+
     def __init__(self, dsn: str, schema: str = "public", table: str = "events") -> None:
         self.dsn = dsn
         self.schema = schema

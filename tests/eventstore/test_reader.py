@@ -29,6 +29,17 @@ class NativeStore:
         append(conn, stream_id, "test", events)
         return [str(e.event_id) for e in events]
 
+    def append_versioned(
+        self, conn: psycopg.Connection[Any], stream_id: str, event_type: str, versions: list[int]
+    ) -> list[str]:
+        events = [NewEvent(event_type, {"n": n}, event_version=v) for n, v in enumerate(versions)]
+        conn.execute("SELECT 1")
+        append(conn, stream_id, "test", events)
+        return [str(e.event_id) for e in events]
+
+    def append_undecodable(self, conn: psycopg.Connection[Any], stream_id: str) -> str | None:
+        return None  # data is jsonb checked to be an object at append: nothing undecodable fits
+
     def reader(self) -> NativeReader:
         reader = NativeReader(self.dsn)
         self._readers.append(reader)

@@ -1,0 +1,143 @@
+"""Emmett (npm ``@event-driven-io/emmett-postgresql``): table ``emt_messages``.
+
+Mapping to the lake's columns (only ``message_kind = 'E'``: Emmett also stores commands and
+other message kinds in the same table):
+
+=================  ===================================================================
+lake column        Emmett
+=================  ===================================================================
+global_position    ``global_position`` (sequence ``emt_global_message_position``)
+transaction_id     ``transaction_id`` (xid8, ``pg_current_xact_id()`` of the appender)
+stream_id          ``stream_id`` (the stream name)
+stream_type        the stream name's prefix before the first ``-`` (Emmett's ``type-id``
+                   convention); the whole name when it has no ``-``
+stream_version     ``stream_position``
+event_id           ``message_id``
+event_type         ``message_type``
+event_version      ``message_schema_version`` as an integer (1 when it is not a number)
+data               ``message_data``; a payload that is not a JSON object is a bad row
+                   (``data`` null, ``metadata.decode_error`` says what was found)
+metadata           ``message_metadata`` plus ``correlation_id``/``causation_id`` copied from
+                   Emmett's ``correlationId``/``causationId`` when present
+recorded_at        ``created``
+is_archived        ``is_archived``
+tenant_id          ``partition``, null for Emmett's default partition ``emt:default``
+=================  ===================================================================
+
+Gap safety (``gap_safety = "transaction-snapshot"``): exactly the native reader's. Emmett writes
+``pg_current_xact_id()`` into every row, so the adapter reads only rows whose
+``transaction_id`` is below ``pg_snapshot_xmin(pg_current_snapshot())`` in
+``(transaction_id, global_position)`` order. Every transaction below that bound has ended, no
+later one can get a smaller id, so the rows below it never change; Emmett's own processors
+read the same way. Archiving flips ``is_archived`` but keeps ``transaction_id``, so an
+archived event is never read twice.
+"""
+
+from __future__ import annotations
+
+from eventstore.adapters._base import SqlAdapter, sql_quote
+from eventstore.connection import connect
+from eventstore.errors import ConfigurationError
+from eventstore.reader import START, Checkpoint, Head
+
+__all__ = ["DEFAULT_PARTITION", "EmmettAdapter"]
+
+DEFAULT_PARTITION = "emt:default"
+
+_SELECT = """
+SELECT m.global_position,
+       m.transaction_id::text::bigint AS transaction_id,
+       m.stream_id,
+       split_part(m.stream_id, '-', 1) AS stream_type,
+       m.stream_position AS stream_version,
+       m.message_id AS event_id,
+       m.message_type AS event_type,
+       CASE WHEN m.message_schema_version ~ '^[0-9]{{1,9}}$' THEN m.message_schema_version::int ELSE 1 END
+           AS event_version,
+       CASE WHEN jsonb_typeof(m.message_data) = 'object' THEN m.message_data::text END AS data,
+       (CASE WHEN jsonb_typeof(m.message_data) IS DISTINCT FROM 'object' THEN jsonb_build_object('decode_error',
+            format('{table_name} global_position %s: message_data is a JSON %s, not an object',
+                   m.global_position, coalesce(jsonb_typeof(m.message_data), 'null')))
+        ELSE (CASE WHEN jsonb_typeof(m.message_metadata) = 'object' THEN m.message_metadata ELSE '{{}}'::jsonb END
+              || jsonb_strip_nulls(jsonb_build_object(
+                     'correlation_id', m.message_metadata ->> 'correlationId',
+                     'causation_id', m.message_metadata ->> 'causationId')))
+        END)::text AS metadata,
+       m.created AS recorded_at,
+       m.is_archived,
+       NULLIF(m.partition, {default_partition}) AS tenant_id
+FROM {table} AS m
+WHERE m.message_kind = 'E'
+  AND (m.transaction_id, m.global_position) > ('{tx}'::xid8, {pos})
+  AND m.transaction_id < '{bound}'::xid8
+ORDER BY m.transaction_id, m.global_position{limit}
+"""
+
+_WANTED = {
+    "global_position": "bigint",
+    "transaction_id": "xid8",
+    "stream_id": "text",
+    "stream_position": "bigint",
+    "message_kind": "char",
+    "message_data": "jsonb",
+    "message_metadata": "jsonb",
+    "message_schema_version": "text",
+    "message_type": "text",
+    "message_id": "text",
+    "is_archived": "boolean",
+    "partition": "text",
+    "created": "timestamp with time zone",
+}
+
+
+class EmmettAdapter(SqlAdapter):
+    """Reads the events of an Emmett ``emt_messages`` table by transaction snapshot."""
+
+    kind = "emmett"
+    gap_safety = "transaction-snapshot"
+    bound_kind = "transaction_id"
+
+    def __init__(self, dsn: str, schema: str = "public") -> None:
+        super().__init__(dsn, schema)
+        if not self.columns("emt_messages") and self.columns("emt_events"):
+            raise ConfigurationError(
+                f"{schema}.emt_events is the table of an Emmett release before 0.38; this adapter reads "
+                "emt_messages: start the application once with a current @event-driven-io/emmett-postgresql "
+                "(it renames the table) and retry."
+            )
+        found = self.require_columns("emt_messages", {k: v for k, v in _WANTED.items() if k != "message_kind"}, "")
+        if not found.get("message_kind", "").startswith(("char", "character")):
+            raise ConfigurationError(f"{schema}.emt_messages has no message_kind column: is it an Emmett table?")
+        self.table_sql = self.ref("emt_messages")
+
+    def head(self, after: Checkpoint = START) -> Head:
+        """The safe head: the snapshot's xmin and the last event below it."""
+        with connect(self.dsn, autocommit=True) as conn:
+            bound_row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+            assert bound_row is not None
+            bound = int(bound_row[0])
+            row = conn.execute(
+                f"SELECT m.transaction_id::text, m.global_position FROM {self.table_sql} AS m "
+                "WHERE m.message_kind = 'E' AND m.transaction_id < %s::xid8 "
+                "ORDER BY m.transaction_id DESC, m.global_position DESC LIMIT 1",
+                (str(bound),),
+            ).fetchone()
+            pending = conn.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {self.table_sql} AS m "
+                "WHERE m.message_kind = 'E' AND m.transaction_id >= %s::xid8)",
+                (str(bound),),
+            ).fetchone()
+        last = Checkpoint(int(row[0]), int(row[1])) if row else START
+        return Head(bound, last, bool(pending and pending[0]))
+
+    def query(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
+        """The PostgreSQL query for settled events after ``after`` below transaction ``bound``."""
+        return _SELECT.format(
+            table=self.table_sql,
+            table_name=f"{self.schema}.emt_messages",
+            default_partition=sql_quote(DEFAULT_PARTITION),
+            tx=int(after.transaction_id),
+            pos=int(after.global_position),
+            bound=int(bound),
+            limit=f" LIMIT {int(limit)}" if limit is not None else "",
+        )

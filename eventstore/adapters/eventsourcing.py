@@ -1,0 +1,239 @@
+"""The Python ``eventsourcing`` library (PyPI ``eventsourcing[postgres]``): table ``<app>_events``.
+
+One table per application, named after the application class (``Shop`` → ``shop_events``),
+with ``originator_id uuid, originator_version, topic text, state bytea, notification_id``.
+
+Mapping to the lake's columns:
+
+=================  ===================================================================
+lake column        eventsourcing
+=================  ===================================================================
+global_position    ``notification_id``
+transaction_id     0 on every row (the table has none): checkpoints are
+                   ``(0, notification_id)``, whose order is the library's notification order
+stream_id          ``originator_id`` as text
+stream_type        the aggregate class: the part of the topic's qualified name before the
+                   event class (``shop:Cart.ItemAdded`` → ``Cart``)
+stream_version     ``originator_version``
+event_id           ``uuid5(EVENT_ID_NAMESPACE, "<originator_id>:<originator_version>")``: the
+                   library stores no event id, this one is deterministic and unique
+event_type         the topic's last dotted part (``ItemAdded``)
+event_version      the state's ``class_version`` (the library's upcasting marker), else 1
+data               the state's JSON object without the library's ``timestamp``,
+                   ``class_version``, ``originator_topic`` and the ``correlation_id``/
+                   ``causation_id`` attributes (which go to metadata); values of custom types
+                   stay as the library's transcoder wrote them (``{"_type_": …, "_data_": …}``)
+metadata           ``{"topic": …}`` plus ``originator_topic``, ``correlation_id`` and
+                   ``causation_id`` when the state has them
+recorded_at        the state's ``timestamp`` (``{"_type_": "datetime_iso", "_data_": …}``)
+is_archived        false (the library has no archive)
+tenant_id          null
+=================  ===================================================================
+
+Bad rows: an application may compress (``COMPRESSOR_TOPIC``) or encrypt (``CIPHER_TOPIC``)
+``state``; then it is not UTF-8 JSON. Such an event is not a crash: it comes through with
+``data`` null and ``metadata.decode_error`` naming the table, the notification id and what was
+found (zlib header, not UTF-8, not a JSON object), for the ingest to dead-letter. Decoding
+happens in DuckDB (``duckdb_relation_sql``), so :meth:`EventsourcingAdapter.query` returns the
+raw columns (``state`` as bytea) and only the DuckDB SQL returns the lake's columns.
+
+Gap safety (``gap_safety = "table-lock"``). The library's recorder takes ``LOCK TABLE <table>
+IN EXCLUSIVE MODE`` in the inserting transaction before the INSERT draws ``notification_id``
+from the table's sequence, and keeps it until COMMIT (``PostgresApplicationRecorder._lock_table``
+in ``eventsourcing/postgres.py``: "we want the insert order to be the same as the commit
+order"). So while a writer holds the lock, every smaller id is already settled and every id it
+draws is larger than every committed one: ``H = max(notification_id)`` visible now is safe, and
+a hole below ``H`` is a rolled-back transaction. The adapter does not take that on trust: in
+the same head it first reads ``max``, then looks for transactions holding a write lock on the
+table without the EXCLUSIVE lock (the library's ``POSTGRES_ENABLE_DB_FUNCTIONS`` insert function
+or another writer that skips the lock). If there is one, it falls back to the proven
+high-water mark of :mod:`eventstore.adapters.highwater` (the Marten strategy) for that head.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+
+from eventstore.adapters._base import SqlAdapter, sql_quote
+from eventstore.adapters.highwater import WRITE_LOCK_MODES, SequenceHighWater
+from eventstore.connection import connect
+from eventstore.errors import ConfigurationError
+from eventstore.reader import START, Checkpoint, Head
+
+__all__ = ["EVENT_ID_NAMESPACE", "EventsourcingAdapter", "event_id_of"]
+
+#: Namespace of the derived event ids: ``uuid5(EVENT_ID_NAMESPACE, f"{originator_id}:{version}")``.
+EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "projectionist:eventsourcing:event-id")
+
+
+def event_id_of(originator_id: uuid.UUID | str, originator_version: int) -> uuid.UUID:
+    """The event id the adapter derives for an event of the ``eventsourcing`` library."""
+    return uuid.uuid5(EVENT_ID_NAMESPACE, f"{uuid.UUID(str(originator_id))}:{int(originator_version)}")
+
+
+_WANTED = {
+    "originator_id": "",
+    "originator_version": "",
+    "topic": "text",
+    "state": "bytea",
+    "notification_id": "bigint",
+}
+
+_SELECT = (
+    "SELECT e.notification_id, e.originator_id::text AS originator_id, e.originator_version::bigint "
+    "AS originator_version, e.topic, e.state FROM {table} AS e "
+    "WHERE e.notification_id > {pos} AND e.notification_id <= {bound} ORDER BY e.notification_id{limit}"
+)
+
+# DuckDB: decode state (TRY: invalid UTF-8 gives NULL instead of failing the read), derive ids.
+_DUCK = """
+WITH raw AS (SELECT * FROM postgres_query('store', {pg_query})),
+decoded AS (SELECT *, TRY(decode(state)) AS text_state FROM raw),
+parsed AS (
+    SELECT *,
+           CASE WHEN text_state IS NOT NULL AND json_valid(text_state)
+                     AND json_type(text_state::JSON) = 'OBJECT' THEN text_state::JSON END AS j,
+           sha1(unhex('{namespace}') || encode(originator_id || ':' || originator_version::VARCHAR)) AS h,
+           regexp_extract(topic, '[^:]*$') AS qualname
+    FROM decoded)
+SELECT notification_id::BIGINT AS global_position,
+       0::BIGINT AS transaction_id,
+       originator_id AS stream_id,
+       regexp_extract(qualname, '([^.]+)\\.[^.]+$', 1) AS stream_type,
+       originator_version::BIGINT AS stream_version,
+       substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-5' || substr(h, 14, 3) || '-'
+           || substr('89ab89ab89ab89ab', strpos('0123456789abcdef', substr(h, 17, 1)), 1)
+           || substr(h, 18, 3) || '-' || substr(h, 21, 12) AS event_id,
+       regexp_extract(qualname, '[^.]+$') AS event_type,
+       coalesce(TRY_CAST(json_extract(j, '$.class_version') AS INTEGER), 1) AS event_version,
+       CASE WHEN j IS NOT NULL THEN json_merge_patch(j, '{{"timestamp": null, "class_version": null,
+           "originator_topic": null, "correlation_id": null, "causation_id": null}}')::VARCHAR END AS data,
+       CASE WHEN j IS NOT NULL THEN json_merge_patch('{{}}', json_object(
+               'topic', topic,
+               'originator_topic', json_extract_string(j, '$.originator_topic'),
+               'correlation_id', json_extract_string(j, '$.correlation_id'),
+               'causation_id', json_extract_string(j, '$.causation_id')))::VARCHAR
+            ELSE json_object('decode_error', {table_name} || ' notification_id ' || notification_id::VARCHAR
+               || ' (' || topic || '): state is ' ||
+               CASE WHEN hex(state) SIMILAR TO '78(01|5E|9C|DA).*' THEN
+                        'zlib-compressed data: the application sets COMPRESSOR_TOPIC; read it with an '
+                        || 'application that decompresses, or ingest without compression'
+                    WHEN text_state IS NULL THEN
+                        'not UTF-8 text (' || octet_length(state)::VARCHAR || ' bytes): encrypted '
+                        || '(CIPHER_TOPIC) or written by another transcoder'
+                    ELSE 'UTF-8 text but not a JSON object' END)::VARCHAR
+       END AS metadata,
+       TRY_CAST(json_extract_string(j, '$.timestamp._data_') AS TIMESTAMPTZ) AS recorded_at,
+       false AS is_archived,
+       NULL::VARCHAR AS tenant_id
+FROM parsed
+ORDER BY notification_id
+"""
+
+
+class EventsourcingAdapter(SqlAdapter):
+    """Reads an ``eventsourcing`` application's events table in notification order."""
+
+    kind = "eventsourcing"
+    gap_safety = "table-lock"
+    bound_kind = "position"
+
+    def __init__(self, dsn: str, schema: str = "public", table: str | None = None) -> None:
+        super().__init__(dsn, schema)
+        self.table = table or self._detect_table()
+        self.require_columns(
+            self.table,
+            _WANTED,
+            "The eventsourcing library names the table after the application class (Shop → shop_events): "
+            "set PROJECTIONIST_EVENT_STORE_TABLE.",
+        )
+        self.table_sql = self.ref(self.table)
+        with connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_get_serial_sequence(%s, 'notification_id')", (self.table_sql,)).fetchone()
+        if not row or not row[0]:
+            raise ConfigurationError(
+                f"{schema}.{self.table}.notification_id is not fed by a sequence (bigserial): is it an "
+                "eventsourcing application table (not an aggregate-only recorder's)?"
+            )
+        self.high_water = SequenceHighWater(self.table_sql, "notification_id", str(row[0]))
+        #: How many heads had to fall back from the table lock to the high-water mark.
+        self.fallbacks = 0
+
+    def _detect_table(self) -> str:
+        from eventstore.adapters.detect import describe_found, detect_stores
+
+        tables = [s.table for s in detect_stores(self.dsn, self.schema) if s.kind == "eventsourcing"]
+        if len(tables) == 1:
+            return tables[0]
+        if not tables:
+            raise ConfigurationError(
+                f"PROJECTIONIST_EVENT_STORE_KIND=eventsourcing expects an application events table "
+                f"(originator_id, originator_version, topic, state, notification_id) in schema {self.schema}, "
+                f"and there is none. {describe_found(self.dsn)}"
+            )
+        raise ConfigurationError(
+            f"schema {self.schema} holds several eventsourcing application tables ({', '.join(tables)}): "
+            "set PROJECTIONIST_EVENT_STORE_TABLE to the one to read."
+        )
+
+    def _unlocked_writers(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks w WHERE w.locktype = 'relation' AND w.granted "
+            "AND w.relation = %s::regclass AND w.mode = ANY(%s) AND w.pid IS DISTINCT FROM pg_backend_pid() "
+            "AND NOT EXISTS (SELECT 1 FROM pg_locks x WHERE x.locktype = 'relation' AND x.granted "
+            "  AND x.relation = w.relation AND x.virtualtransaction = w.virtualtransaction "
+            "  AND x.mode IN ('ExclusiveLock', 'AccessExclusiveLock')))",
+            (self.table_sql, list(WRITE_LOCK_MODES)),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def head(self, after: Checkpoint = START) -> Head:
+        """The safe position: the highest visible notification id while every writer holds the table lock."""
+        with connect(self.dsn, autocommit=True) as conn:
+            top = conn.execute(f"SELECT max(notification_id) FROM {self.table_sql}").fetchone()
+            highest = int(top[0]) if top and top[0] is not None else 0
+            if self._unlocked_writers(conn):  # read after max: see the module docstring
+                self.fallbacks += 1
+                bound, _ = self.high_water.prove(conn, int(after.global_position))
+            else:
+                bound = max(highest, int(after.global_position))
+                self.high_water.proven = max(self.high_water.proven, bound)
+            last = conn.execute(
+                f"SELECT max(notification_id) FROM {self.table_sql} WHERE notification_id <= %s", (bound,)
+            ).fetchone()
+            waiting = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'relation' AND relation = %s::regclass "
+                "AND mode = ANY(%s) AND pid IS DISTINCT FROM pg_backend_pid())",
+                (self.table_sql, list(WRITE_LOCK_MODES)),
+            ).fetchone()
+        last_position = int(last[0]) if last and last[0] is not None else 0
+        return Head(
+            bound,
+            Checkpoint(0, last_position) if last_position else START,
+            highest > bound or bool(waiting and waiting[0]),
+        )
+
+    def query(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
+        """The PostgreSQL query for the raw rows (``state`` undecoded) after ``after`` up to ``bound``."""
+        if after.transaction_id != 0:
+            raise ConfigurationError(
+                f"checkpoint {after} was not written by the eventsourcing adapter (its transaction id is always "
+                "0): was PROJECTIONIST_EVENT_STORE_KIND changed after an ingest?"
+            )
+        return _SELECT.format(
+            table=self.table_sql,
+            pos=int(after.global_position),
+            bound=int(bound),
+            limit=f" LIMIT {int(limit)}" if limit is not None else "",
+        )
+
+    def duckdb_relation_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
+        """DuckDB SQL returning ``ADAPTER_SCHEMA`` rows: decodes ``state``, derives ids and types."""
+        return _DUCK.format(
+            pg_query=sql_quote(self.query(after, bound, limit)),
+            namespace=EVENT_ID_NAMESPACE.hex,
+            table_name=sql_quote(f"{self.schema}.{self.table}"),
+        ).strip()
