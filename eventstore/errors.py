@@ -9,7 +9,9 @@ can act on it::
      └── TerminalError                 retrying the same call fails the same way
           ├── ConfigurationError       a setting (DSN, identifier, path, store kind) is wrong
           ├── ConcurrencyError         an append's expected stream version is not the current one
-          └── InvalidEventError        an event to append is malformed (payload not a JSON object, ...)
+          ├── InvalidEventError        an event to append is malformed (payload not a JSON object, ...)
+          ├── ProjectionDefinitionError  a projection or upcaster module is wrong (syntax, duplicate, bad name)
+          └── PoisonEventError         a stored event cannot be projected and the policy is ``stop``
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "InvalidEventError",
+    "PoisonEventError",
+    "ProjectionDefinitionError",
     "ProjectionistError",
     "StoreUnavailableError",
     "TerminalError",
@@ -69,3 +73,22 @@ class ConcurrencyError(TerminalError):
 
 class InvalidEventError(TerminalError):
     """Raised when an event to append is malformed; nothing of its batch is written."""
+
+
+class ProjectionDefinitionError(TerminalError):
+    """Raised when a projection or upcaster module is invalid: syntax error, duplicate, bad name or schema."""
+
+
+class PoisonEventError(TerminalError):
+    """Raised when a projection with the ``stop`` poison policy meets an event it cannot process."""
+
+    def __init__(self, projection: str, event_id: str, global_position: int, reason: str, others: int = 0) -> None:
+        self.projection = projection
+        self.event_id = event_id
+        self.global_position = global_position
+        self.reason = reason
+        more = f" ({others} more poison events after it)" if others else ""
+        super().__init__(
+            f"projection {projection} cannot process event {event_id} at global position {global_position}: "
+            f"{reason}{more}. Fix the event with an upcaster, or compute with the 'skip' policy to dead-letter it."
+        )

@@ -1,0 +1,38 @@
+"""cart_summary v1 (SQL): one row per cart with its customer, status, quantity and total."""
+
+from projections import Projection, Sql
+from projections.shop._cart import CART_COLUMNS, CART_EVENTS, CART_REQUIRES
+
+PROJECTION = Projection(
+    name="cart_summary",
+    version=1,
+    description="One row per cart: customer, status, item quantity, total amount, when it was opened.",
+    key=("cart_id",),
+    consumes=CART_EVENTS,
+    requires=CART_REQUIRES,
+    columns=CART_COLUMNS,
+    body=Sql(
+        """
+        WITH lines AS (
+            SELECT *,
+                CASE event_type WHEN 'ItemAdded' THEN 1 WHEN 'ItemRemoved' THEN -1 END AS sign,
+                CAST(data->>'quantity' AS BIGINT) AS quantity,
+                CAST(data->>'unit_price' AS DECIMAL(18,2)) AS unit_price
+            FROM events
+        )
+        SELECT
+            stream_id AS cart_id,
+            arg_min(data->>'customer_id', stream_version) FILTER (WHERE event_type = 'CartOpened') AS customer_id,
+            CASE arg_max(event_type, stream_version) FILTER (WHERE event_type IN ('CartConfirmed', 'CartCancelled'))
+                WHEN 'CartConfirmed' THEN 'confirmed' WHEN 'CartCancelled' THEN 'cancelled' ELSE 'open'
+            END AS status,
+            coalesce(sum(sign * quantity), 0) AS item_quantity,
+            coalesce(sum(sign * quantity * unit_price), 0) AS total_amount,
+            arg_min(recorded_at, stream_version) FILTER (WHERE event_type = 'CartOpened') AS opened_at,
+            arg_max(recorded_at, stream_version) AS last_event_at,
+            arg_max(global_position, stream_version) AS last_global_position
+        FROM lines
+        GROUP BY stream_id
+        """
+    ),
+)
