@@ -246,9 +246,8 @@ def compute(
             valid_all = run.valid(everything, run.poison(everything))
             contributions = run.stream_keys(valid_all)
             with run.registered(contributions) as contribution_view:
-                streams_of_keys = run.con.sql(
-                    f"SELECT DISTINCT stream_id FROM ({run.key_join(contribution_view, key_view)}) AS c"
-                ).to_arrow_table()
+                contributing = run.key_join(f"SELECT * FROM {contribution_view}", key_view)
+                streams_of_keys = run.con.sql(f"SELECT DISTINCT stream_id FROM ({contributing}) AS c").to_arrow_table()
             # Materialized: the contributions view is gone after this block.
             with run.registered(streams_of_keys) as streams_view:
                 return _compute(run, run.restricted(f"SELECT stream_id FROM {streams_view}"), key_view, policy)
@@ -294,7 +293,7 @@ def _fold(run: _Run, valid: str, body: Fold, policy: str) -> tuple[pa.Table, lis
     projection = run.projection
     extra = [c if c in run.columns else f"CAST(NULL AS VARCHAR) AS {c}" for c in ("correlation_id", "causation_id")]
     select = ", ".join([*_FOLD_COLUMNS[:4], "CAST(event_id AS VARCHAR) AS event_id", *_FOLD_COLUMNS[5:], *extra])
-    reader = run.con.sql(f"SELECT {select} FROM ({valid}) AS v ORDER BY stream_id, stream_version").fetch_record_batch(
+    reader = run.con.sql(f"SELECT {select} FROM ({valid}) AS v ORDER BY stream_id, stream_version").to_arrow_reader(
         100_000
     )
     key = projection.key[0]
@@ -365,6 +364,12 @@ def _rows_table(run: _Run, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(arrays)
 
 
+def _later_than(checkpoint: Checkpoint) -> str:
+    """SQL: the event comes after ``checkpoint`` in (transaction_id, global_position) order."""
+    tx, position = int(checkpoint.transaction_id), int(checkpoint.global_position)
+    return f"(transaction_id > {tx} OR (transaction_id = {tx} AND global_position > {position}))"
+
+
 def touched_keys(
     con: duckdb.DuckDBPyConnection,
     projection: Projection,
@@ -381,10 +386,7 @@ def touched_keys(
     and up to ``until`` (rows they may join).
     """
     run = _Run(con, projection, events, upcasters)
-    in_range = (
-        f"(transaction_id, global_position) > ({after.transaction_id}, {after.global_position}) "
-        f"AND (transaction_id, global_position) <= ({until.transaction_id}, {until.global_position})"
-    )
+    in_range = f"{_later_than(after)} AND NOT {_later_than(until)}"
     streams = f"SELECT DISTINCT stream_id FROM ({run.consumed}) AS e WHERE {in_range}"
     types = {c.name: c.type for c in projection.columns}
     if projection.keyed_by_stream:
@@ -398,7 +400,7 @@ def touched_keys(
         for bound in (after, until):
             base = (
                 f"SELECT * FROM ({run.restricted(f'SELECT stream_id FROM {touched_view}')}) AS e "
-                f"WHERE (transaction_id, global_position) <= ({bound.transaction_id}, {bound.global_position})"
+                f"WHERE NOT {_later_than(bound)}"
             )
             keys.append(run.stream_keys(run.valid(base, run.poison(base))))
     key_columns = ", ".join(f"CAST({k} AS {types[k]}) AS {k}" for k in projection.key)
