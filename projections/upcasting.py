@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from eventstore.errors import ConfigurationError, ProjectionDefinitionError
 
@@ -126,14 +127,21 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+_UDF_FUNCTIONS: dict[int, Callable[..., Any]] = {}
+
+
 def _python_udf(con: duckdb.DuckDBPyConnection, upcaster: Upcaster) -> str:
     """Register ``upcaster.function`` as a scalar function on ``con`` (once) and return its name."""
     assert upcaster.function is not None
     function = upcaster.function
+    # Keeping the function referenced keeps its id unique, so the name stands for this function only.
+    _UDF_FUNCTIONS[id(function)] = function
     digest = hashlib.sha256(f"{upcaster.event_type}/{upcaster.from_version}/{id(function)}".encode()).hexdigest()
     name = f"projectionist_upcast_{digest[:16]}"
 
-    def apply(data: str) -> str | None:
+    def one(data: str | None) -> str | None:
+        if data is None:
+            return None
         try:
             new = function(json.loads(data, parse_float=Decimal))
             # Prices are JSON numbers: write Decimals back as numbers (float repr keeps <= 15 digits exact).
@@ -141,10 +149,15 @@ def _python_udf(con: duckdb.DuckDBPyConnection, upcaster: Upcaster) -> str:
         except Exception:
             return None  # the event becomes poison ("data is NULL"), reported by the engine
 
+    def apply(data: pa.Array) -> pa.Array:
+        return pa.array([one(value) for value in data.to_pylist()], pa.string())
+
     try:
-        con.create_function(name, apply, [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"))
+        con.create_function(
+            name, apply, [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"), type="arrow", null_handling="special"
+        )
     except duckdb.Error as exc:
-        if "already exists" not in str(exc):
+        if "already" not in str(exc):  # registered on this connection by an earlier call
             raise
     return name
 

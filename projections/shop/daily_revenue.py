@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from projections import Column, Polars, Projection
-from projections.shop._cart import CART_EVENTS, ITEM_FIELDS
+from projections.shop._cart import ITEM_FIELDS
 
 ITEM_EVENTS = ("ItemAdded", "ItemRemoved")
 
@@ -73,7 +73,7 @@ PROJECTION = Projection(
     version=1,
     description="Confirmed carts per UTC day of confirmation and currency: count, revenue, items.",
     key=("day", "currency"),
-    consumes=CART_EVENTS,
+    consumes=("ItemAdded", "ItemRemoved", "CartConfirmed", "CartCancelled"),
     requires={"ItemAdded": {**ITEM_FIELDS, "currency": "VARCHAR"}, "ItemRemoved": ITEM_FIELDS},
     columns=(
         Column("day", "DATE", "UTC day of the cart's confirmation (its last CartConfirmed)."),

@@ -6,7 +6,7 @@ net quantity is positive. last_global_position is the last event of the contribu
 """
 
 from projections import Column, Projection, Sql
-from projections.shop._cart import CART_EVENTS, ITEM_FIELDS
+from projections.shop._cart import ITEM_FIELDS
 
 # Net lines (cart, product, currency) of confirmed carts: shared by the body and stream_keys.
 CONFIRMED_LINES = """
@@ -34,7 +34,7 @@ PROJECTION = Projection(
     version=1,
     description="Per product and currency: quantity sold in confirmed carts, revenue and number of carts.",
     key=("product_id", "currency"),
-    consumes=CART_EVENTS,
+    consumes=("ItemAdded", "ItemRemoved", "CartConfirmed", "CartCancelled"),
     requires={"ItemAdded": {**ITEM_FIELDS, "currency": "VARCHAR"}, "ItemRemoved": ITEM_FIELDS},
     columns=(
         Column("product_id", "VARCHAR", "The product (ItemAdded.product_id)."),

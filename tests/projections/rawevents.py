@@ -39,7 +39,7 @@ RAW_EVENTS_COLUMNS = (
 INGESTED_AT = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-@dataclass
+@dataclass(eq=False)
 class RawEvent:
     """One row of raw.events, before it is written to DuckDB."""
 
