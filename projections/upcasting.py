@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from duckdb.func import ARROW, SPECIAL
 
 from eventstore.errors import ConfigurationError, ProjectionDefinitionError
 
@@ -154,7 +155,7 @@ def _python_udf(con: duckdb.DuckDBPyConnection, upcaster: Upcaster) -> str:
 
     try:
         con.create_function(
-            name, apply, [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"), type="arrow", null_handling="special"
+            name, apply, [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"), type=ARROW, null_handling=SPECIAL
         )
     except duckdb.Error as exc:
         if "already" not in str(exc):  # registered on this connection by an earlier call
