@@ -70,58 +70,97 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _field_check(value: str, type_: str) -> str:
-    """A SQL condition that JSON ``value`` holds a value of DuckDB type ``type_``."""
+_JSON_KINDS = {
+    "VARCHAR": "('VARCHAR')",
+    "BOOLEAN": "('BOOLEAN')",
+    "integer": "('BIGINT', 'UBIGINT')",
+    "number": "('BIGINT', 'UBIGINT', 'DOUBLE')",
+}
+
+
+def _json_kinds(type_: str) -> tuple[str | None, bool]:
+    """The JSON value types acceptable for DuckDB type ``type_``, and whether a cast must also be tried."""
     normalized = _normalize_type(type_)
-    kind = f"json_type({value})"
-    as_type = f"TRY_CAST(json_extract_string({value}, '$') AS {normalized}) IS NOT NULL"
-    if normalized in _INTEGER_TYPES:
-        return f"{kind} IN ('BIGINT', 'UBIGINT') AND {as_type}"
-    if normalized.startswith("DECIMAL") or normalized in _NUMBER_TYPES:
-        return f"{kind} IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND {as_type}"
-    if normalized == "VARCHAR":
-        return f"{kind} = 'VARCHAR'"
-    if normalized == "BOOLEAN":
-        return f"{kind} = 'BOOLEAN'"
     if normalized == "JSON":
-        return "true"
-    return f"{kind} = 'VARCHAR' AND {as_type}"
+        return None, False
+    if normalized in ("VARCHAR", "BOOLEAN"):
+        return _JSON_KINDS[normalized], False
+    if normalized in _INTEGER_TYPES:
+        return _JSON_KINDS["integer"], normalized not in ("BIGINT", "HUGEINT")  # narrower ones may overflow
+    if normalized.startswith("DECIMAL") or normalized in _NUMBER_TYPES:
+        return _JSON_KINDS["number"], normalized.startswith("DECIMAL")  # precision may overflow
+    return _JSON_KINDS["VARCHAR"], True  # dates, timestamps, uuids...: text that must parse
 
 
 def _checked_sql(projection: Projection, base: str) -> str:
-    """``base`` plus a ``_poison`` column: NULL for a valid event, else the reason it cannot be projected."""
-    extracts = []
-    reasons = [
-        "WHEN data IS NULL THEN 'data is NULL (stored as null, or an upcaster failed on it)'",
-        "WHEN _doc IS NULL THEN 'data is not valid JSON'",
-        "WHEN _doc <> 'OBJECT' THEN 'data is not a JSON object but ' || _doc",
-    ]
+    """``base`` plus ``_ok`` (the event can be projected) and the columns ``_poison_reason`` needs.
+
+    One JSON parse per event gives the document's type and its required fields' types
+    (``json_type(data, [paths])``); events whose fields must also cast (decimals, dates) get a
+    second, ``json_extract_string``. Missing field, JSON null, wrong type: all show in those lists.
+    """
+    types: list[str] = []
+    texts: list[str] = []
+    conditions: list[str] = []
     for event_type, fields in sorted(projection.requires.items()):
         if not fields:
             continue
         paths = ", ".join(_quote(f"$.{name}") for name in fields)
-        extracts.append(f"WHEN {_quote(event_type)} THEN try(json_extract(data, [{paths}]))")
-        is_type = f"event_type = {_quote(event_type)}"
-        for i, (name, type_) in enumerate(fields.items(), start=1):
-            value = f"_f[{i}]"
-            reasons.append(
-                f"WHEN {is_type} AND ({value} IS NULL OR json_type({value}) = 'NULL') "
-                f"THEN {_quote(f'{event_type} v')} || event_version || {_quote(f' lacks field {name!r}')}"
-            )
-            reasons.append(
-                f"WHEN {is_type} AND NOT ({_field_check(value, type_)}) "
-                f"THEN {_quote(f'{event_type} field {name!r} is not {_normalize_type(type_)}: ')} "
-                f"|| left(CAST({value} AS VARCHAR), 60)"
-            )
-    fields_expr = f"CASE event_type {' '.join(extracts)} END" if extracts else "CAST(NULL AS JSON[])"
+        types.append(f"WHEN {_quote(event_type)} THEN try(json_type(data, ['$', {paths}]))")
+        checks = []
+        cast_paths = []
+        for i, (name, type_) in enumerate(fields.items(), start=2):
+            kinds, cast = _json_kinds(type_)
+            checks.append(f"_t[{i}] IN {kinds}" if kinds else f"_t[{i}] IS NOT NULL AND _t[{i}] <> 'NULL'")
+            if cast:
+                cast_paths.append(_quote(f"$.{name}"))
+                checks.append(f"TRY_CAST(_s[{len(cast_paths)}] AS {_normalize_type(type_)}) IS NOT NULL")
+        if cast_paths:
+            texts.append(f"WHEN {_quote(event_type)} THEN try(json_extract_string(data, [{', '.join(cast_paths)}]))")
+        conditions.append(f"WHEN {_quote(event_type)} THEN {' AND '.join(checks)}")
+    types_expr = (
+        f"CASE event_type {' '.join(types)} ELSE [try(json_type(data))] END" if types else "[try(json_type(data))]"
+    )
+    texts_expr = f"CASE event_type {' '.join(texts)} END" if texts else "CAST(NULL AS VARCHAR[])"
+    fields_ok = f"CASE event_type {' '.join(conditions)} ELSE true END" if conditions else "true"
     return (
-        f"SELECT *, CASE {' '.join(reasons)} END AS _poison FROM ("
-        f"SELECT *, try(json_type(data)) AS _doc, {fields_expr} AS _f FROM ({base}) AS consumed) AS extracted"
+        f"SELECT *, coalesce(_t[1] = 'OBJECT' AND ({fields_ok}), false) AS _ok FROM ("
+        f"SELECT *, {types_expr} AS _t, {texts_expr} AS _s FROM ({base}) AS consumed) AS typed"
     )
 
 
+def _poison_reason(projection: Projection) -> str:
+    """SQL over ``_checked_sql`` columns: why an event that is not ``_ok`` cannot be projected."""
+    reasons = [
+        "WHEN data IS NULL THEN 'data is NULL'",
+        "WHEN _t[1] IS NULL THEN 'data is not valid JSON'",
+        "WHEN _t[1] <> 'OBJECT' THEN 'data is not a JSON object but ' || _t[1]",
+    ]
+    for event_type, fields in sorted(projection.requires.items()):
+        is_type = f"event_type = {_quote(event_type)}"
+        cast_index = 0
+        for i, (name, type_) in enumerate(fields.items(), start=2):
+            kinds, cast = _json_kinds(type_)
+            normalized = _normalize_type(type_)
+            reasons.append(
+                f"WHEN {is_type} AND (_t[{i}] IS NULL OR _t[{i}] = 'NULL') "
+                f"THEN {_quote(f'{event_type} v')} || event_version || {_quote(f' lacks field {name!r}')}"
+            )
+            wrong = f"{_quote(f'{event_type} field {name!r} is not {normalized}: JSON ')} || _t[{i}]"
+            if kinds:
+                reasons.append(f"WHEN {is_type} AND _t[{i}] NOT IN {kinds} THEN {wrong}")
+            if cast:
+                cast_index += 1
+                value = f"_s[{cast_index}]"
+                reasons.append(
+                    f"WHEN {is_type} AND TRY_CAST({value} AS {normalized}) IS NULL "
+                    f"THEN {_quote(f'{event_type} field {name!r} is not {normalized}: ')} || left({value}, 60)"
+                )
+    return f"CASE {' '.join(reasons)} ELSE 'invalid' END"
+
+
 def _valid_sql(checked: str) -> str:
-    return f"SELECT * EXCLUDE (_doc, _f, _poison) FROM ({checked}) AS checked WHERE _poison IS NULL"
+    return f"SELECT * EXCLUDE (_t, _s, _ok) FROM ({checked}) AS checked WHERE _ok"
 
 
 class _Run:
@@ -148,9 +187,9 @@ class _Run:
 
     def poison(self, base: str) -> list[PoisonEvent]:
         rows = self.con.sql(
-            f"SELECT event_id::VARCHAR, global_position, transaction_id, stream_id, event_type, event_version, _poison "
-            f"FROM ({_checked_sql(self.projection, base)}) AS checked WHERE _poison IS NOT NULL "
-            "ORDER BY transaction_id, global_position"
+            f"SELECT event_id::VARCHAR, global_position, transaction_id, stream_id, event_type, event_version, "
+            f"{_poison_reason(self.projection)} FROM ({_checked_sql(self.projection, base)}) AS checked "
+            "WHERE NOT _ok ORDER BY transaction_id, global_position"
         ).fetchall()
         return [PoisonEvent(*row) for row in rows]
 

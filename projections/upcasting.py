@@ -177,21 +177,20 @@ def upcast_sql(
     for upcaster in upcasters:
         by_version.setdefault(upcaster.from_version, []).append(upcaster)
     for from_version in sorted(by_version):
-        data_cases: list[str] = []
-        version_cases: list[str] = []
+        cases: list[str] = []
         for upcaster in by_version[from_version]:
             match = f"event_type = {_quote(upcaster.event_type)} AND event_version = {from_version}"
             if upcaster.sql is not None:
                 new = f"try(CAST(({upcaster.sql}) AS VARCHAR))"
             else:
                 new = f"{_python_udf(con, upcaster)}(data)"
-            # Malformed data is left as it is (and reported as poison later) rather than failing the query.
-            data_cases.append(f"WHEN {match} THEN CASE WHEN json_valid(data) THEN {new} ELSE data END")
-            version_cases.append(f"WHEN {match} THEN {upcaster.to_version}")
+            cases.append(f"WHEN {match} THEN {new}")
+        # An event its upcaster cannot read (malformed data, an error in the expression) stays at its
+        # stored version with its stored data; the projection then reports it as poison.
         query = (
-            f"SELECT * REPLACE (CASE {' '.join(data_cases)} ELSE data END AS data, "
-            f"CAST(CASE {' '.join(version_cases)} ELSE event_version END AS INTEGER) AS event_version) "
-            f"FROM ({query}) AS stage_{from_version}"
+            "SELECT * EXCLUDE (upcast) REPLACE (coalesce(upcast, data) AS data, "
+            "CAST(CASE WHEN upcast IS NULL THEN event_version ELSE event_version + 1 END AS INTEGER) AS event_version) "
+            f"FROM (SELECT *, CASE {' '.join(cases)} END AS upcast FROM ({query}) AS stored) AS stage_{from_version}"
         )
     return query
 

@@ -81,8 +81,8 @@ def test_chained_upcasters_reach_the_latest_version_sql_and_python(con: duckdb.D
         ("Registered", 3, {"age": 0, "first_name": "Ada", "last_name": "Lovelace"}),
         ("Registered", 3, {"age": 41, "first_name": "Alan", "last_name": "Turing"}),
         ("Registered", 3, {"first_name": "Grace", "last_name": "Hopper", "age": 85}),
-        # Malformed data is left as it is and does not fail the query: a projection reports it as poison.
-        ("Registered", 3, "{not json"),
+        # Malformed data stays as stored and does not fail the query: a projection reports it as poison.
+        ("Registered", 1, "{not json"),
     ]
 
     projection = Projection(
@@ -103,13 +103,25 @@ def test_chained_upcasters_reach_the_latest_version_sql_and_python(con: duckdb.D
     assert [(p.global_position, p.reason) for p in result.poison] == [(4, "data is not valid JSON")]
 
 
-def test_a_failing_python_upcaster_makes_its_event_poison(con: duckdb.DuckDBPyConnection) -> None:
+def test_an_event_its_upcaster_cannot_read_stays_as_stored_and_becomes_poison(con: duckdb.DuckDBPyConnection) -> None:
     def explode(data: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("no")
 
     _load(con, ("Thing", 1, {"a": 1}))
-    rows = _read(con, Upcasters([Upcaster("Thing", 1, function=explode)]))
-    assert rows == [("Thing", 2, None)]
+    upcasters = Upcasters([Upcaster("Thing", 1, function=explode), Upcaster("Thing", 2, sql="data")])
+    assert _read(con, upcasters) == [("Thing", 1, {"a": 1})]  # not upcast: it stays as stored
+    projection = Projection(
+        name="things",
+        version=1,
+        description="Things.",
+        key=("thing",),
+        consumes=("Thing",),
+        requires={"Thing": {"b": "VARCHAR"}},
+        columns=(Column("thing", "VARCHAR", "Stream."),),
+        body=Sql("SELECT stream_id AS thing, max(global_position) AS last_global_position FROM events GROUP BY 1"),
+    )
+    result = compute(con, projection, "events", upcasters=upcasters, policy="skip")
+    assert [p.reason for p in result.poison] == ["Thing v1 lacks field 'b'"]
 
 
 def test_upcasters_that_do_not_chain_or_repeat_are_refused() -> None:
