@@ -86,7 +86,11 @@ class Sql:
 
 @dataclass(frozen=True)
 class Polars:
-    """A function from a LazyFrame of events (``data`` as JSON text) to a DataFrame or LazyFrame."""
+    """A function from a LazyFrame of events (``data`` as JSON text) to a DataFrame or LazyFrame.
+
+    The events come in no particular order (sorting millions of rows costs more than most bodies):
+    sort, or use ``sort_by`` inside aggregations, where order matters.
+    """
 
     function: Callable[[pl.LazyFrame], pl.DataFrame | pl.LazyFrame]
 

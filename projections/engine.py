@@ -233,7 +233,7 @@ class _Run:
             query = f"WITH events AS ({valid}) SELECT DISTINCT stream_id, {key} FROM ({spec.query}) AS s"
             return self.con.sql(query).to_arrow_table()
         assert isinstance(spec, Polars)
-        frame = spec.function(self.con.sql(f"{valid} ORDER BY transaction_id, global_position").pl(lazy=True))
+        frame = spec.function(self.con.sql(valid).pl(lazy=True))
         collected = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
         return collected.select(["stream_id", *self.projection.key]).unique().to_arrow()
 
@@ -304,7 +304,7 @@ def _compute(run: _Run, base: str, key_view: str | None, policy: str) -> Compute
         rows = run.finish(f"WITH events AS ({valid}) SELECT * FROM ({body.query}) AS body", key_view)
         return ComputeResult(rows, tuple(poison))
     if isinstance(body, Polars):
-        frame = body.function(run.con.sql(f"{valid} ORDER BY transaction_id, global_position").pl(lazy=True))
+        frame = body.function(run.con.sql(valid).pl(lazy=True))
         result = (frame.collect() if isinstance(frame, pl.LazyFrame) else frame).to_arrow()
         with run.registered(result) as view:
             return ComputeResult(run.finish(f"SELECT * FROM {view}", key_view), tuple(poison))
@@ -351,11 +351,26 @@ def _fold(run: _Run, valid: str, body: Fold, policy: str) -> tuple[pa.Table, lis
         if row is not None:
             rows.append({**row, key: stream, LAST_GLOBAL_POSITION: last})
 
+    new_event = Event.__new__
     for batch in reader:
-        columns = batch.to_pydict()
-        for values in zip(*columns.values(), strict=True):
-            event = Event._make((*values[:7], loads(values[7], parse_float=Decimal), *values[8:]))
-            if event.stream_id != stream:
+        for position, transaction, stream_id, version, event_id, kind, event_version, data, at, cid, caid in zip(
+            *batch.to_pydict().values(), strict=True
+        ):
+            event = new_event(
+                Event,
+                position,
+                transaction,
+                stream_id,
+                version,
+                event_id,
+                kind,
+                event_version,
+                loads(data, parse_float=Decimal),
+                at,
+                cid,
+                caid,
+            )
+            if stream_id != stream:
                 emit()
                 stream, state, last = event.stream_id, initial(), None
             try:
