@@ -126,15 +126,16 @@ class PoisonPolicy:
 
 @dataclass(frozen=True)
 class ExpectedChange:
-    """A declared change of meaning versus the previous version.
+    """A declared change of meaning versus the previous version, for the diff gate of a promotion.
 
-    ``predicate`` is a DuckDB boolean over ``old`` and ``new`` (the rows of the previous and of this
-    version with the same key) that holds for every key present in both; a diff gate reports the
-    rows where it does not.
+    ``columns`` may differ from the previous version, but only on rows where ``where`` holds: SQL
+    over ``a.<column>`` (the previous version's row) and ``b.<column>`` (this version's row with
+    the same key). It maps one to one onto ``warehouse.diff.AllowedChange(columns, where)``.
     """
 
     description: str
-    predicate: str
+    columns: tuple[str, ...]
+    where: str = "true"
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,6 +256,10 @@ class Projection:
             self.stream_keys, Sql
         ):
             raise self._fail("stream_keys must be of the body's kind (Sql with Sql, Polars with Polars)")
+        for change in self.expected_changes:
+            unknown = [c for c in change.columns if c not in names]
+            if not change.columns or unknown:
+                raise self._fail(f"expected change {change.description!r} must name declared columns, not {unknown}")
         for policy in (self.poison.live, self.poison.rebuild):
             if policy not in ("skip", "stop"):
                 raise self._fail(f"poison policy {policy!r} is invalid: use 'skip' or 'stop'")

@@ -211,11 +211,11 @@ class _Run:
         if isinstance(keys, pa.Table):
             missing = [k for k in names if k not in keys.column_names]
             if missing:
-                raise ProjectionDefinitionError(f"keys for {self.projection.label} lack column(s) {missing}")
+                raise ConfigurationError(f"keys for {self.projection.label} lack the key column(s) {missing}")
             return keys.select(names)
         tuples = [k if isinstance(k, tuple) else (k,) for k in keys]
         if any(len(t) != len(names) for t in tuples):
-            raise ProjectionDefinitionError(f"keys for {self.projection.label} must be tuples of {names}")
+            raise ConfigurationError(f"keys for {self.projection.label} must be values of {names} (tuples if several)")
         return pa.table({n: [t[i] for t in tuples] for i, n in enumerate(names)})
 
     def key_join(self, relation: str, keys: str) -> str:
@@ -466,19 +466,20 @@ def touched_keys(
 
 
 def expected_change_violations(con: duckdb.DuckDBPyConnection, projection: Projection, old: str, new: str) -> pa.Table:
-    """Keys present in relations ``old`` and ``new`` where one of ``projection.expected_changes`` does not hold.
+    """Keys in both ``old`` (previous version's rows) and ``new`` whose declared columns changed outside ``where``.
 
-    ``old`` holds the previous version's rows, ``new`` this version's; the result has the key columns
-    and ``expected_change`` (the description of the change that was violated).
+    Only the declared changes are checked (a column no change names is the diff gate's business);
+    the result has the key columns and ``expected_change``, the description of the change broken.
     """
     for relation in (old, new):
         if not _RELATION.match(relation):
             raise ConfigurationError(f"relation {relation!r} is not a table or view name")
-    key = ", ".join(f"new.{k}" for k in projection.key)
-    on = " AND ".join(f"old.{k} IS NOT DISTINCT FROM new.{k}" for k in projection.key)
+    key = ", ".join(f"b.{k}" for k in projection.key)
+    on = " AND ".join(f"a.{k} IS NOT DISTINCT FROM b.{k}" for k in projection.key)
     checks = [
-        f"SELECT {key}, {_quote(change.description)} AS expected_change FROM {old} AS old JOIN {new} AS new ON {on} "
-        f"WHERE NOT coalesce(({change.predicate}), false)"
+        f"SELECT {key}, {_quote(change.description)} AS expected_change FROM {old} AS a JOIN {new} AS b ON {on} "
+        f"WHERE ({' OR '.join(f'a.{c} IS DISTINCT FROM b.{c}' for c in change.columns)}) "
+        f"AND NOT coalesce(({change.where}), false)"
         for change in projection.expected_changes
     ]
     if not checks:

@@ -83,7 +83,8 @@ PROJECTION = Projection(
     expected_changes=(
         ExpectedChange(
             "only cancelled carts change total_amount (it becomes 0)",
-            "old.total_amount = new.total_amount OR (new.status = 'cancelled' AND new.total_amount = 0)",
+            columns=("total_amount",),
+            where="b.status = 'cancelled' AND b.total_amount = 0",
         ),
     ),
 )

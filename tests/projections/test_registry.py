@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from eventstore.errors import ConfigurationError, ProjectionDefinitionError, TerminalError
-from projections import Column, Fold, Polars, Projection, Sql, discover
+from projections import Column, ExpectedChange, Fold, Polars, Projection, Sql, discover
 
 GOOD = """
 from projections import Column, Projection, Sql
@@ -144,6 +144,7 @@ def test_fingerprint_follows_body_and_schema_not_descriptions() -> None:
         ({"body": "SELECT 1"}, "body must be"),
         ({"body": Fold(initial=int, evolve=evolve_with_helper), "stream_keys": Sql("SELECT 1")}, "drop stream_keys"),
         ({"stream_keys": Polars(lambda frame: frame)}, "must be of the body's kind"),
+        ({"expected_changes": (ExpectedChange("x", ("nope",)),)}, "must name declared columns"),
     ],
 )
 def test_invalid_declarations_are_refused(changes: dict[str, object], message: str) -> None:
