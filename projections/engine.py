@@ -44,6 +44,14 @@ Keys: TypeAlias = pa.Table | Sequence[Any]
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 _NUMBER_TYPES = {"FLOAT", "DOUBLE"}
 
+# What a value overflowing its declared type raises, in DuckDB (casts, json_transform) or polars.
+_CONVERSION_ERRORS = (
+    duckdb.ConversionException,
+    duckdb.OutOfRangeException,
+    duckdb.InvalidInputException,
+    pl.exceptions.PolarsError,
+)
+
 
 @dataclass(frozen=True)
 class PoisonEvent:
@@ -78,26 +86,32 @@ _JSON_KINDS = {
 }
 
 
-def _json_kinds(type_: str) -> tuple[str | None, bool]:
-    """The JSON value types acceptable for DuckDB type ``type_``, and whether a cast must also be tried."""
+def _json_kinds(type_: str, precise: bool) -> tuple[str | None, bool]:
+    """The JSON value types acceptable for DuckDB type ``type_``, and whether a cast must also be tried.
+
+    A number of the right JSON kind can still overflow a DECIMAL or a narrow integer; trying that
+    cast costs a second parse of every event, so it is only done in the ``precise`` check, which
+    runs when a computation fails on a conversion.
+    """
     normalized = _normalize_type(type_)
     if normalized == "JSON":
         return None, False
     if normalized in ("VARCHAR", "BOOLEAN"):
         return _JSON_KINDS[normalized], False
     if normalized in _INTEGER_TYPES:
-        return _JSON_KINDS["integer"], normalized not in ("BIGINT", "HUGEINT")  # narrower ones may overflow
+        return _JSON_KINDS["integer"], precise and normalized not in ("BIGINT", "HUGEINT")
     if normalized.startswith("DECIMAL") or normalized in _NUMBER_TYPES:
-        return _JSON_KINDS["number"], normalized.startswith("DECIMAL")  # precision may overflow
+        return _JSON_KINDS["number"], precise and normalized.startswith("DECIMAL")
     return _JSON_KINDS["VARCHAR"], True  # dates, timestamps, uuids...: text that must parse
 
 
-def _checked_sql(projection: Projection, base: str) -> str:
+def _checked_sql(projection: Projection, base: str, precise: bool = False) -> str:
     """``base`` plus ``_ok`` (the event can be projected) and the columns ``_poison_reason`` needs.
 
     One JSON parse per event gives the document's type and its required fields' types
-    (``json_type(data, [paths])``); events whose fields must also cast (decimals, dates) get a
-    second, ``json_extract_string``. Missing field, JSON null, wrong type: all show in those lists.
+    (``json_type(data, [paths])``): a missing field, a JSON null, a wrong type all show there.
+    Events with fields that must also cast (dates; decimals when ``precise``) get a second parse,
+    ``json_extract_string``.
     """
     types: list[str] = []
     texts: list[str] = []
@@ -110,7 +124,7 @@ def _checked_sql(projection: Projection, base: str) -> str:
         checks = []
         cast_paths = []
         for i, (name, type_) in enumerate(fields.items(), start=2):
-            kinds, cast = _json_kinds(type_)
+            kinds, cast = _json_kinds(type_, precise)
             checks.append(f"_t[{i}] IN {kinds}" if kinds else f"_t[{i}] IS NOT NULL AND _t[{i}] <> 'NULL'")
             if cast:
                 cast_paths.append(_quote(f"$.{name}"))
@@ -129,7 +143,7 @@ def _checked_sql(projection: Projection, base: str) -> str:
     )
 
 
-def _poison_reason(projection: Projection) -> str:
+def _poison_reason(projection: Projection, precise: bool = False) -> str:
     """SQL over ``_checked_sql`` columns: why an event that is not ``_ok`` cannot be projected."""
     reasons = [
         "WHEN data IS NULL THEN 'data is NULL'",
@@ -140,7 +154,7 @@ def _poison_reason(projection: Projection) -> str:
         is_type = f"event_type = {_quote(event_type)}"
         cast_index = 0
         for i, (name, type_) in enumerate(fields.items(), start=2):
-            kinds, cast = _json_kinds(type_)
+            kinds, cast = _json_kinds(type_, precise)
             normalized = _normalize_type(type_)
             reasons.append(
                 f"WHEN {is_type} AND (_t[{i}] IS NULL OR _t[{i}] = 'NULL') "
@@ -185,16 +199,16 @@ class _Run:
             return self.consumed
         return f"SELECT * FROM ({self.consumed}) AS e WHERE stream_id IN ({streams})"
 
-    def poison(self, base: str) -> list[PoisonEvent]:
+    def poison(self, base: str, precise: bool = False) -> list[PoisonEvent]:
         rows = self.con.sql(
             f"SELECT event_id::VARCHAR, global_position, transaction_id, stream_id, event_type, event_version, "
-            f"{_poison_reason(self.projection)} FROM ({_checked_sql(self.projection, base)}) AS checked "
-            "WHERE NOT _ok ORDER BY transaction_id, global_position"
+            f"{_poison_reason(self.projection, precise)} FROM ({_checked_sql(self.projection, base, precise)}) "
+            "AS checked WHERE NOT _ok ORDER BY transaction_id, global_position"
         ).fetchall()
         return [PoisonEvent(*row) for row in rows]
 
-    def valid(self, base: str, poison: Sequence[PoisonEvent]) -> str:
-        return _valid_sql(_checked_sql(self.projection, base)) if poison else base
+    def valid(self, base: str, poison: Sequence[PoisonEvent], precise: bool = False) -> str:
+        return _valid_sql(_checked_sql(self.projection, base, precise)) if poison else base
 
     @contextmanager
     def registered(self, table: pa.Table) -> Iterator[str]:
@@ -236,6 +250,13 @@ class _Run:
         frame = spec.function(self.con.sql(valid).pl(lazy=True))
         collected = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
         return collected.select(["stream_id", *self.projection.key]).unique().to_arrow()
+
+    def contributions(self, base: str) -> pa.Table:
+        """``stream_keys`` over the valid events of ``base`` (poison left out, whatever the policy)."""
+        try:
+            return self.stream_keys(self.valid(base, self.poison(base)))
+        except _CONVERSION_ERRORS:  # see _compute
+            return self.stream_keys(self.valid(base, self.poison(base, precise=True), precise=True))
 
     def finish(self, relation: str, keys: str | None) -> pa.Table:
         """Cast ``relation`` to the declared output columns, keep ``keys`` if given, order by key."""
@@ -282,8 +303,7 @@ def compute(
             streams: str | None = f"SELECT {projection.key[0]} FROM {key_view}"
         else:
             everything = run.consumed
-            valid_all = run.valid(everything, run.poison(everything))
-            contributions = run.stream_keys(valid_all)
+            contributions = run.contributions(everything)
             with run.registered(contributions) as contribution_view:
                 contributing = run.key_join(f"SELECT * FROM {contribution_view}", key_view)
                 streams_of_keys = run.con.sql(f"SELECT DISTINCT stream_id FROM ({contributing}) AS c").to_arrow_table()
@@ -294,11 +314,20 @@ def compute(
 
 
 def _compute(run: _Run, base: str, key_view: str | None, policy: str) -> ComputeResult:
+    try:
+        return _compute_checked(run, base, key_view, policy, precise=False)
+    except _CONVERSION_ERRORS:
+        # Perhaps a value of the right JSON kind overflowing its type: the precise check finds and
+        # reports such events; if it finds none, the second attempt fails the same way and says why.
+        return _compute_checked(run, base, key_view, policy, precise=True)
+
+
+def _compute_checked(run: _Run, base: str, key_view: str | None, policy: str, precise: bool) -> ComputeResult:
     projection = run.projection
-    poison = run.poison(base)
+    poison = run.poison(base, precise)
     if poison and policy == "stop":
         raise _stop(projection, poison)
-    valid = run.valid(base, poison)
+    valid = run.valid(base, poison, precise)
     body = projection.body
     if isinstance(body, Sql):
         rows = run.finish(f"WITH events AS ({valid}) SELECT * FROM ({body.query}) AS body", key_view)
@@ -456,7 +485,7 @@ def touched_keys(
                 f"SELECT * FROM ({run.restricted(f'SELECT stream_id FROM {touched_view}')}) AS e "
                 f"WHERE NOT {_later_than(bound)}"
             )
-            keys.append(run.stream_keys(run.valid(base, run.poison(base))))
+            keys.append(run.contributions(base))
     key_columns = ", ".join(f"CAST({k} AS {types[k]}) AS {k}" for k in projection.key)
     with run.registered(keys[0]) as before, run.registered(keys[1]) as now:
         return con.sql(

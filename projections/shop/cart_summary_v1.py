@@ -16,14 +16,17 @@ PROJECTION = Projection(
         WITH lines AS (
             SELECT *,
                 CASE event_type WHEN 'ItemAdded' THEN 1 WHEN 'ItemRemoved' THEN -1 END AS sign,
-                -- One parse per event for all the fields read.
-                json_transform(data, '{"customer_id": "VARCHAR", "quantity": "BIGINT", "unit_price": "DECIMAL(18,2)"}')
-                    AS f
+                -- One parse per item event for both fields; strict, so that a price beyond DECIMAL(18,2)
+                -- fails (and is then reported as poison) rather than turning into NULL.
+                CASE WHEN event_type IN ('ItemAdded', 'ItemRemoved')
+                    THEN json_transform_strict(data, '{"quantity": "BIGINT", "unit_price": "DECIMAL(18,2)"}')
+                END AS f
             FROM events
         )
         SELECT
             stream_id AS cart_id,
-            arg_min(f.customer_id, stream_version) FILTER (WHERE event_type = 'CartOpened') AS customer_id,
+            arg_min(CASE WHEN event_type = 'CartOpened' THEN data->>'customer_id' END, stream_version)
+                FILTER (WHERE event_type = 'CartOpened') AS customer_id,
             CASE arg_max(event_type, stream_version) FILTER (WHERE event_type IN ('CartConfirmed', 'CartCancelled'))
                 WHEN 'CartConfirmed' THEN 'confirmed' WHEN 'CartCancelled' THEN 'cancelled' ELSE 'open'
             END AS status,

@@ -28,6 +28,11 @@ def _corrupt(events: list[RawEvent]) -> dict[int, tuple[str, str]]:
         added[10]: ({"product_id": "SKU-002", "unit_price": 3.5}, "lacks field 'quantity'"),
         added[20]: ({"product_id": "SKU-002", "quantity": 2.5, "unit_price": 3.5}, "field 'quantity' is not BIGINT"),
         removed[2]: ({"product_id": "SKU-002", "quantity": "abc", "unit_price": 3.5}, "field 'quantity' is not BIGINT"),
+        # The right JSON kind, but beyond DECIMAL(18,2): found by the precise check after the body fails.
+        added[30]: (
+            {"product_id": "SKU-002", "quantity": 1, "unit_price": 1e20, "currency": "EUR"},
+            "'unit_price' is not DECIMAL(18,2)",
+        ),
         opened[5]: ("[1, 2]", "data is not a JSON object but ARRAY"),
     }
     for event, (data, _) in damage.items():
