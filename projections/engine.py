@@ -200,10 +200,16 @@ class _Run:
         return f"SELECT * FROM ({self.consumed}) AS e WHERE stream_id IN ({streams})"
 
     def poison(self, base: str, precise: bool = False) -> list[PoisonEvent]:
+        checked = _checked_sql(self.projection, base, precise)
+        # Counting through an aggregate FILTER first: a WHERE on _ok would be pushed down into the
+        # projection and re-parse the JSON once per reference to _t (four times slower, measured).
+        found = self.con.sql(f"SELECT count(*) FILTER (WHERE NOT _ok) FROM ({checked}) AS checked").fetchone()
+        if found is None or found[0] == 0:
+            return []
         rows = self.con.sql(
             f"SELECT event_id::VARCHAR, global_position, transaction_id, stream_id, event_type, event_version, "
-            f"{_poison_reason(self.projection, precise)} FROM ({_checked_sql(self.projection, base, precise)}) "
-            "AS checked WHERE NOT _ok ORDER BY transaction_id, global_position"
+            f"{_poison_reason(self.projection, precise)} FROM ({checked}) AS checked WHERE NOT _ok "
+            "ORDER BY transaction_id, global_position"
         ).fetchall()
         return [PoisonEvent(*row) for row in rows]
 
