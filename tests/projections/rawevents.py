@@ -176,8 +176,3 @@ def load_shop(con: duckdb.DuckDBPyConnection, carts: Sequence[Cart], name: str =
     create_raw_events(con, name)
     insert_raw_events(con, rows, name)
     return rows
-
-
-def rows_of(table: pa.Table) -> list[dict[str, Any]]:
-    """An Arrow table's rows as dicts (for comparisons)."""
-    return table.to_pylist()
