@@ -374,7 +374,8 @@ def _fold(run: _Run, valid: str, body: Fold, policy: str) -> tuple[pa.Table, lis
     rows: list[dict[str, Any]] = []
     poison: list[PoisonEvent] = []
     initial, evolve, result = body.initial, body.evolve, body.result
-    loads = json.loads
+    # One decoder for all events: json.loads(..., parse_float=...) builds a new one per call.
+    decode = json.JSONDecoder(parse_float=Decimal).decode
     stream: str | None = None
     state: Any = None
     last: int | None = None
@@ -400,7 +401,7 @@ def _fold(run: _Run, valid: str, body: Fold, policy: str) -> tuple[pa.Table, lis
                 event_id,
                 kind,
                 event_version,
-                loads(data, parse_float=Decimal),
+                decode(data),
                 at,
                 cid,
                 caid,
