@@ -13,7 +13,9 @@ can act on it::
           │    │                       key column missing on a side, bad predicate)
           │    └── DuplicateKeyError   a relation holds several rows for one key
           ├── InvalidEventError        an event to append is malformed (payload not a JSON object, ...)
-          └── UndecodableEventError    an event read from a store cannot be decoded (compressed, encrypted, binary)
+          ├── UndecodableEventError    an event read from a store cannot be decoded (compressed, encrypted, binary)
+          ├── ProjectionDefinitionError  a projection or upcaster module is wrong (syntax, duplicate, bad name)
+          └── PoisonEventError         a stored event cannot be projected and the policy is ``stop``
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ __all__ = [
     "ConfigurationError",
     "DuplicateKeyError",
     "InvalidEventError",
+    "PoisonEventError",
+    "ProjectionDefinitionError",
     "ProjectionistError",
     "StoreUnavailableError",
     "TerminalError",
@@ -93,3 +97,22 @@ class DuplicateKeyError(ComparisonError):
 
 class UndecodableEventError(TerminalError):
     """Raised when an event read from a store cannot be decoded (compressed, encrypted or binary payload)."""
+
+
+class ProjectionDefinitionError(TerminalError):
+    """Raised when a projection or upcaster module is invalid: syntax error, duplicate, bad name or schema."""
+
+
+class PoisonEventError(TerminalError):
+    """Raised when a projection with the ``stop`` poison policy meets an event it cannot process."""
+
+    def __init__(self, projection: str, event_id: str, global_position: int, reason: str, others: int = 0) -> None:
+        self.projection = projection
+        self.event_id = event_id
+        self.global_position = global_position
+        self.reason = reason
+        more = f" ({others} more poison events after it)" if others else ""
+        super().__init__(
+            f"projection {projection} cannot process event {event_id} at global position {global_position}: "
+            f"{reason}{more}. Fix the event with an upcaster, or compute with the 'skip' policy to dead-letter it."
+        )

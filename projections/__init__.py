@@ -1,0 +1,47 @@
+"""Projections: versioned read models computed over any DuckDB relation shaped like raw.events.
+
+A projection is one Python module declaring ``PROJECTION = Projection(...)`` with a body of one of
+three kinds (:class:`Sql`, :class:`Polars`, :class:`Fold`); :func:`discover` finds the bundled ones
+(``projections/shop/``) and those in the folder named by ``PROJECTIONIST_PROJECTIONS``.
+:func:`compute` gives a projection's rows (all, or those of some keys), :func:`touched_keys` the
+keys a checkpoint range affects, :func:`upcast_events` the events read at their latest versions.
+This package imports ``eventstore`` types only. See docs/projections.md.
+"""
+
+from projections.definition import (
+    LAST_GLOBAL_POSITION,
+    Column,
+    Event,
+    ExpectedChange,
+    Fold,
+    PoisonPolicy,
+    Polars,
+    Projection,
+    Sql,
+)
+from projections.engine import ComputeResult, PoisonEvent, compute, expected_change_violations, touched_keys
+from projections.registry import Registry, discover
+from projections.upcasting import EVENT_COLUMNS, Upcaster, Upcasters, upcast_events
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "LAST_GLOBAL_POSITION",
+    "Column",
+    "ComputeResult",
+    "Event",
+    "ExpectedChange",
+    "Fold",
+    "PoisonEvent",
+    "PoisonPolicy",
+    "Polars",
+    "Projection",
+    "Registry",
+    "Sql",
+    "Upcaster",
+    "Upcasters",
+    "compute",
+    "discover",
+    "expected_change_violations",
+    "touched_keys",
+    "upcast_events",
+]

@@ -1,0 +1,525 @@
+"""Computing a projection over any DuckDB relation shaped like raw.events.
+
+``compute`` gives a projection's rows, all of them or only those of some keys (each computed from
+*all* the events of its key, so an incremental update can replace exactly those rows);
+``touched_keys`` gives the keys affected by the events of a checkpoint range.
+
+The pipeline, all of it SQL until a polars or fold body takes over:
+
+1. upcast (``upcasting.upcast_sql``) and keep the event types the projection consumes;
+2. validate the declared required fields in one vectorized pass: events failing it are *poison*,
+   reported as ``(event_id, reason)``; policy ``skip`` computes without them, ``stop`` raises
+   :class:`~eventstore.errors.PoisonEventError` naming the first one;
+3. run the body; a fold also reports as poison an event whose ``evolve`` raises;
+4. cast the result to the declared column types, keep the requested keys, order by key.
+
+Keys and streams: a projection keyed by stream (no ``stream_keys``) recomputes a key from its
+stream's events. Otherwise ``stream_keys`` says which keys each stream contributes to; the rows of
+a key are computed from every contributing stream, and a stream touched in a range affects the
+keys it contributed to before the range and those it contributes to after it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal, TypeAlias
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from eventstore.errors import ConfigurationError, PoisonEventError, ProjectionDefinitionError
+from eventstore.reader import Checkpoint
+from projections.definition import LAST_GLOBAL_POSITION, Event, Fold, Polars, Projection, Sql, _normalize_type
+from projections.upcasting import _RELATION, Upcasters, events_source, upcast_sql
+
+__all__ = ["ComputeResult", "PoisonEvent", "compute", "expected_change_violations", "touched_keys"]
+
+Keys: TypeAlias = pa.Table | Sequence[Any]
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+_NUMBER_TYPES = {"FLOAT", "DOUBLE"}
+
+# What a value overflowing its declared type raises, in DuckDB (casts, json_transform) or polars.
+_CONVERSION_ERRORS = (
+    duckdb.ConversionException,
+    duckdb.OutOfRangeException,
+    duckdb.InvalidInputException,
+    pl.exceptions.PolarsError,
+)
+
+
+@dataclass(frozen=True)
+class PoisonEvent:
+    """An event a projection could not process, and why: the caller dead-letters it."""
+
+    event_id: str
+    global_position: int
+    transaction_id: int
+    stream_id: str
+    event_type: str
+    event_version: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ComputeResult:
+    """A projection's rows (declared columns + ``last_global_position``, ordered by key) and its poison events."""
+
+    rows: pa.Table
+    poison: tuple[PoisonEvent, ...] = ()
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_JSON_KINDS = {
+    "VARCHAR": "('VARCHAR')",
+    "BOOLEAN": "('BOOLEAN')",
+    "integer": "('BIGINT', 'UBIGINT')",
+    "number": "('BIGINT', 'UBIGINT', 'DOUBLE')",
+}
+
+
+def _json_kinds(type_: str, precise: bool) -> tuple[str | None, bool]:
+    """The JSON value types acceptable for DuckDB type ``type_``, and whether a cast must also be tried.
+
+    A number of the right JSON kind can still overflow a DECIMAL or a narrow integer; trying that
+    cast costs a second parse of every event, so it is only done in the ``precise`` check, which
+    runs when a computation fails on a conversion.
+    """
+    normalized = _normalize_type(type_)
+    if normalized == "JSON":
+        return None, False
+    if normalized in ("VARCHAR", "BOOLEAN"):
+        return _JSON_KINDS[normalized], False
+    if normalized in _INTEGER_TYPES:
+        return _JSON_KINDS["integer"], precise and normalized not in ("BIGINT", "HUGEINT")
+    if normalized.startswith("DECIMAL") or normalized in _NUMBER_TYPES:
+        return _JSON_KINDS["number"], precise and normalized.startswith("DECIMAL")
+    return _JSON_KINDS["VARCHAR"], True  # dates, timestamps, uuids...: text that must parse
+
+
+def _checked_sql(projection: Projection, base: str, precise: bool = False) -> str:
+    """``base`` plus ``_ok`` (the event can be projected) and the columns ``_poison_reason`` needs.
+
+    One JSON parse per event gives the document's type and its required fields' types
+    (``json_type(data, [paths])``): a missing field, a JSON null, a wrong type all show there.
+    Events with fields that must also cast (dates; decimals when ``precise``) get a second parse,
+    ``json_extract_string``.
+    """
+    types: list[str] = []
+    texts: list[str] = []
+    conditions: list[str] = []
+    for event_type, fields in sorted(projection.requires.items()):
+        if not fields:
+            continue
+        paths = ", ".join(_quote(f"$.{name}") for name in fields)
+        types.append(f"WHEN {_quote(event_type)} THEN try(json_type(data, ['$', {paths}]))")
+        checks = []
+        cast_paths = []
+        for i, (name, type_) in enumerate(fields.items(), start=2):
+            kinds, cast = _json_kinds(type_, precise)
+            checks.append(f"_t[{i}] IN {kinds}" if kinds else f"_t[{i}] IS NOT NULL AND _t[{i}] <> 'NULL'")
+            if cast:
+                cast_paths.append(_quote(f"$.{name}"))
+                checks.append(f"TRY_CAST(_s[{len(cast_paths)}] AS {_normalize_type(type_)}) IS NOT NULL")
+        if cast_paths:
+            texts.append(f"WHEN {_quote(event_type)} THEN try(json_extract_string(data, [{', '.join(cast_paths)}]))")
+        conditions.append(f"WHEN {_quote(event_type)} THEN {' AND '.join(checks)}")
+    types_expr = (
+        f"CASE event_type {' '.join(types)} ELSE [try(json_type(data))] END" if types else "[try(json_type(data))]"
+    )
+    texts_expr = f"CASE event_type {' '.join(texts)} END" if texts else "CAST(NULL AS VARCHAR[])"
+    fields_ok = f"CASE event_type {' '.join(conditions)} ELSE true END" if conditions else "true"
+    return (
+        f"SELECT *, coalesce(_t[1] = 'OBJECT' AND ({fields_ok}), false) AS _ok FROM ("
+        f"SELECT *, {types_expr} AS _t, {texts_expr} AS _s FROM ({base}) AS consumed) AS typed"
+    )
+
+
+def _poison_reason(projection: Projection, precise: bool = False) -> str:
+    """SQL over ``_checked_sql`` columns: why an event that is not ``_ok`` cannot be projected."""
+    reasons = [
+        "WHEN data IS NULL THEN 'data is NULL'",
+        "WHEN _t[1] IS NULL THEN 'data is not valid JSON'",
+        "WHEN _t[1] <> 'OBJECT' THEN 'data is not a JSON object but ' || _t[1]",
+    ]
+    for event_type, fields in sorted(projection.requires.items()):
+        is_type = f"event_type = {_quote(event_type)}"
+        cast_index = 0
+        for i, (name, type_) in enumerate(fields.items(), start=2):
+            kinds, cast = _json_kinds(type_, precise)
+            normalized = _normalize_type(type_)
+            reasons.append(
+                f"WHEN {is_type} AND (_t[{i}] IS NULL OR _t[{i}] = 'NULL') "
+                f"THEN {_quote(f'{event_type} v')} || event_version || {_quote(f' lacks field {name!r}')}"
+            )
+            wrong = f"{_quote(f'{event_type} field {name!r} is not {normalized}: JSON ')} || _t[{i}]"
+            if kinds:
+                reasons.append(f"WHEN {is_type} AND _t[{i}] NOT IN {kinds} THEN {wrong}")
+            if cast:
+                cast_index += 1
+                value = f"_s[{cast_index}]"
+                reasons.append(
+                    f"WHEN {is_type} AND TRY_CAST({value} AS {normalized}) IS NULL "
+                    f"THEN {_quote(f'{event_type} field {name!r} is not {normalized}: ')} || left({value}, 60)"
+                )
+    return f"CASE {' '.join(reasons)} ELSE 'invalid' END"
+
+
+def _valid_sql(checked: str) -> str:
+    return f"SELECT * EXCLUDE (_t, _s, _ok) FROM ({checked}) AS checked WHERE _ok"
+
+
+class _Run:
+    """One computation's connection, projection and the SQL of its events."""
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, projection: Projection, events: str, upcasters: Upcasters | None
+    ) -> None:
+        if upcasters is None:
+            from projections.registry import discover
+
+            upcasters = discover().upcasters
+        self.con = con
+        self.projection = projection
+        self.columns = events_source(con, events)
+        types = ", ".join(_quote(t) for t in sorted(projection.consumes))
+        self.consumed = upcast_sql(con, events, upcasters, where=f"event_type IN ({types})", columns=self.columns)
+
+    def restricted(self, streams: str | None) -> str:
+        """Consumed events, of the streams in query ``streams`` only when given."""
+        if streams is None:
+            return self.consumed
+        return f"SELECT * FROM ({self.consumed}) AS e WHERE stream_id IN ({streams})"
+
+    def poison(self, base: str, precise: bool = False) -> list[PoisonEvent]:
+        checked = _checked_sql(self.projection, base, precise)
+        # Counting through an aggregate FILTER first: a WHERE on _ok would be pushed down into the
+        # projection and re-parse the JSON once per reference to _t (four times slower, measured).
+        found = self.con.sql(f"SELECT count(*) FILTER (WHERE NOT _ok) FROM ({checked}) AS checked").fetchone()
+        if found is None or found[0] == 0:
+            return []
+        rows = self.con.sql(
+            f"SELECT event_id::VARCHAR, global_position, transaction_id, stream_id, event_type, event_version, "
+            f"{_poison_reason(self.projection, precise)} FROM ({checked}) AS checked WHERE NOT _ok "
+            "ORDER BY transaction_id, global_position"
+        ).fetchall()
+        return [PoisonEvent(*row) for row in rows]
+
+    def valid(self, base: str, poison: Sequence[PoisonEvent], precise: bool = False) -> str:
+        return _valid_sql(_checked_sql(self.projection, base, precise)) if poison else base
+
+    @contextmanager
+    def registered(self, table: pa.Table) -> Iterator[str]:
+        name = f"projectionist_{uuid.uuid4().hex}"
+        self.con.register(name, table)
+        try:
+            yield name
+        finally:
+            self.con.unregister(name)
+
+    def key_table(self, keys: Keys) -> pa.Table:
+        """``keys`` as an Arrow table with the key column names."""
+        names = list(self.projection.key)
+        if isinstance(keys, pa.Table):
+            missing = [k for k in names if k not in keys.column_names]
+            if missing:
+                raise ConfigurationError(f"keys for {self.projection.label} lack the key column(s) {missing}")
+            return keys.select(names)
+        tuples = [k if isinstance(k, tuple) else (k,) for k in keys]
+        if any(len(t) != len(names) for t in tuples):
+            raise ConfigurationError(f"keys for {self.projection.label} must be values of {names} (tuples if several)")
+        return pa.table({n: [t[i] for t in tuples] for i, n in enumerate(names)})
+
+    def key_join(self, relation: str, keys: str) -> str:
+        types = {c.name: c.type for c in self.projection.columns}
+        on = " AND ".join(
+            f"CAST(r.{k} AS {types[k]}) IS NOT DISTINCT FROM CAST(k.{k} AS {types[k]})" for k in self.projection.key
+        )
+        return f"SELECT r.* FROM ({relation}) AS r SEMI JOIN {keys} AS k ON {on}"
+
+    def stream_keys(self, valid: str) -> pa.Table:
+        """``stream_id`` and the key columns each stream of ``valid`` contributes to."""
+        spec = self.projection.stream_keys
+        key = ", ".join(self.projection.key)
+        if isinstance(spec, Sql):
+            query = f"WITH events AS ({valid}) SELECT DISTINCT stream_id, {key} FROM ({spec.query}) AS s"
+            return self.con.sql(query).to_arrow_table()
+        assert isinstance(spec, Polars)
+        frame = spec.function(self.con.sql(valid).pl(lazy=True))
+        collected = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        return collected.select(["stream_id", *self.projection.key]).unique().to_arrow()
+
+    def contributions(self, base: str) -> pa.Table:
+        """``stream_keys`` over the valid events of ``base`` (poison left out, whatever the policy)."""
+        try:
+            return self.stream_keys(self.valid(base, self.poison(base)))
+        except _CONVERSION_ERRORS:  # see _compute
+            return self.stream_keys(self.valid(base, self.poison(base, precise=True), precise=True))
+
+    def finish(self, relation: str, keys: str | None) -> pa.Table:
+        """Cast ``relation`` to the declared output columns, keep ``keys`` if given, order by key."""
+        have = self.con.sql(f"SELECT * FROM ({relation}) AS r LIMIT 0").columns
+        missing = [c.name for c in self.projection.output_columns if c.name not in have]
+        if missing:
+            raise ProjectionDefinitionError(
+                f"the body of {self.projection.label} does not return the declared column(s) {missing}"
+            )
+        if keys is not None:
+            relation = self.key_join(relation, keys)
+        select = ", ".join(f"CAST({c.name} AS {c.type}) AS {c.name}" for c in self.projection.output_columns)
+        order = ", ".join(self.projection.key)
+        return self.con.sql(f"SELECT {select} FROM ({relation}) AS result ORDER BY {order}").to_arrow_table()
+
+
+def _stop(projection: Projection, poison: Sequence[PoisonEvent]) -> PoisonEventError:
+    first = poison[0]
+    return PoisonEventError(projection.label, first.event_id, first.global_position, first.reason, len(poison) - 1)
+
+
+def compute(
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    events: str,
+    keys: Keys | None = None,
+    *,
+    upcasters: Upcasters | None = None,
+    policy: Literal["skip", "stop"] | None = None,
+) -> ComputeResult:
+    """Compute ``projection`` over relation ``events`` (a table or view shaped like raw.events).
+
+    Without ``keys``: every row. With ``keys`` (an Arrow table of the key columns, or a list of key
+    values or tuples): exactly the rows of those keys, each computed from all the events of its key.
+    ``upcasters`` defaults to the discovered ones (``discover().upcasters``); ``policy`` defaults to
+    the projection's ``poison.rebuild`` for a full computation and ``poison.live`` for keys.
+    """
+    run = _Run(con, projection, events, upcasters)
+    policy = policy or (projection.poison.rebuild if keys is None else projection.poison.live)
+    if keys is None:
+        return _compute(run, run.consumed, None, policy)
+    with run.registered(run.key_table(keys)) as key_view:
+        if projection.keyed_by_stream:
+            streams: str | None = f"SELECT {projection.key[0]} FROM {key_view}"
+        else:
+            everything = run.consumed
+            contributions = run.contributions(everything)
+            with run.registered(contributions) as contribution_view:
+                contributing = run.key_join(f"SELECT * FROM {contribution_view}", key_view)
+                streams_of_keys = run.con.sql(f"SELECT DISTINCT stream_id FROM ({contributing}) AS c").to_arrow_table()
+            # Materialized: the contributions view is gone after this block.
+            with run.registered(streams_of_keys) as streams_view:
+                return _compute(run, run.restricted(f"SELECT stream_id FROM {streams_view}"), key_view, policy)
+        return _compute(run, run.restricted(streams), key_view, policy)
+
+
+def _compute(run: _Run, base: str, key_view: str | None, policy: str) -> ComputeResult:
+    try:
+        return _compute_checked(run, base, key_view, policy, precise=False)
+    except _CONVERSION_ERRORS:
+        # Perhaps a value of the right JSON kind overflowing its type: the precise check finds and
+        # reports such events; if it finds none, the second attempt fails the same way and says why.
+        return _compute_checked(run, base, key_view, policy, precise=True)
+
+
+def _compute_checked(run: _Run, base: str, key_view: str | None, policy: str, precise: bool) -> ComputeResult:
+    projection = run.projection
+    poison = run.poison(base, precise)
+    if poison and policy == "stop":
+        raise _stop(projection, poison)
+    valid = run.valid(base, poison, precise)
+    body = projection.body
+    if isinstance(body, Sql):
+        rows = run.finish(f"WITH events AS ({valid}) SELECT * FROM ({body.query}) AS body", key_view)
+        return ComputeResult(rows, tuple(poison))
+    if isinstance(body, Polars):
+        frame = body.function(run.con.sql(valid).pl(lazy=True))
+        result = (frame.collect() if isinstance(frame, pl.LazyFrame) else frame).to_arrow()
+        with run.registered(result) as view:
+            return ComputeResult(run.finish(f"SELECT * FROM {view}", key_view), tuple(poison))
+    assert isinstance(body, Fold)
+    folded, fold_poison = _fold(run, valid, body, policy)
+    with run.registered(folded) as view:
+        return ComputeResult(run.finish(f"SELECT * FROM {view}", key_view), (*poison, *fold_poison))
+
+
+_FOLD_COLUMNS = (
+    "global_position",
+    "transaction_id",
+    "stream_id",
+    "stream_version",
+    "event_id",
+    "event_type",
+    "event_version",
+    "data",
+    "recorded_at",
+)
+
+
+def _fold(run: _Run, valid: str, body: Fold, policy: str) -> tuple[pa.Table, list[PoisonEvent]]:
+    """Apply ``body`` per stream in stream order; return the rows and the events whose ``evolve`` raised."""
+    projection = run.projection
+    extra = [c if c in run.columns else f"CAST(NULL AS VARCHAR) AS {c}" for c in ("correlation_id", "causation_id")]
+    select = ", ".join([*_FOLD_COLUMNS[:4], "CAST(event_id AS VARCHAR) AS event_id", *_FOLD_COLUMNS[5:], *extra])
+    reader = run.con.sql(f"SELECT {select} FROM ({valid}) AS v ORDER BY stream_id, stream_version").to_arrow_reader(
+        100_000
+    )
+    key = projection.key[0]
+    rows: list[dict[str, Any]] = []
+    poison: list[PoisonEvent] = []
+    initial, evolve, result = body.initial, body.evolve, body.result
+    # One decoder for all events: json.loads(..., parse_float=...) builds a new one per call.
+    decode = json.JSONDecoder(parse_float=Decimal).decode
+    stream: str | None = None
+    state: Any = None
+    last: int | None = None
+
+    def emit() -> None:
+        if stream is None or last is None:
+            return
+        row = result(state) if result is not None else state
+        if row is not None:
+            rows.append({**row, key: stream, LAST_GLOBAL_POSITION: last})
+
+    new_event = Event.__new__
+    for batch in reader:
+        for position, transaction, stream_id, version, event_id, kind, event_version, data, at, cid, caid in zip(
+            *batch.to_pydict().values(), strict=True
+        ):
+            event = new_event(
+                Event,
+                position,
+                transaction,
+                stream_id,
+                version,
+                event_id,
+                kind,
+                event_version,
+                decode(data),
+                at,
+                cid,
+                caid,
+            )
+            if stream_id != stream:
+                emit()
+                stream, state, last = event.stream_id, initial(), None
+            try:
+                state = evolve(state, event)
+            except Exception as exc:
+                reason = f"{type(exc).__name__} in evolve: {exc}"
+                found = PoisonEvent(
+                    event.event_id,
+                    event.global_position,
+                    event.transaction_id,
+                    event.stream_id,
+                    event.event_type,
+                    event.event_version,
+                    reason,
+                )
+                if policy == "stop":
+                    raise _stop(projection, [found]) from exc
+                poison.append(found)
+                continue
+            last = event.global_position
+    emit()
+    return _rows_table(run, rows), poison
+
+
+def _rows_table(run: _Run, rows: list[dict[str, Any]]) -> pa.Table:
+    """Fold rows as Arrow, each column typed by inference or, failing that, by its declared type."""
+    declared = run.con.sql(
+        "SELECT " + ", ".join(f"CAST(NULL AS {c.type}) AS {c.name}" for c in run.projection.output_columns)
+    ).to_arrow_table()
+    arrays = {}
+    for column in run.projection.output_columns:
+        values = [row.get(column.name) for row in rows]
+        try:
+            arrays[column.name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            try:
+                arrays[column.name] = pa.array(values, type=declared.schema.field(column.name).type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise ProjectionDefinitionError(
+                    f"the fold of {run.projection.label} returns values of column {column.name!r} that are not "
+                    f"{column.type}: {exc}"
+                ) from None
+    if not rows:
+        return declared.slice(0, 0)
+    return pa.table(arrays)
+
+
+def _later_than(checkpoint: Checkpoint) -> str:
+    """SQL: the event comes after ``checkpoint`` in (transaction_id, global_position) order."""
+    tx, position = int(checkpoint.transaction_id), int(checkpoint.global_position)
+    return f"(transaction_id > {tx} OR (transaction_id = {tx} AND global_position > {position}))"
+
+
+def touched_keys(
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    events: str,
+    after: Checkpoint,
+    until: Checkpoint,
+    *,
+    upcasters: Upcasters | None = None,
+) -> pa.Table:
+    """The keys whose rows may change through the events in ``(after, until]`` (Arrow table of the key columns).
+
+    For a projection keyed by stream: the streams with a consumed event in the range. Otherwise the
+    keys the range's streams contributed to with the events up to ``after`` (rows they may leave)
+    and up to ``until`` (rows they may join).
+    """
+    run = _Run(con, projection, events, upcasters)
+    in_range = f"{_later_than(after)} AND NOT {_later_than(until)}"
+    streams = f"SELECT DISTINCT stream_id FROM ({run.consumed}) AS e WHERE {in_range}"
+    types = {c.name: c.type for c in projection.columns}
+    if projection.keyed_by_stream:
+        name = projection.key[0]
+        return con.sql(
+            f"SELECT CAST(stream_id AS {types[name]}) AS {name} FROM ({streams}) AS s ORDER BY 1"
+        ).to_arrow_table()
+    touched = con.sql(streams).to_arrow_table()
+    with run.registered(touched) as touched_view:
+        keys: list[pa.Table] = []
+        for bound in (after, until):
+            base = (
+                f"SELECT * FROM ({run.restricted(f'SELECT stream_id FROM {touched_view}')}) AS e "
+                f"WHERE NOT {_later_than(bound)}"
+            )
+            keys.append(run.contributions(base))
+    key_columns = ", ".join(f"CAST({k} AS {types[k]}) AS {k}" for k in projection.key)
+    with run.registered(keys[0]) as before, run.registered(keys[1]) as now:
+        return con.sql(
+            f"SELECT DISTINCT {key_columns} FROM (SELECT * FROM {before} UNION ALL BY NAME SELECT * FROM {now}) AS k "
+            f"ORDER BY ALL"
+        ).to_arrow_table()
+
+
+def expected_change_violations(con: duckdb.DuckDBPyConnection, projection: Projection, old: str, new: str) -> pa.Table:
+    """Keys in both ``old`` (previous version's rows) and ``new`` whose declared columns changed outside ``where``.
+
+    Only the declared changes are checked (a column no change names is the diff gate's business);
+    the result has the key columns and ``expected_change``, the description of the change broken.
+    """
+    for relation in (old, new):
+        if not _RELATION.match(relation):
+            raise ConfigurationError(f"relation {relation!r} is not a table or view name")
+    key = ", ".join(f"b.{k}" for k in projection.key)
+    on = " AND ".join(f"a.{k} IS NOT DISTINCT FROM b.{k}" for k in projection.key)
+    checks = [
+        f"SELECT {key}, {_quote(change.description)} AS expected_change FROM {old} AS a JOIN {new} AS b ON {on} "
+        f"WHERE ({' OR '.join(f'a.{c} IS DISTINCT FROM b.{c}' for c in change.columns)}) "
+        f"AND NOT coalesce(({change.where}), false)"
+        for change in projection.expected_changes
+    ]
+    if not checks:
+        types = {c.name: c.type for c in projection.columns}
+        columns = ", ".join(f"CAST(NULL AS {types[k]}) AS {k}" for k in projection.key)
+        return con.sql(f"SELECT {columns}, CAST(NULL AS VARCHAR) AS expected_change LIMIT 0").to_arrow_table()
+    return con.sql(" UNION ALL ".join(checks) + " ORDER BY ALL").to_arrow_table()

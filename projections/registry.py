@@ -1,0 +1,151 @@
+"""Discovering projections and upcasters: one Python module each, nothing else to register.
+
+A module declares ``PROJECTION = Projection(...)`` and/or ``UPCASTERS = [Upcaster(...), ...]``.
+Modules come from the bundled package ``projections.shop`` and, when the environment variable
+``PROJECTIONIST_PROJECTIONS`` names a folder, from every ``*.py`` file in it (files starting with
+``_`` are helpers and are skipped). A module that fails to import, declares neither, or repeats a
+``(name, version)`` raises :class:`~eventstore.errors.ProjectionDefinitionError` naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import os
+import pkgutil
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+
+from eventstore.errors import ConfigurationError, ProjectionDefinitionError
+from projections.definition import Projection
+from projections.upcasting import Upcaster, Upcasters
+
+__all__ = ["BUNDLED_PACKAGE", "ENV_FOLDER", "Registry", "discover"]
+
+ENV_FOLDER = "PROJECTIONIST_PROJECTIONS"
+BUNDLED_PACKAGE = "projections.shop"
+
+
+class Registry:
+    """The projections (by name and version) and the upcasters found in projection modules."""
+
+    def __init__(self, projections: Mapping[tuple[str, int], Projection], upcasters: Upcasters) -> None:
+        self._projections = dict(sorted(projections.items()))
+        self.upcasters = upcasters
+
+    def __iter__(self) -> Iterator[Projection]:
+        return iter(self._projections.values())
+
+    def __len__(self) -> int:
+        return len(self._projections)
+
+    def names(self) -> list[str]:
+        """Every projection name, sorted."""
+        return sorted({name for name, _ in self._projections})
+
+    def versions(self, name: str) -> list[int]:
+        """The versions of projection ``name``, ascending (empty if unknown)."""
+        return sorted(v for n, v in self._projections if n == name)
+
+    def get(self, name: str, version: int | None = None) -> Projection:
+        """Projection ``name`` at ``version`` (default: its highest version)."""
+        versions = self.versions(name)
+        if not versions:
+            raise ConfigurationError(
+                f"unknown projection {name!r}: known ones are {self.names()}; add a module to "
+                f"{BUNDLED_PACKAGE} or to the folder in {ENV_FOLDER}."
+            )
+        chosen = versions[-1] if version is None else version
+        if chosen not in versions:
+            raise ConfigurationError(f"projection {name!r} has no version {version}: it has versions {versions}.")
+        return self._projections[(name, chosen)]
+
+
+def _import_file(path: Path) -> ModuleType:
+    # A stable, unique module name per file: two folders may both hold a "cart_summary.py".
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    name = f"projectionist_user_{digest}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - only for non-Python files
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _load(label: str, load: object) -> ModuleType:
+    assert callable(load)
+    try:
+        module = load()
+    except ProjectionDefinitionError as exc:
+        raise ProjectionDefinitionError(f"{label}: {exc}") from exc
+    except SyntaxError as exc:
+        raise ProjectionDefinitionError(
+            f"{label}: syntax error at line {exc.lineno}: {exc.msg}; fix the module (nothing was loaded from it)."
+        ) from exc
+    except Exception as exc:
+        raise ProjectionDefinitionError(
+            f"{label}: importing it failed with {type(exc).__name__}: {exc}; fix the module."
+        ) from exc
+    assert isinstance(module, ModuleType)
+    return module
+
+
+def _modules(folder: Path | None, bundled: bool) -> Iterator[tuple[str, ModuleType]]:
+    if bundled:
+        package = importlib.import_module(BUNDLED_PACKAGE)
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+            if info.name.startswith("_"):
+                continue
+            qualified = f"{BUNDLED_PACKAGE}.{info.name}"
+            label = str(Path(package.__path__[0]) / f"{info.name}.py")
+            yield label, _load(label, lambda qualified=qualified: importlib.import_module(qualified))
+    if folder is not None:
+        if not folder.is_dir():
+            raise ConfigurationError(
+                f"{ENV_FOLDER}={folder} is not a folder: point it at a folder of projection modules."
+            )
+        for path in sorted(folder.glob("*.py")):
+            if path.name.startswith("_"):
+                continue
+            yield str(path), _load(str(path), lambda path=path: _import_file(path))
+
+
+def discover(folder: Path | str | None = None, *, bundled: bool = True) -> Registry:
+    """Load the bundled projection modules and those in ``folder`` (default: env ``PROJECTIONIST_PROJECTIONS``)."""
+    if folder is None and os.environ.get(ENV_FOLDER):
+        folder = os.environ[ENV_FOLDER]
+    projections: dict[tuple[str, int], Projection] = {}
+    upcasters: list[Upcaster] = []
+    for label, module in _modules(Path(folder) if folder is not None else None, bundled):
+        projection = getattr(module, "PROJECTION", None)
+        declared = getattr(module, "UPCASTERS", None)
+        if projection is None and declared is None:
+            raise ProjectionDefinitionError(
+                f"{label} declares neither PROJECTION nor UPCASTERS; define one, or start the file name "
+                "with '_' if it only holds helpers."
+            )
+        if projection is not None:
+            if not isinstance(projection, Projection):
+                raise ProjectionDefinitionError(f"{label}: PROJECTION must be a projections.Projection")
+            key = (projection.name, projection.version)
+            if key in projections:
+                raise ProjectionDefinitionError(
+                    f"{label}: projection {projection.name} v{projection.version} is already defined in "
+                    f"{projections[key].source}; bump the version or rename one of them."
+                )
+            projections[key] = dataclasses.replace(projection, source=label)
+        for upcaster in declared or ():
+            if not isinstance(upcaster, Upcaster):
+                raise ProjectionDefinitionError(f"{label}: UPCASTERS must hold projections.Upcaster values")
+            upcasters.append(dataclasses.replace(upcaster, source=label))
+    return Registry(projections, Upcasters(upcasters))
