@@ -253,7 +253,7 @@ class _Run:
             query = f"WITH events AS ({valid}) SELECT DISTINCT stream_id, {key} FROM ({spec.query}) AS s"
             return self.con.sql(query).to_arrow_table()
         assert isinstance(spec, Polars)
-        frame = spec.function(self.con.sql(valid).pl(lazy=True))
+        frame = spec.function(_lazy_frame(self.con, valid))
         collected = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
         return collected.select(["stream_id", *self.projection.key]).unique().to_arrow()
 
@@ -339,7 +339,7 @@ def _compute_checked(run: _Run, base: str, key_view: str | None, policy: str, pr
         rows = run.finish(f"WITH events AS ({valid}) SELECT * FROM ({body.query}) AS body", key_view)
         return ComputeResult(rows, tuple(poison))
     if isinstance(body, Polars):
-        frame = body.function(run.con.sql(valid).pl(lazy=True))
+        frame = body.function(_lazy_frame(run.con, valid))
         result = (frame.collect() if isinstance(frame, pl.LazyFrame) else frame).to_arrow()
         with run.registered(result) as view:
             return ComputeResult(run.finish(f"SELECT * FROM {view}", key_view), tuple(poison))
@@ -523,3 +523,13 @@ def expected_change_violations(con: duckdb.DuckDBPyConnection, projection: Proje
         columns = ", ".join(f"CAST(NULL AS {types[k]}) AS {k}" for k in projection.key)
         return con.sql(f"SELECT {columns}, CAST(NULL AS VARCHAR) AS expected_change LIMIT 0").to_arrow_table()
     return con.sql(" UNION ALL ".join(checks) + " ORDER BY ALL").to_arrow_table()
+
+
+def _lazy_frame(con: duckdb.DuckDBPyConnection, query: str) -> pl.LazyFrame:
+    """The rows of ``query`` as a polars LazyFrame, fetched by DuckDB first.
+
+    DuckDB's own lazy hand-over (``.pl(lazy=True)``) lets polars' thread pool pull from the DuckDB
+    connection while it is collected; with polars 1.44 that deadlocked in the incremental tests.
+    Fetching to Arrow first (zero-copy into polars) has no such coupling.
+    """
+    return con.sql(query).pl().lazy()
