@@ -15,7 +15,7 @@ import duckdb
 
 from eventstore.errors import ConfigurationError
 
-__all__ = ["load_extension", "new_connection"]
+__all__ = ["bundled_extension_path", "load_extension", "new_connection"]
 
 _BUNDLES = {
     "postgres_scanner": "duckdb_extension_postgres_scanner",
@@ -30,6 +30,12 @@ def _bundled_path(name: str) -> Path | None:
     base = Path(module.__file__ or "").parent / "extensions" / f"v{duckdb.__version__}"
     candidates = sorted(base.glob("*.duckdb_extension"))
     return candidates[0] if candidates else None
+
+
+def bundled_extension_path(name: str) -> Path | None:
+    """The extension file bundled in a duckdb-extension-* wheel (for a duckdb CLI user's ``LOAD '<path>'``)."""
+    name = _ALIASES.get(name, name)
+    return _bundled_path(name) if name in _BUNDLES else None
 
 
 def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
