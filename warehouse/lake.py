@@ -125,8 +125,8 @@ class LakeConfig:
 
     @property
     def extensions(self) -> tuple[str, ...]:
-        """DuckDB extensions needed to attach this lake."""
-        return ("ducklake", "postgres") if self.catalog_kind == "postgres" else ("ducklake", "sqlite")
+        """DuckDB extensions needed to attach this lake (postgres always: ingest reads the store with it)."""
+        return ("ducklake", "postgres") if self.catalog_kind == "postgres" else ("ducklake", "postgres", "sqlite")
 
     def attach_target(self) -> str:
         """The ``ducklake:...`` string of ATTACH (contains the password, if any: never print it)."""
