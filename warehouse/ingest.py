@@ -22,7 +22,8 @@ from typing import Protocol
 
 import duckdb
 
-from eventstore.connection import connect
+from eventstore.connection import connect, describe_dsn, redact
+from eventstore.errors import StoreUnavailableError
 from eventstore.native import table_ref
 from eventstore.reader import START, Checkpoint, Head, NativeReader
 from warehouse.errors import LakeConfigurationError
@@ -85,7 +86,13 @@ class NativeSource:
         return self.reader.head()
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
-        con.execute(f"ATTACH {quote_literal(self.reader.dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)")
+        try:
+            con.execute(f"ATTACH {quote_literal(self.reader.dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)")
+        except duckdb.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot attach the event store {describe_dsn(self.reader.dsn)} to DuckDB: "
+                f"{str(exc).splitlines()[0].replace(self.reader.dsn, redact(self.reader.dsn))}"
+            ) from exc
 
     def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
         with connect(self.reader.dsn, autocommit=True) as conn:
@@ -219,10 +226,10 @@ def ingest(
         raise ValueError("batch_size must be at least 1")
     started = time.monotonic()
     attached = {str(row[0]) for row in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+    _check_source(con, source)
+    head = source.head()  # first: an unreachable store fails here with a clear message
     if STORE_ALIAS not in attached:
         source.attach(con)
-    _check_source(con, source)
-    head = source.head()
     optional = _optional_columns(con, source, head.safe_transaction_id)
     events = batches = 0
     while max_batches is None or batches < max_batches:

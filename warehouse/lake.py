@@ -229,6 +229,7 @@ def _attach(con: duckdb.DuckDBPyConnection, config: LakeConfig, read_only: bool)
                 raise
             # An existing lake remembers its data path; attaching it with another one is refused.
             con.execute(config.attach_sql(read_only=read_only, with_data_path=False))
+        con.execute(f"USE {LAKE_ALIAS}")  # the first read of the catalog: a damaged one fails here
     except duckdb.Error as exc:
         message = config.scrub(_first_line(exc))
         lower = message.lower()
@@ -273,7 +274,6 @@ def open_lake(
         con.execute("SET ducklake_retry_wait_ms = 20")
         con.execute("SET ducklake_retry_backoff = 1.5")
         _attach(con, config, read_only)
-        con.execute(f"USE {LAKE_ALIAS}")
         if not read_only:
             ensure_lake(con)
     except BaseException:

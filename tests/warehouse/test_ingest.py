@@ -19,7 +19,10 @@ from warehouse.lake import RAW_EVENT_COLUMNS, LakeConfig, open_lake
 
 
 def lake_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [str(r[0]) for r in con.execute("SELECT event_id FROM raw.events ORDER BY transaction_id, global_position").fetchall()]
+    return [
+        str(r[0])
+        for r in con.execute("SELECT event_id FROM raw.events ORDER BY transaction_id, global_position").fetchall()
+    ]
 
 
 def snapshot(con: duckdb.DuckDBPyConnection) -> int:
@@ -103,12 +106,12 @@ def test_events_of_an_open_transaction_wait_until_it_commits(
     slow.close()
     ingest(con, source)
     assert lake_ids(con) == store_ids(store_dsn)
-    assert con.execute("SELECT count(*) FROM raw.events WHERE stream_id IN ('cart-slow', 'cart-fast')").fetchone() == (2,)
+    assert con.execute("SELECT count(*) FROM raw.events WHERE stream_id IN ('cart-slow', 'cart-fast')").fetchone() == (
+        2,
+    )
 
 
-def test_racing_ingests_never_land_an_event_twice(
-    lake_config: LakeConfig, store_dsn: str
-) -> None:
+def test_racing_ingests_never_land_an_event_twice(lake_config: LakeConfig, store_dsn: str) -> None:
     appended = append_shop(store_dsn, 3_000)
     open_lake(lake_config).close()
     errors: list[BaseException] = []
@@ -155,15 +158,16 @@ def test_automatic_compaction_after_many_small_commits(
     assert lake_ids(con) == store_ids(store_dsn)
 
 
-def test_a_lake_refuses_events_of_another_store(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
-) -> None:
+def test_a_lake_refuses_events_of_another_store(lake_config: LakeConfig, source: NativeSource, store_dsn: str) -> None:
     append_shop(store_dsn, 100)
     con = open_lake(lake_config)
     ingest(con, source)
     with connect(store_dsn) as conn:
         conn.execute("CREATE SCHEMA other; CREATE TABLE other.events (LIKE public.events INCLUDING ALL)")
-    with NativeReader(store_dsn, "other", "events") as reader, pytest.raises(LakeConfigurationError, match="holds the events of native:public.events"):
+    with (
+        NativeReader(store_dsn, "other", "events") as reader,
+        pytest.raises(LakeConfigurationError, match="holds the events of native:public.events"),
+    ):
         ingest(con, NativeSource(reader))
 
 
