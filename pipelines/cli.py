@@ -137,18 +137,18 @@ def status() -> None:
         row = conn.execute(f"SELECT count(*), count(DISTINCT stream_id) FROM {ref}").fetchone()
     with NativeReader(dsn, settings.store_schema, settings.store_table) as reader:
         head = reader.head()
+        assert row is not None
+        click.echo(f"event store: {describe_dsn(dsn)}, table {settings.store_schema}.{settings.store_table}")
+        click.echo(f"  events:    {row[0]:,} in {row[1]:,} streams")
+        click.echo(f"  safe head: transactions below {head.safe_transaction_id}; last settled event {head.last}")
+        if head.events_pending:
+            click.echo("  in flight: some events belong to transactions still open; they are read once settled")
         config = LakeConfig.from_settings(settings)
         con = open_lake(config)
         try:
             state = lake_status(con, NativeSource(reader))
         finally:
             con.close()
-    assert row is not None
-    click.echo(f"event store: {describe_dsn(dsn)}, table {settings.store_schema}.{settings.store_table}")
-    click.echo(f"  events:    {row[0]:,} in {row[1]:,} streams")
-    click.echo(f"  safe head: transactions below {head.safe_transaction_id}; last settled event {head.last}")
-    if head.events_pending:
-        click.echo("  in flight: some events belong to transactions still open; they are read once settled")
     click.echo(f"lake: {config.describe()}")
     click.echo(f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})")
     click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.connection import connect, ensure_database
 from benchmarks._lake_data import bulk_append
+from eventstore.connection import connect, ensure_database
 from eventstore.reader import NativeReader
 from warehouse.ingest import NativeSource
 from warehouse.lake import LakeConfig

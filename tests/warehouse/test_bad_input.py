@@ -33,9 +33,11 @@ def test_unreachable_store_fails_clearly_and_keeps_the_lake(
     appended = append_shop(store_dsn, 300)
     con = open_lake(lake_config)
     ingest(con, source)
-    with NativeReader("postgresql://shop:topsecret@127.0.0.1:1/shop") as gone:
-        with pytest.raises(StoreUnavailableError) as caught:
-            ingest(con, NativeSource(gone))
+    with (
+        NativeReader("postgresql://shop:topsecret@127.0.0.1:1/shop") as gone,
+        pytest.raises(StoreUnavailableError) as caught,
+    ):
+        ingest(con, NativeSource(gone))
     assert "127.0.0.1:1" in str(caught.value) and "topsecret" not in str(caught.value)
     assert caught.value.retryable
     con.close()

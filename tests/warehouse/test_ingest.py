@@ -166,7 +166,7 @@ def test_a_lake_refuses_events_of_another_store(lake_config: LakeConfig, source:
         conn.execute("CREATE SCHEMA other; CREATE TABLE other.events (LIKE public.events INCLUDING ALL)")
     with (
         NativeReader(store_dsn, "other", "events") as reader,
-        pytest.raises(LakeConfigurationError, match="holds the events of native:public.events"),
+        pytest.raises(LakeConfigurationError, match=r"holds the events of native:public\.events"),
     ):
         ingest(con, NativeSource(reader))
 
