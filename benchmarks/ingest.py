@@ -115,7 +115,7 @@ def stage_dlt(dbname: str, out: Path) -> dict[str, Any]:
     return {"seconds": seconds, "events": rows, "variant": f"sql_table, backend {backend}"}
 
 
-def stage_ingest(dbname: str, out: Path, batch_size: int) -> dict[str, Any]:
+def stage_ingest(dbname: str, out: Path, batch_size: int, partitioned: bool = True) -> dict[str, Any]:
     from eventstore.reader import NativeReader
     from warehouse.ingest import NativeSource, ingest
     from warehouse.lake import LakeConfig, open_lake
@@ -125,15 +125,18 @@ def stage_ingest(dbname: str, out: Path, batch_size: int) -> dict[str, Any]:
     with connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{lake_db}" WITH (FORCE)')
     catalog = ensure_database(admin, lake_db)
-    config = LakeConfig("postgres", catalog, str(out / "lake-data") + "/")
-    started = time.monotonic()
+    config = LakeConfig("postgres", catalog, str(out / f"lake-data-{partitioned}") + "/")
     with NativeReader(_tcp_dsn(dbname)) as reader:
-        con = open_lake(config)
+        con = open_lake(config)  # like the raw read's connection, set up before the clock starts
+        if not partitioned:
+            con.execute("ALTER TABLE raw.events RESET PARTITIONED BY")
+        started = time.monotonic()
         result = ingest(con, NativeSource(reader), batch_size=batch_size, compact_after=None)
-    seconds = time.monotonic() - started
+        seconds = time.monotonic() - started
     rows = con.execute("SELECT count(*) FROM raw.events").fetchone()[0]  # type: ignore[index]
     assert rows == result.events
-    return {"seconds": seconds, "events": rows, "variant": f"{result.batches} commits of ≤ {batch_size:,}"}
+    layout = "month partitions" if partitioned else "unpartitioned"
+    return {"seconds": seconds, "events": rows, "variant": f"{result.batches} commits of ≤ {batch_size:,}, {layout}"}
 
 
 def run_stage(stage: str, dbname: str, out: Path, batch_size: int) -> dict[str, Any]:
@@ -172,6 +175,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path("/tmp/projectionist-bench-ingest"))
     parser.add_argument("--batch-size", type=int, default=1_000_000)
     parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--unpartitioned", action="store_true", help="also ingest into an unpartitioned raw.events")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -181,6 +185,8 @@ def main() -> None:
             result = stage_raw(args.db)
         elif args.stage == "dlt":
             result = stage_dlt(args.db, args.out)
+        elif args.stage == "ingest-unpartitioned":
+            result = stage_ingest(args.db, args.out, args.batch_size, partitioned=False)
         else:
             result = stage_ingest(args.db, args.out, args.batch_size)
         print(json.dumps(result))
@@ -192,17 +198,19 @@ def main() -> None:
         if not args.skip_dlt:
             results["dlt"] = run_stage("dlt", dbname, out, args.batch_size)
         results["ingest"] = run_stage("ingest", dbname, out, args.batch_size)
+        if args.unpartitioned:
+            results["ingest, no partitions"] = run_stage("ingest-unpartitioned", dbname, out, args.batch_size)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     for name, r in results.items():
         assert r["events"] == args.events, f"{name} read {r['events']} events, not {args.events}"
     ingest_rate = args.events / results["ingest"]["seconds"]
     print(f"events: {args.events:,} (PostgreSQL {dbname}, 2 cores)")
-    print(f"{'contender':<10} {'seconds':>8} {'events/s':>11} {'ingest ×':>9} {'peak RSS':>10}  variant")
+    print(f"{'contender':<22} {'seconds':>8} {'events/s':>11} {'ingest ×':>9} {'peak RSS':>10}  variant")
     for name, r in results.items():
         rate = args.events / r["seconds"]
         print(
-            f"{name:<10} {r['seconds']:>8.2f} {rate:>11,.0f} {ingest_rate / rate:>9.2f} "
+            f"{name:<22} {r['seconds']:>8.2f} {rate:>11,.0f} {ingest_rate / rate:>9.2f} "
             f"{r['rss_mib']:>7,.0f} MiB  {r['variant']}"
         )
     raw = results["raw read"]

@@ -153,7 +153,8 @@ def status() -> None:
     click.echo(f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})")
     click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")
     for name, (files, size) in sorted(state.tables.items()):
-        click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {_human_bytes(size)}")
+        if files or name == "raw.events":  # small tables (meta.*) live inlined in the catalog: no files
+            click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {_human_bytes(size)}")
 
 
 _NAME_WIDTH = 24
@@ -377,7 +378,7 @@ def _demo_queries(settings: Settings) -> None:
     con = _read_only_lake()
     try:
         for title, query in queries:
-            click.echo(f'\n-- {title}\n$ projectionist sql "{query}"')
+            click.echo(f"\n-- {title}\n{query};")
             click.echo(format_table(run_query(con, query)))
     finally:
         con.close()

@@ -276,6 +276,11 @@ def open_lake(
         con.execute("SET ducklake_retry_backoff = 1.5")
         _attach(con, config, read_only)
         if not read_only:
+            # A lake keeps the data path it was created with; PROJECTIONIST_LAKE_DATA only picks it
+            # for a new lake. Writing needs the stored one.
+            row = con.execute("SELECT value FROM ducklake_options('lake') WHERE option_name = 'data_path'").fetchone()
+            if row and row[0] and str(row[0]) != config.data_path:
+                _check_data_path(LakeConfig(config.catalog_kind, config.catalog, str(row[0]), config.secret))
             ensure_lake(con)
     except BaseException:
         con.close()
