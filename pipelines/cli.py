@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from functools import wraps
 from pathlib import Path
@@ -32,7 +31,7 @@ from pipelines.server import listen_on_port
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.ingest import NativeSource, compact, ingest, lake_checkpoint
 from warehouse.lake import LAKE_DATABASE, LakeConfig, open_lake
-from warehouse.query import format_csv, format_json, format_table, read_lines, run_query, shell
+from warehouse.query import format_csv, format_json, format_table, run_query, shell, stream_reader, terminal_reader
 from warehouse.status import lake_status
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -273,30 +272,13 @@ def shell_command(write: bool) -> None:
     con = open_lake(config, read_only=not write)
     interactive = sys.stdin.isatty()
     if interactive:
-        with contextlib.suppress(ImportError):
-            import readline  # noqa: F401  line editing and history for input()
         click.echo(f"lake attached {'writable' if write else 'read-only'}: {config.describe()}; .help for help")
     try:
-        lines = _prompted_lines() if interactive else read_lines(sys.stdin)
-        failures = shell(con, lines, click.echo)
+        failures = shell(con, terminal_reader() if interactive else stream_reader(sys.stdin), click.echo)
     finally:
         con.close()
     if failures and not interactive:
         sys.exit(1)
-
-
-def _prompted_lines() -> Iterator[str]:
-    prompt = "lake> "
-    while True:
-        try:
-            line = input(prompt)
-        except EOFError:
-            click.echo()
-            return
-        yield line
-        prompt = (
-            "lake> " if line.strip().endswith(";") or not line.strip() or line.strip().startswith(".") else "   ...> "
-        )
 
 
 @cli.command("attach")

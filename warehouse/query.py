@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -16,7 +17,16 @@ import duckdb
 
 from warehouse.errors import LakeConfigurationError
 
-__all__ = ["QueryResult", "format_csv", "format_json", "format_table", "run_query", "shell"]
+__all__ = [
+    "QueryResult",
+    "format_csv",
+    "format_json",
+    "format_table",
+    "run_query",
+    "shell",
+    "stream_reader",
+    "terminal_reader",
+]
 
 
 @dataclass(frozen=True)
@@ -118,16 +128,13 @@ _TABLES = (
 
 def shell(
     con: duckdb.DuckDBPyConnection,
-    lines: Iterable[str],
+    read_line: Callable[[str], str | None],
     write: Callable[[str], None],
-    prompt: Callable[[str], None] | None = None,
 ) -> int:
-    """A small DuckDB REPL over ``lines``; returns the number of statements that failed."""
+    """A small DuckDB REPL: ``read_line(prompt)`` gives lines (None at the end); returns failed statements."""
     failures = 0
     buffer: list[str] = []
-    if prompt:
-        prompt("lake> ")
-    for line in lines:
+    while (line := read_line("   ...> " if buffer else "lake> ")) is not None:
         stripped = line.strip()
         if not buffer and stripped.startswith("."):
             command = stripped.split()[0]
@@ -147,11 +154,29 @@ def shell(
                     failures += 1
                     write(f"error: {exc}")
                 buffer = []
-        if prompt:
-            prompt("   ...> " if buffer else "lake> ")
     return failures
 
 
-def read_lines(stream: TextIO) -> Sequence[str] | Iterable[str]:
-    """Lines of ``stream`` (stdin), lazily."""
-    return iter(stream.readline, "")
+def stream_reader(stream: TextIO) -> Callable[[str], str | None]:
+    """``read_line`` for :func:`shell` over a non-interactive stream (the prompt is not shown)."""
+
+    def read_line(prompt: str) -> str | None:
+        line = stream.readline()
+        return line if line else None
+
+    return read_line
+
+
+def terminal_reader() -> Callable[[str], str | None]:
+    """``read_line`` for :func:`shell` on a terminal: ``input()`` with line editing where available."""
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  line editing and history for input()
+
+    def read_line(prompt: str) -> str | None:
+        try:
+            return input(prompt)
+        except EOFError:
+            print()
+            return None
+
+    return read_line
