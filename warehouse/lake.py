@@ -17,9 +17,9 @@ version), ``analytics`` (what analysts query), ``meta`` (checkpoints and bookkee
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,9 +211,8 @@ def _check_data_path(config: LakeConfig) -> None:
     path = Path(config.data_path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
     except OSError as exc:
         raise LakeConfigurationError(
             f"the lake's data path {config.data_path} is not a writable folder ({exc.strerror or exc}): "

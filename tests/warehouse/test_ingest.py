@@ -153,7 +153,7 @@ def test_automatic_compaction_after_many_small_commits(
 ) -> None:
     append_shop(store_dsn, 1_500)
     con = open_lake(lake_config)
-    result = ingest(con, source, batch_size=100, compact_after=20)
+    result = ingest(con, source, batch_size=50, compact_after=20)  # 30 commits: 30 small files
     assert result.compacted
     assert lake_ids(con) == store_ids(store_dsn)
 

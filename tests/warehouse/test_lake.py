@@ -76,7 +76,11 @@ def test_conflicting_commits_of_concurrent_writers_are_retried_not_lost(lake_con
     errors: list[BaseException] = []
 
     def writer() -> None:
-        con = open_lake(lake_config)
+        try:
+            con = open_lake(lake_config)
+        except BaseException as exc:
+            errors.append(exc)
+            return
 
         def increment() -> None:
             con.execute("BEGIN")
