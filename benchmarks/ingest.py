@@ -127,7 +127,7 @@ def stage_ingest(dbname: str, out: Path, batch_size: int, partitioned: bool = Tr
     catalog = ensure_database(admin, lake_db)
     config = LakeConfig("postgres", catalog, str(out / f"lake-data-{partitioned}") + "/")
     with NativeReader(_tcp_dsn(dbname)) as reader:
-        con = open_lake(config)  # like the raw read's connection, set up before the clock starts
+        con = open_lake(config, memory_limit=os.environ.get("BENCH_MEMORY_LIMIT") or None)  # set up before the clock
         if not partitioned:
             con.execute("ALTER TABLE raw.events RESET PARTITIONED BY")
         started = time.monotonic()
@@ -136,7 +136,12 @@ def stage_ingest(dbname: str, out: Path, batch_size: int, partitioned: bool = Tr
     rows = con.execute("SELECT count(*) FROM raw.events").fetchone()[0]  # type: ignore[index]
     assert rows == result.events
     layout = "month partitions" if partitioned else "unpartitioned"
-    return {"seconds": seconds, "events": rows, "variant": f"{result.batches} commits of ≤ {batch_size:,}, {layout}"}
+    limit = os.environ.get("BENCH_MEMORY_LIMIT") or "default"
+    return {
+        "seconds": seconds,
+        "events": rows,
+        "variant": f"{result.batches} commits of ≤ {batch_size:,}, {layout}, memory limit {limit}",
+    }
 
 
 def run_stage(stage: str, dbname: str, out: Path, batch_size: int) -> dict[str, Any]:
@@ -175,6 +180,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path("/tmp/projectionist-bench-ingest"))
     parser.add_argument("--batch-size", type=int, default=1_000_000)
     parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--memory-limit", help="DuckDB memory limit of the ingest (the CLI's default: 512MB)")
     parser.add_argument("--unpartitioned", action="store_true", help="also ingest into an unpartitioned raw.events")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -191,6 +197,8 @@ def main() -> None:
             result = stage_ingest(args.db, args.out, args.batch_size)
         print(json.dumps(result))
         return
+    if args.memory_limit:
+        os.environ["BENCH_MEMORY_LIMIT"] = args.memory_limit  # read by the ingest stage's process
     dbname = prepare(args.home, args.events)
     out = Path(tempfile.mkdtemp(prefix="projectionist-bench-ingest-", dir="/tmp"))
     try:

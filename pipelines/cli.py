@@ -157,6 +157,8 @@ def status() -> None:
 
 
 _NAME_WIDTH = 24
+# Measured: 10 M events in batches of 500,000 under this limit peaked at 756 MiB RSS (benchmarks/RESULTS.md).
+DEFAULT_MEMORY_LIMIT = "512MB"
 
 
 def _human_bytes(size: int) -> str:
@@ -169,12 +171,18 @@ def _human_bytes(size: int) -> str:
 
 
 def _ingest_and_report(
-    settings: Settings, dsn: str, *, batch_size: int, compact_after: int | None, threshold: int
+    settings: Settings,
+    dsn: str,
+    *,
+    batch_size: int,
+    compact_after: int | None,
+    threshold: int,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
 ) -> None:
     config = LakeConfig.from_settings(settings)
     with NativeReader(dsn, settings.store_schema, settings.store_table) as reader:
         source = NativeSource(reader)
-        con = open_lake(config)
+        con = open_lake(config, memory_limit=memory_limit)
         try:
             if sys.stderr.isatty():
                 head = source.head()
@@ -208,20 +216,31 @@ def _ingest_and_report(
 @click.option("--batch-size", default=500_000, show_default=True, help="Events per lake commit.")
 @click.option("--no-compact", is_flag=True, help="Do not merge small files after ingesting.")
 @click.option(
+    "--memory-limit",
+    default=DEFAULT_MEMORY_LIMIT,
+    show_default=True,
+    help="DuckDB's memory limit while ingesting (with --batch-size, bounds peak memory).",
+)
+@click.option(
     "--long-stream-threshold",
     default=DEFAULT_LONG_STREAM_THRESHOLD,
     show_default=True,
     help="analytics.stream_stats flags streams with more events than this.",
 )
 @_fail_cleanly
-def ingest_command(batch_size: int, no_compact: bool, long_stream_threshold: int) -> None:
+def ingest_command(batch_size: int, no_compact: bool, memory_limit: str, long_stream_threshold: int) -> None:
     """Land every settled event not yet in the lake into raw.events, checkpointed per commit."""
     if batch_size < 1:
         raise ConfigurationError("--batch-size must be at least 1")
     settings = _settings()
     dsn = event_store_dsn(settings)
     _ingest_and_report(
-        settings, dsn, batch_size=batch_size, compact_after=None if no_compact else 64, threshold=long_stream_threshold
+        settings,
+        dsn,
+        batch_size=batch_size,
+        compact_after=None if no_compact else 64,
+        threshold=long_stream_threshold,
+        memory_limit=memory_limit,
     )
 
 

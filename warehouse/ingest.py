@@ -2,8 +2,9 @@
 
 Each batch is one DuckDB transaction on the lake that (1) re-reads the checkpoint, (2) runs
 ``INSERT INTO raw.events SELECT … FROM postgres_query(<gap-safe keyset query>)`` — rows go
-PostgreSQL → DuckDB → Parquet without Python touching them — and (3) moves the checkpoint row
-in ``meta.checkpoints``. DuckLake commits all three as one snapshot, so a crash at any instant
+PostgreSQL → DuckDB → Parquet without Python touching them —, (3) reads the batch's last position
+back from the rows it wrote and (4) moves the checkpoint row in ``meta.checkpoints``. DuckLake
+commits it all as one snapshot, so a crash at any instant
 leaves the lake before or after a batch, never between. A second ingest racing the first
 conflicts on the checkpoint row and re-reads it: no event lands twice.
 
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 INGEST_CONSUMER = "ingest"
-STORE_ALIAS = "store"  # NativeReader.duckdb_relation_sql reads the store under this alias
+STORE_ALIAS = "store"  # the store's alias in the lake connection (as in NativeReader.duckdb_relation_sql)
 
 
 class EventSource(Protocol):
@@ -253,7 +254,13 @@ def ingest(
             after, _ = lake_checkpoint(con)
             return _commit_batch(con, source, after, head.safe_transaction_id, batch_size, optional)
 
-        written, checkpoint = retry_conflicts(one_batch, f"ingesting a batch of {source.name}")
+        try:
+            written, checkpoint = retry_conflicts(one_batch, f"ingesting a batch of {source.name}")
+        except duckdb.OutOfMemoryException as exc:
+            raise LakeConfigurationError(
+                f"a batch of {batch_size:,} events did not fit DuckDB's memory limit ({str(exc).splitlines()[0]}): "
+                "lower --batch-size or raise --memory-limit. Committed batches are kept; rerun to continue."
+            ) from exc
         if written == 0:
             break
         events += written

@@ -267,7 +267,12 @@ def open_lake(
     try:
         con.execute("SET TimeZone = 'UTC'")
         if memory_limit is not None:
-            con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
+            try:
+                con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
+            except duckdb.Error as exc:
+                raise LakeConfigurationError(
+                    f"memory limit {memory_limit!r} is not a size DuckDB understands: use e.g. 512MB or 2GB."
+                ) from exc
         # DuckLake retries a commit whose snapshot id another writer took; make it patient, and our
         # own retry_conflicts() re-runs transactions whose changes really conflict.
         con.execute("SET ducklake_max_retry_count = 100")

@@ -33,6 +33,8 @@ def test_ingest_status_sql_and_shell(store_dsn: str, tmp_path: Path, lake_env: d
     assert f"ingested {appended:,} events in 3 commits" in output
     code, output = run("ingest", home=tmp_path, env=env)
     assert code == 0 and "nothing to ingest" in output
+    code, output = run("ingest", "--memory-limit", "lots", home=tmp_path, env=env)
+    assert code == 2 and "memory limit 'lots'" in output
     more = bulk_append(store_dsn, 500, transactions=2, seed=3)
     code, output = run("status", home=tmp_path, env=env)
     assert code == 0, output
