@@ -157,7 +157,7 @@ def status() -> None:
 
 
 _NAME_WIDTH = 24
-# Measured: 10 M events in batches of 500,000 under this limit peaked at 756 MiB RSS (benchmarks/RESULTS.md).
+# Measured: 10 M events in batches of 500,000 under this limit peaked at 755 MiB RSS (benchmarks/RESULTS.md).
 DEFAULT_MEMORY_LIMIT = "512MB"
 
 
