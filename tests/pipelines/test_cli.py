@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from pipelines.cli import cli
 
 
-def run(*args: str, home: Path) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
+def run(*args: str, home: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner(env=env).invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
     return result.exit_code, result.output
 
 
@@ -21,17 +21,19 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
         assert command in output
 
 
-def test_init_demo_status(fresh_database: str, tmp_path: Path) -> None:
+def test_init_demo_status(fresh_database: str, tmp_path: Path, lake_env: dict[str, str]) -> None:
     code, output = run("--dsn", fresh_database, "init", home=tmp_path)
     assert code == 0 and "event store ready: public.events" in output
-    code, output = run("--dsn", fresh_database, "demo", "--events", "500", "--writers", "3", home=tmp_path)
+    code, output = run(
+        "--dsn", fresh_database, "demo", "--events", "500", "--writers", "3", home=tmp_path, env=lake_env
+    )
     assert code == 0, output
     appended = int(output.split("appended ")[1].split(" events")[0].replace(",", ""))
     assert f"read back {appended:,} settled events" in output
-    code, output = run("--dsn", fresh_database, "demo", "--events", "500", home=tmp_path)
+    code, output = run("--dsn", fresh_database, "demo", "--events", "500", home=tmp_path, env=lake_env)
     assert "already in the store; not appending it again" in output
     assert f"read back {appended:,} settled events" in output
-    code, output = run("--dsn", fresh_database, "status", home=tmp_path)
+    code, output = run("--dsn", fresh_database, "status", home=tmp_path, env=lake_env)
     assert code == 0 and f"events:    {appended:,} in" in output
 
 

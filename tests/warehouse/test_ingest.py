@@ -1,0 +1,181 @@
+"""Ingest into a real DuckLake (PostgreSQL catalog) from a real native store."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from eventstore.connection import connect
+from eventstore.native import NewEvent, StreamAppend, append_streams
+from eventstore.reader import NativeReader
+from tests.warehouse.conftest import append_shop, store_ids
+from warehouse.errors import LakeConfigurationError
+from warehouse.ingest import NativeSource, compact, ingest, lake_checkpoint, table_files
+from warehouse.lake import RAW_EVENT_COLUMNS, LakeConfig, open_lake
+
+
+def lake_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [
+        str(r[0])
+        for r in con.execute("SELECT event_id FROM raw.events ORDER BY transaction_id, global_position").fetchall()
+    ]
+
+
+def snapshot(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT max(snapshot_id) FROM ducklake_snapshots('lake')").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_ingest_lands_every_event_once_with_the_contract_columns(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+) -> None:
+    appended = append_shop(store_dsn, 2_000)
+    con = open_lake(lake_config)
+    result = ingest(con, source, batch_size=700)
+    assert result.events == appended
+    assert result.batches == -(-appended // 700)
+    assert lake_ids(con) == store_ids(store_dsn)
+    described = con.execute("DESCRIBE raw.events").fetchall()
+    aliases = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
+    assert [(r[0], r[1]) for r in described] == [(n, aliases.get(k, k)) for n, k, _ in RAW_EVENT_COLUMNS]
+    with connect(store_dsn) as conn:
+        expected = conn.execute(
+            "SELECT event_id::text, metadata->>'correlation_id', metadata->>'causation_id', data::text, "
+            "transaction_id::text::bigint FROM events ORDER BY global_position LIMIT 50"
+        ).fetchall()
+    got = con.execute(
+        "SELECT event_id, correlation_id, causation_id, data, transaction_id, source, is_archived, tenant_id, "
+        "ingested_at IS NOT NULL FROM raw.all_events ORDER BY global_position LIMIT 50"
+    ).fetchall()
+    for (eid, corr, caus, data, tx), row in zip(expected, got, strict=True):
+        assert row[:5] == (eid, corr, caus, data, tx)
+        assert row[5:] == ("native:public.events", False, None, True)
+    checkpoint, events = lake_checkpoint(con)
+    assert checkpoint == result.head.last and events == appended
+
+
+def test_rerun_ingests_nothing_and_writes_no_snapshot(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+) -> None:
+    append_shop(store_dsn, 500)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    before = snapshot(con)
+    again = ingest(con, source)
+    assert again.events == 0 and again.batches == 0
+    assert snapshot(con) == before
+    con.close()
+    reopened = open_lake(lake_config)
+    assert snapshot(reopened) == before  # opening an existing lake is no write either
+
+
+def test_ingest_after_more_appends_adds_exactly_the_new_events(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+) -> None:
+    first = append_shop(store_dsn, 800, seed=1)
+    con = open_lake(lake_config)
+    assert ingest(con, source, batch_size=300).events == first
+    second = append_shop(store_dsn, 600, seed=2)
+    assert ingest(con, source, batch_size=300).events == second
+    assert lake_ids(con) == store_ids(store_dsn)
+
+
+def test_events_of_an_open_transaction_wait_until_it_commits(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+) -> None:
+    append_shop(store_dsn, 200)
+    slow = connect(store_dsn)
+    slow.execute(
+        "INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type, data) "
+        "VALUES ('cart-slow', 'cart', 1, %s, 'CartOpened', '{}')",
+        (str(uuid.uuid4()),),
+    )  # position taken now, committed later
+    with connect(store_dsn) as conn:
+        append_streams(conn, [StreamAppend("cart-fast", "cart", [NewEvent("CartOpened", {})])])
+        conn.commit()
+    con = open_lake(lake_config)
+    ingest(con, source)
+    ids = lake_ids(con)
+    assert len(ids) == len(store_ids(store_dsn)) - 1  # store_ids cannot see the open row either
+    slow.commit()
+    slow.close()
+    ingest(con, source)
+    assert lake_ids(con) == store_ids(store_dsn)
+    assert con.execute("SELECT count(*) FROM raw.events WHERE stream_id IN ('cart-slow', 'cart-fast')").fetchone() == (
+        2,
+    )
+
+
+def test_racing_ingests_never_land_an_event_twice(lake_config: LakeConfig, store_dsn: str) -> None:
+    appended = append_shop(store_dsn, 3_000)
+    open_lake(lake_config).close()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with NativeReader(store_dsn) as reader:
+                con = open_lake(lake_config)
+                ingest(con, NativeSource(reader), batch_size=250)
+                con.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    con = open_lake(lake_config)
+    assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM raw.events").fetchone() == (appended, appended)
+    assert lake_ids(con) == store_ids(store_dsn)
+
+
+def test_compaction_merges_small_files_and_keeps_every_event(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+) -> None:
+    append_shop(store_dsn, 1_500)
+    con = open_lake(lake_config)
+    ingest(con, source, batch_size=100, compact_after=None)
+    files = table_files(con)["raw.events"][0]
+    before, after = compact(con)
+    assert before == files and after < before
+    assert lake_ids(con) == store_ids(store_dsn)
+
+
+def test_automatic_compaction_after_many_small_commits(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+) -> None:
+    append_shop(store_dsn, 1_500)
+    con = open_lake(lake_config)
+    result = ingest(con, source, batch_size=50, compact_after=20)  # 30 commits: 30 small files
+    assert result.compacted
+    assert lake_ids(con) == store_ids(store_dsn)
+
+
+def test_a_lake_refuses_events_of_another_store(lake_config: LakeConfig, source: NativeSource, store_dsn: str) -> None:
+    append_shop(store_dsn, 100)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    with connect(store_dsn) as conn:
+        conn.execute("CREATE SCHEMA other; CREATE TABLE other.events (LIKE public.events INCLUDING ALL)")
+    with (
+        NativeReader(store_dsn, "other", "events") as reader,
+        pytest.raises(LakeConfigurationError, match=r"holds the events of native:public\.events"),
+    ):
+        ingest(con, NativeSource(reader))
+
+
+def test_sqlite_catalog_works_for_a_single_writer(source: NativeSource, store_dsn: str, tmp_path: Path) -> None:
+    appended = append_shop(store_dsn, 300)
+    config = LakeConfig("sqlite", str(tmp_path / "lake.sqlite"), str(tmp_path / "data") + "/")
+    con = open_lake(config)
+    assert ingest(con, source, batch_size=100).events == appended
+    con.close()
+    reader = open_lake(config, read_only=True)
+    assert reader.execute("SELECT count(*) FROM raw.all_events").fetchone() == (appended,)

@@ -1,0 +1,109 @@
+"""The lake's configuration, attach, schemas and conflict retries, on a real DuckLake."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from eventstore.connection import EmbeddedServer, connect, libpq_conninfo
+from eventstore.settings import Settings
+from warehouse.errors import LakeConfigurationError
+from warehouse.lake import SCHEMAS, LakeConfig, _rollback, open_lake, retry_conflicts
+
+
+def test_default_catalog_is_the_embedded_server_even_with_an_external_store(store_dsn: str) -> None:
+    # Not under tmp_path: pytest's folders are private to root, and the server runs as another user.
+    home = Path(tempfile.mkdtemp(prefix="projectionist-lake-test-", dir="/tmp"))
+    settings = Settings(home=home, event_store_dsn=store_dsn)
+    try:
+        config = LakeConfig.from_settings(settings)
+        params = libpq_conninfo(config.catalog)
+        assert params["dbname"] == "projectionist_lake" and params["host"] == str(home / "postgres")
+        assert config.data_path == f"{home}/lake/data/"
+        open_lake(config).close()
+        with connect(store_dsn) as conn:  # nothing of the lake in the event store's database
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ducklake%'").fetchone() == (0,)
+    finally:
+        EmbeddedServer(home).stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [
+        ("postgresql://lake@db.internal:5432/lake", "postgres"),
+        ("host=db.internal dbname=lake", "postgres"),
+        ("sqlite:/var/lib/lake.catalog", "sqlite"),
+        ("/var/lib/lake.sqlite", "sqlite"),
+    ],
+)
+def test_projectionist_lake_selects_the_catalog(spec: str, kind: str, tmp_path: Path) -> None:
+    config = LakeConfig.from_settings(Settings(home=tmp_path, lake=spec, lake_data="s3://bucket/lake"))
+    assert config.catalog_kind == kind and config.data_path == "s3://bucket/lake/"
+
+
+def test_an_unknown_catalog_spec_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LakeConfigurationError, match="neither a PostgreSQL DSN nor a SQLite file"):
+        LakeConfig.from_settings(Settings(home=tmp_path, lake="mysql://lake"))
+
+
+def test_schemas_are_created_once_and_reading_a_missing_lake_says_what_to_do(
+    lake_config: LakeConfig, tmp_path: Path
+) -> None:
+    with pytest.raises(LakeConfigurationError, match="projectionist ingest"):
+        open_lake(LakeConfig("sqlite", str(tmp_path / "none.sqlite"), str(tmp_path / "d") + "/"), read_only=True)
+    con = open_lake(lake_config)
+    schemas = {
+        r[0] for r in con.execute("SELECT schema_name FROM duckdb_schemas() WHERE database_name = 'lake'").fetchall()
+    }
+    assert set(SCHEMAS) <= schemas
+    snapshots = con.execute("SELECT count(*) FROM ducklake_snapshots('lake')").fetchone()
+    con.close()
+    con = open_lake(lake_config)
+    assert con.execute("SELECT count(*) FROM ducklake_snapshots('lake')").fetchone() == snapshots
+
+
+def test_conflicting_commits_of_concurrent_writers_are_retried_not_lost(lake_config: LakeConfig) -> None:
+    setup = open_lake(lake_config)
+    setup.execute("CREATE TABLE projections.counter (n BIGINT)")
+    setup.execute("INSERT INTO projections.counter VALUES (0)")
+    setup.close()
+    writers, increments = 3, 8
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            con = open_lake(lake_config)
+        except BaseException as exc:
+            errors.append(exc)
+            return
+
+        def increment() -> None:
+            con.execute("BEGIN")
+            try:
+                con.execute("UPDATE projections.counter SET n = n + 1")  # every writer touches the same row
+                con.execute("COMMIT")
+            except BaseException:
+                _rollback(con)
+                raise
+
+        try:
+            for _ in range(increments):
+                retry_conflicts(increment, "incrementing", attempts=30)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            con.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    con = open_lake(lake_config, read_only=True)
+    assert con.execute("SELECT n FROM projections.counter").fetchone() == (writers * increments,)

@@ -1,0 +1,244 @@
+"""Views for analysts over ``raw.all_events``: typed views per event type and version, stream and volume stats.
+
+Naming (docs/lake.md): ``analytics.events_<type>_v<N>`` for version N of an event type (``ItemAdded``
+v2 → ``analytics.events_item_added_v2``), and ``analytics.events_<type>`` for all its versions at
+once (UNION ALL BY NAME: a field missing in a version is NULL there). Payload fields become typed
+columns, inferred from a sample of the events of that type and version (``declared`` overrides).
+
+``analytics.stream_stats`` has one row per stream and flags streams longer than a threshold
+(``is_long``: keep streams short); ``analytics.event_volume_daily`` counts events per day and type.
+Every view gets COMMENT ON VIEW; DuckLake 1.5.5 refuses COMMENT ON COLUMN for views, so their column
+comments live in ``meta.column_comments``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import duckdb
+
+from warehouse.lake import _rollback, quote_literal, retry_conflicts, safe_name, set_view_column_comments
+
+__all__ = ["DEFAULT_LONG_STREAM_THRESHOLD", "TypedView", "refresh_analytics"]
+
+DEFAULT_LONG_STREAM_THRESHOLD = 1000
+SAMPLE_EVENTS = 10_000  # events per (type, version) used to infer its payload's columns
+
+_BASE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("global_position", "Position of the event in the store's global order."),
+    ("stream_id", "The stream the event belongs to."),
+    ("stream_version", "Version of the stream after this event."),
+    ("event_id", "The event's unique id."),
+    ("event_version", "Schema version of the event type."),
+    ("recorded_at", "When the store recorded the event."),
+    ("correlation_id", "metadata.correlation_id of the event."),
+    ("causation_id", "metadata.causation_id of the event."),
+)
+
+# json_group_structure's names → the column type of a typed view.
+_SCALARS = {
+    "VARCHAR": "VARCHAR",
+    "BOOLEAN": "BOOLEAN",
+    "UBIGINT": "BIGINT",
+    "BIGINT": "BIGINT",
+    "DOUBLE": "DOUBLE",
+}
+
+
+@dataclass(frozen=True)
+class TypedView:
+    """A typed view of one event type and version."""
+
+    event_type: str
+    event_version: int
+    columns: tuple[tuple[str, str, str], ...]  # (column, SQL type, JSON field)
+
+    @property
+    def name(self) -> str:
+        return f"events_{safe_name(self.event_type)}_v{self.event_version}"
+
+
+def _infer(con: duckdb.DuckDBPyConnection, event_type: str, version: int, declared: Mapping[str, str]) -> TypedView:
+    row = con.execute(
+        "SELECT json_group_structure(data)::VARCHAR FROM (SELECT data FROM raw.all_events "
+        "WHERE event_type = ? AND event_version = ? LIMIT ?)",
+        [event_type, version, SAMPLE_EVENTS],
+    ).fetchone()
+    structure = json.loads(row[0]) if row and row[0] else {}
+    columns = []
+    taken = {name for name, _ in _BASE_COLUMNS}
+    for field in sorted(structure) if isinstance(structure, dict) else []:
+        kind = declared.get(field) or (
+            _SCALARS.get(structure[field], "JSON") if isinstance(structure[field], str) else "JSON"
+        )
+        column = safe_name(field)
+        if column in taken:
+            column = f"data_{column}"
+        taken.add(column)
+        columns.append((column, kind, field))
+    return TypedView(event_type, version, tuple(columns))
+
+
+def _field_sql(kind: str, field: str) -> str:
+    path = quote_literal("$." + json.dumps(field))
+    if kind == "JSON":
+        return f"json_extract(data, {path})"
+    return f"TRY_CAST(json_extract_string(data, {path}) AS {kind})"
+
+
+def _view_sql(view: TypedView) -> str:
+    base = ", ".join(name for name, _ in _BASE_COLUMNS)
+    fields = "".join(f", {_field_sql(kind, field)} AS {column}" for column, kind, field in view.columns)
+    return (
+        f"SELECT {base}{fields} FROM raw.all_events WHERE event_type = {quote_literal(view.event_type)} "
+        f"AND event_version = {view.event_version}"
+    )
+
+
+def _stream_stats_sql(threshold: int) -> str:
+    return (
+        "SELECT stream_id, any_value(stream_type) AS stream_type, count(*) AS events, "
+        "min(recorded_at) AS first_event_at, max(recorded_at) AS last_event_at, "
+        "max(recorded_at) - min(recorded_at) AS duration, "
+        "arg_min(event_type, stream_version) AS first_event_type, "
+        "arg_max(event_type, stream_version) AS last_event_type, "
+        f"count(*) > {int(threshold)} AS is_long FROM raw.all_events GROUP BY stream_id"
+    )
+
+
+_VOLUME_SQL = (
+    "SELECT CAST(date_trunc('day', recorded_at) AS DATE) AS day, event_type, count(*) AS events, "
+    "count(DISTINCT stream_id) AS streams FROM raw.all_events GROUP BY ALL"
+)
+
+
+def _stream_stats_comment(threshold: int) -> str:
+    return (
+        f"One row per stream: its type, event count, first and last event, duration. is_long flags "
+        f"streams of more than {threshold} events (long_stream_threshold={threshold}): keep streams "
+        "short, or snapshot/close them."
+    )
+
+
+_STREAM_STATS_COLUMNS = [
+    ("stream_id", "The stream."),
+    ("stream_type", "The kind of stream."),
+    ("events", "Events in the stream."),
+    ("first_event_at", "recorded_at of the stream's first event."),
+    ("last_event_at", "recorded_at of the stream's last event."),
+    ("duration", "last_event_at - first_event_at."),
+    ("first_event_type", "Type of the stream's first event."),
+    ("last_event_type", "Type of the stream's last event."),
+    ("is_long", "True when the stream has more events than the long-stream threshold in the view's comment."),
+]
+_VOLUME_COLUMNS = [
+    ("day", "Day (UTC) the events were recorded."),
+    ("event_type", "The event type."),
+    ("events", "Events of that type recorded that day."),
+    ("streams", "Distinct streams that received such events that day."),
+]
+
+
+def _existing_views(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    rows = con.execute(
+        "SELECT view_name, coalesce(comment, '') FROM duckdb_views() WHERE database_name = 'lake' "
+        "AND schema_name = 'analytics'"
+    ).fetchall()
+    return {str(name): str(comment) for name, comment in rows}
+
+
+def refresh_analytics(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    long_stream_threshold: int = DEFAULT_LONG_STREAM_THRESHOLD,
+    declared: Mapping[tuple[str, int], Mapping[str, str]] | None = None,
+    force: bool = False,
+) -> list[str]:
+    """(Re)create the analytics views when event types, versions or the threshold changed; returns views written.
+
+    Typed views of versions already present are kept (a version's payload shape is fixed); ``force``
+    re-infers every one. ``declared`` maps ``(event_type, version)`` to ``{field: SQL type}`` overrides.
+    """
+    declared = declared or {}
+    pairs = [
+        (str(t), int(v))
+        for t, v in con.execute("SELECT DISTINCT event_type, event_version FROM raw.all_events ORDER BY ALL").fetchall()
+    ]
+    existing = _existing_views(con)
+    stats_comment = _stream_stats_comment(long_stream_threshold)
+    new_pairs = [(t, v) for t, v in pairs if force or f"events_{safe_name(t)}_v{v}" not in existing]
+    stale_stats = existing.get("stream_stats") != stats_comment or "event_volume_daily" not in existing
+    if not new_pairs and not stale_stats:
+        return []
+    views = [_infer(con, t, v, declared.get((t, v), {})) for t, v in new_pairs]
+    written: list[str] = []
+
+    def write() -> None:
+        written.clear()
+        con.execute("BEGIN")
+        try:
+            for view in views:
+                _create_view(
+                    con,
+                    view.name,
+                    _view_sql(view),
+                    (
+                        f"Events {view.event_type} version {view.event_version}, payload fields as typed columns "
+                        f"(inferred from up to {SAMPLE_EVENTS:,} events)."
+                    ),
+                    [*_BASE_COLUMNS, *[(c, f"data.{f} as {k}.") for c, k, f in view.columns]],
+                )
+                written.append(f"analytics.{view.name}")
+            for event_type in sorted({view.event_type for view in views}):
+                versions = [v for t, v in pairs if t == event_type]
+                union = " UNION ALL BY NAME ".join(
+                    f"SELECT * FROM analytics.events_{safe_name(event_type)}_v{v}" for v in versions
+                )
+                name = f"events_{safe_name(event_type)}"
+                _create_view(
+                    con,
+                    name,
+                    union,
+                    (
+                        f"Events {event_type}, all versions ({', '.join(map(str, versions))}); fields missing "
+                        f"in a version are NULL. One view per version: analytics.{name}_v<N>."
+                    ),
+                    [],
+                )
+                described = [str(r[0]) for r in con.execute(f"DESCRIBE analytics.{name}").fetchall()]
+                base = dict(_BASE_COLUMNS)
+                set_view_column_comments(
+                    con,
+                    "analytics",
+                    name,
+                    [
+                        (c, base.get(c) or f"Payload field {c} (typed per version in analytics.{name}_v<N>).")
+                        for c in described
+                    ],
+                )
+                written.append(f"analytics.{name}")
+            if stale_stats or force:
+                _create_view(
+                    con, "stream_stats", _stream_stats_sql(long_stream_threshold), stats_comment, _STREAM_STATS_COLUMNS
+                )
+                _create_view(
+                    con, "event_volume_daily", _VOLUME_SQL, "Events per day (UTC) and event type.", _VOLUME_COLUMNS
+                )
+                written.extend(["analytics.stream_stats", "analytics.event_volume_daily"])
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+
+    retry_conflicts(write, "refreshing the analytics views")
+    return written
+
+
+def _create_view(
+    con: duckdb.DuckDBPyConnection, name: str, query: str, comment: str, columns: list[tuple[str, str]]
+) -> None:
+    con.execute(f"CREATE OR REPLACE VIEW analytics.{name} AS {query}")
+    con.execute(f"COMMENT ON VIEW analytics.{name} IS {quote_literal(comment)}")
+    set_view_column_comments(con, "analytics", name, columns)

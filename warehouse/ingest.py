@@ -1,0 +1,301 @@
+"""Ingest: settled events of a store → ``raw.events``, one checkpointed DuckLake commit per batch.
+
+Each batch is one DuckDB transaction on the lake that (1) re-reads the checkpoint, (2) runs
+``INSERT INTO raw.events SELECT … FROM postgres_query(<gap-safe keyset query>)`` — rows go
+PostgreSQL → DuckDB → Parquet without Python touching them —, (3) reads the batch's last position
+back from the rows it wrote and (4) moves the checkpoint row in ``meta.checkpoints``. DuckLake
+commits it all as one snapshot, so a crash at any instant
+leaves the lake before or after a batch, never between. A second ingest racing the first
+conflicts on the checkpoint row and re-reads it: no event lands twice.
+
+A source is anything with the small interface of :class:`EventSource`; :class:`NativeSource`
+wraps the native :class:`~eventstore.reader.NativeReader`. Foreign-store adapters plug in by
+returning the same columns (and, if they have them, ``is_archived`` and ``tenant_id``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import duckdb
+
+from eventstore.connection import connect, describe_dsn, redact
+from eventstore.errors import StoreUnavailableError
+from eventstore.native import table_ref
+from eventstore.reader import START, Checkpoint, Head, NativeReader
+from warehouse.errors import LakeConfigurationError
+from warehouse.lake import RAW_EVENT_COLUMNS, _rollback, quote_literal, retry_conflicts
+
+__all__ = [
+    "INGEST_CONSUMER",
+    "EventSource",
+    "IngestResult",
+    "NativeSource",
+    "compact",
+    "ingest",
+    "lake_checkpoint",
+    "table_files",
+]
+
+INGEST_CONSUMER = "ingest"
+STORE_ALIAS = "store"  # the store's alias in the lake connection (as in NativeReader.duckdb_relation_sql)
+
+
+class EventSource(Protocol):
+    """A store the ingest can read: its name, its safe head, and its gap-safe batches as DuckDB SQL."""
+
+    @property
+    def name(self) -> str:
+        """Value of ``raw.events.source``, e.g. ``native:public.events``."""
+        ...
+
+    def head(self) -> Head:
+        """The safe head now (the bound below which events are settled, and the last settled event)."""
+        ...
+
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Attach the store read-only to ``con`` as ``store``."""
+        ...
+
+    def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
+        """Events after ``after`` (settled or not) and the oldest one's ``recorded_at``: the lake's lag."""
+        ...
+
+    def batch_sql(self, after: Checkpoint, bound: int, limit: int | None) -> str:
+        """DuckDB SQL over ``store`` for settled events after ``after`` below ``bound``, in checkpoint order.
+
+        Columns: those of ``eventstore.reader.EVENT_SCHEMA``; optionally ``correlation_id`` and
+        ``causation_id`` (else lifted out of ``metadata`` here), ``is_archived`` and ``tenant_id``.
+        """
+        ...
+
+
+@dataclass
+class NativeSource:
+    """The native events table, read through :class:`NativeReader`."""
+
+    reader: NativeReader
+
+    @property
+    def name(self) -> str:
+        return f"native:{self.reader.schema}.{self.reader.table}"
+
+    def head(self) -> Head:
+        return self.reader.head()
+
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            con.execute(f"ATTACH {quote_literal(self.reader.dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)")
+        except duckdb.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot attach the event store {describe_dsn(self.reader.dsn)} to DuckDB: "
+                f"{str(exc).splitlines()[0].replace(self.reader.dsn, redact(self.reader.dsn))}"
+            ) from exc
+
+    def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
+        with connect(self.reader.dsn, autocommit=True) as conn:
+            table = table_ref(self.reader.schema, self.reader.table).as_string(conn)
+            row = conn.execute(
+                f"SELECT count(*), min(recorded_at) FROM {table} "
+                "WHERE (transaction_id, global_position) > (%s::text::xid8, %s)",
+                (str(after.transaction_id), after.global_position),
+            ).fetchone()
+        return (int(row[0]), row[1]) if row else (0, None)
+
+    def batch_sql(self, after: Checkpoint, bound: int, limit: int | None) -> str:
+        # The ids are lifted out of metadata inside PostgreSQL: its jsonb parser runs in the
+        # server's process, beside DuckDB's, instead of a second JSON parse in DuckDB.
+        lifted = (
+            "SELECT q.*, q.metadata::jsonb ->> 'correlation_id' AS correlation_id, "
+            f"q.metadata::jsonb ->> 'causation_id' AS causation_id FROM ({self.reader.query(after, bound, limit)}) AS q"
+        )
+        return f"SELECT * FROM postgres_query({quote_literal(STORE_ALIAS)}, {quote_literal(lifted)})"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingest run did."""
+
+    events: int
+    batches: int
+    checkpoint: Checkpoint
+    head: Head
+    seconds: float
+    compacted: bool = False
+
+
+def lake_checkpoint(con: duckdb.DuckDBPyConnection, consumer: str = INGEST_CONSUMER) -> tuple[Checkpoint, int]:
+    """The consumer's checkpoint and event count in the lake (START, 0 before its first commit)."""
+    row = con.execute(
+        "SELECT transaction_id, global_position, events FROM meta.checkpoints WHERE consumer = ?", [consumer]
+    ).fetchone()
+    if row is None:
+        return START, 0
+    return Checkpoint(int(row[0]), int(row[1])), int(row[2])
+
+
+def _check_source(con: duckdb.DuckDBPyConnection, source: EventSource) -> None:
+    row = con.execute("SELECT source FROM meta.checkpoints WHERE consumer = ?", [INGEST_CONSUMER]).fetchone()
+    if row is not None and row[0] is not None and row[0] != source.name:
+        raise LakeConfigurationError(
+            f"this lake holds the events of {row[0]}, not of {source.name}: point PROJECTIONIST_LAKE "
+            "(and PROJECTIONIST_LAKE_DATA) at another lake for this store. Nothing was written."
+        )
+
+
+def _select_raw(source: EventSource, batch: str, optional: set[str]) -> str:
+    """Map a source batch onto raw.events' columns: the one place source/is_archived/tenant_id are filled."""
+    computed = {
+        "data": "b.data::JSON",
+        "metadata": "b.metadata::JSON",
+        "correlation_id": "b.correlation_id" if "correlation_id" in optional else "b._ids[1]",
+        "causation_id": "b.causation_id" if "causation_id" in optional else "b._ids[2]",
+        "ingested_at": "get_current_timestamp()",
+        "source": quote_literal(source.name),
+        "is_archived": "coalesce(b.is_archived, false)" if "is_archived" in optional else "false",
+        "tenant_id": "b.tenant_id::VARCHAR" if "tenant_id" in optional else "NULL::VARCHAR",
+    }
+    columns = ", ".join(f"{computed.get(name, f'b.{name}')}::{kind} AS {name}" for name, kind, _ in RAW_EVENT_COLUMNS)
+    if {"correlation_id", "causation_id"} <= optional:
+        return f"SELECT {columns} FROM ({batch}) AS b"
+    # One parse of metadata for both ids.
+    ids = "json_extract_string(s.metadata, ['$.correlation_id', '$.causation_id']) AS _ids"
+    return f"SELECT {columns} FROM (SELECT s.*, {ids} FROM ({batch}) AS s) AS b"
+
+
+def _commit_batch(
+    con: duckdb.DuckDBPyConnection,
+    source: EventSource,
+    after: Checkpoint,
+    bound: int,
+    limit: int,
+    optional: set[str],
+) -> tuple[int, Checkpoint]:
+    """One lake transaction: up to ``limit`` events after ``after`` plus the moved checkpoint.
+
+    Returns the events written and the new checkpoint; (0, after) when there was nothing to write
+    (then nothing is committed: no empty snapshot).
+    """
+    con.execute("BEGIN")
+    try:
+        current, _ = lake_checkpoint(con)
+        if current != after:
+            raise duckdb.TransactionException("checkpoint moved by another ingest: conflict")
+        inserted = con.execute(
+            f"INSERT INTO raw.events {_select_raw(source, source.batch_sql(after, bound, limit), optional)}"
+        ).fetchone()
+        count = int(inserted[0]) if inserted else 0
+        if count == 0:
+            con.execute("ROLLBACK")
+            return 0, after
+        # The batch's last event is the lake's newest row: everything before it is at or below
+        # `after`. Reading it back touches only this transaction's new files (pruned by
+        # transaction_id) and spares a second pass over the store.
+        row = con.execute(
+            "SELECT transaction_id, global_position FROM raw.events WHERE transaction_id >= ? "
+            "ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+            [after.transaction_id],
+        ).fetchone()
+        assert row is not None
+        end = Checkpoint(int(row[0]), int(row[1]))
+        con.execute(
+            "CALL ducklake_set_commit_message('lake', 'projectionist', ?)",
+            [f"ingest {source.name} {after} → {end}: {count} events"],
+        )
+        con.execute(
+            "UPDATE meta.checkpoints SET source = ?, transaction_id = ?, global_position = ?, "
+            "events = events + ?, batches = batches + 1, updated_at = get_current_timestamp() WHERE consumer = ?",
+            [source.name, end.transaction_id, end.global_position, count, INGEST_CONSUMER],
+        )
+        con.execute("COMMIT")
+        return count, end
+    except BaseException:
+        _rollback(con)
+        raise
+
+
+def _optional_columns(con: duckdb.DuckDBPyConnection, source: EventSource, bound: int) -> set[str]:
+    described = con.execute(f"DESCRIBE {source.batch_sql(START, bound, 0)}").fetchall()
+    return {str(row[0]) for row in described} & {"is_archived", "tenant_id", "correlation_id", "causation_id"}
+
+
+def ingest(
+    con: duckdb.DuckDBPyConnection,
+    source: EventSource,
+    *,
+    batch_size: int = 500_000,
+    max_batches: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    compact_after: int | None = 64,
+) -> IngestResult:
+    """Land every settled event of ``source`` not yet in the lake; one commit per batch.
+
+    ``con`` is a writable lake connection (``open_lake``). ``progress`` is called with the events
+    of each committed batch. When ``compact_after`` is set and the run committed something, small
+    adjacent files are merged once raw.events holds more than that many data files.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    started = time.monotonic()
+    attached = {str(row[0]) for row in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+    _check_source(con, source)
+    head = source.head()  # first: an unreachable store fails here with a clear message
+    if STORE_ALIAS not in attached:
+        source.attach(con)
+    optional = _optional_columns(con, source, head.safe_transaction_id)
+    events = batches = 0
+    while max_batches is None or batches < max_batches:
+
+        def one_batch() -> tuple[int, Checkpoint]:
+            after, _ = lake_checkpoint(con)
+            return _commit_batch(con, source, after, head.safe_transaction_id, batch_size, optional)
+
+        try:
+            written, checkpoint = retry_conflicts(one_batch, f"ingesting a batch of {source.name}")
+        except duckdb.OutOfMemoryException as exc:
+            raise LakeConfigurationError(
+                f"a batch of {batch_size:,} events did not fit DuckDB's memory limit ({str(exc).splitlines()[0]}): "
+                "lower --batch-size or raise --memory-limit. Committed batches are kept; rerun to continue."
+            ) from exc
+        if written == 0:
+            break
+        events += written
+        batches += 1
+        if progress is not None:
+            progress(written)
+    checkpoint, _ = lake_checkpoint(con)
+    compacted = False
+    if compact_after is not None and batches and _data_files(con) > compact_after:
+        compact(con)
+        compacted = True
+    return IngestResult(events, batches, checkpoint, head, time.monotonic() - started, compacted)
+
+
+def table_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:
+    """``schema.table`` → (data files, bytes) of every table in the lake."""
+    rows = con.execute(
+        "SELECT s.schema_name || '.' || i.table_name, i.file_count, i.file_size_bytes "
+        "FROM ducklake_table_info('lake') AS i JOIN __ducklake_metadata_lake.ducklake_schema AS s "
+        "ON s.schema_id = i.schema_id AND s.end_snapshot IS NULL"
+    ).fetchall()
+    return {str(name): (int(files), int(size)) for name, files, size in rows}
+
+
+def _data_files(con: duckdb.DuckDBPyConnection) -> int:
+    return table_files(con).get("raw.events", (0, 0))[0]
+
+
+def compact(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """Merge small adjacent Parquet files of ``raw.events``; returns its data files before and after."""
+    before = _data_files(con)
+
+    def merge() -> None:
+        con.execute("CALL ducklake_flush_inlined_data('lake', schema_name => 'raw', table_name => 'events')")
+        con.execute("CALL ducklake_merge_adjacent_files('lake', 'events', schema => 'raw')")
+
+    retry_conflicts(merge, "compacting raw.events")
+    return before, _data_files(con)

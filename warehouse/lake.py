@@ -1,0 +1,412 @@
+"""The lake: a DuckLake whose catalog lives in PostgreSQL (or SQLite) and whose data is Parquet.
+
+Default catalog: database ``projectionist_lake`` in Projectionist's own embedded PostgreSQL under
+``$PROJECTIONIST_HOME`` — also when the event store is an external DSN, so nothing is ever written
+into the event store's database unless ``PROJECTIONIST_LAKE`` says so. Data: Parquet files under
+``$PROJECTIONIST_HOME/lake/data/`` unless ``PROJECTIONIST_LAKE_DATA`` names another path.
+
+``PROJECTIONIST_LAKE`` may be a PostgreSQL DSN (production, any number of writers) or a SQLite
+file (``sqlite:/path/lake.sqlite`` or a path ending in ``.sqlite``; single writer only: concurrent
+writers fail with "database is locked" even with retries, measured).
+
+The lake is attached to DuckDB as ``lake`` and made the default catalog, so ``raw.events`` works
+unqualified. Schemas: ``raw`` (events as stored), ``projections`` (one table per projection
+version), ``analytics`` (what analysts query), ``meta`` (checkpoints and bookkeeping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from eventstore.connection import EmbeddedServer, ensure_database, libpq_conninfo, redact
+from eventstore.duck import new_connection
+from eventstore.settings import Settings
+from warehouse.errors import LakeConfigurationError, LakeUnavailableError
+
+__all__ = [
+    "LAKE_ALIAS",
+    "LAKE_DATABASE",
+    "RAW_EVENT_COLUMNS",
+    "SCHEMAS",
+    "LakeConfig",
+    "comment_column",
+    "ensure_lake",
+    "is_conflict",
+    "open_lake",
+    "quote_literal",
+    "retry_conflicts",
+]
+
+LAKE_DATABASE = "projectionist_lake"
+LAKE_ALIAS = "lake"
+SCHEMAS = ("raw", "projections", "analytics", "meta")
+
+# The contract of raw.events (issue 3); other packages build on these exact names and types.
+RAW_EVENT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("global_position", "BIGINT", "Position of the event in the store's global order (taken at INSERT)."),
+    (
+        "transaction_id",
+        "BIGINT",
+        "Id of the store transaction that wrote the event; lake order is (transaction_id, global_position).",
+    ),
+    ("stream_id", "VARCHAR", "The stream (aggregate instance) the event belongs to, e.g. cart-<uuid>."),
+    ("stream_type", "VARCHAR", "The kind of stream, e.g. cart."),
+    ("stream_version", "BIGINT", "Version of the stream after this event (1 for its first event)."),
+    ("event_id", "VARCHAR", "The event's unique id (a UUID)."),
+    ("event_type", "VARCHAR", "The event's type name, e.g. ItemAdded."),
+    ("event_version", "INTEGER", "Schema version of the event type (upcasters lift old versions)."),
+    ("data", "JSON", "The event's payload as stored."),
+    ("metadata", "JSON", "The event's metadata as stored."),
+    ("correlation_id", "VARCHAR", "metadata.correlation_id: the request or process that caused a chain of events."),
+    ("causation_id", "VARCHAR", "metadata.causation_id: the message (often the previous event) that caused this one."),
+    ("recorded_at", "TIMESTAMPTZ", "When the store recorded the event."),
+    ("ingested_at", "TIMESTAMPTZ", "When the ingest commit that landed the event in the lake started."),
+    ("source", "VARCHAR", "The store the event was read from, e.g. native:public.events."),
+    ("is_archived", "BOOLEAN", "True when the source store marks the event archived (false for the native store)."),
+    ("tenant_id", "VARCHAR", "The source store's tenant id (NULL for the native store)."),
+)
+
+# Partitioned by month of recorded_at (docs/lake.md, "Partitioning"): an incremental commit then
+# writes one file (the current month), time-range queries skip whole months and, inside a month,
+# DuckLake's per-file min/max of recorded_at (files follow commit order, so they cover narrow,
+# ordered spans); a month is also the unit a cold archive tier will move. Not by event_type: every
+# commit would write one small file per type (hundreds in real stores), and ingest measured
+# slower; event-type queries read the dictionary-encoded event_type column instead.
+RAW_EVENTS_PARTITIONING = "year(recorded_at), month(recorded_at)"
+
+T = TypeVar("T")
+
+
+def quote_literal(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    """Where the lake's catalog and data live."""
+
+    catalog_kind: str  # "postgres" or "sqlite"
+    catalog: str  # libpq DSN, or a SQLite file path
+    data_path: str  # ends with "/"
+    secret: str | None = None  # the catalog password, to scrub from messages
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LakeConfig:
+        """The configured lake; starts the embedded PostgreSQL when it holds the default catalog."""
+        data_path = settings.lake_data or str(settings.home / "lake" / "data")
+        if "://" not in data_path:
+            data_path = str(Path(data_path).expanduser().absolute())
+        if not data_path.endswith("/"):
+            data_path += "/"
+        spec = settings.lake
+        if spec is None:
+            server = EmbeddedServer(settings.home).start()
+            return cls("postgres", ensure_database(server, LAKE_DATABASE), data_path)
+        if spec.startswith("sqlite:") or spec.endswith((".sqlite", ".sqlite3", ".db")):
+            path = Path(spec.removeprefix("sqlite:")).expanduser().absolute()
+            return cls("sqlite", str(path), data_path)
+        if spec.startswith(("postgres://", "postgresql://")) or "dbname=" in spec or "host=" in spec:
+            params = libpq_conninfo(spec)
+            return cls("postgres", spec, data_path, str(params["password"]) if params.get("password") else None)
+        raise LakeConfigurationError(
+            f"PROJECTIONIST_LAKE {spec!r} is neither a PostgreSQL DSN nor a SQLite file: use "
+            "postgresql://user@host:port/database, or sqlite:/path/to/lake.sqlite (single writer only)."
+        )
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """DuckDB extensions needed to attach this lake (postgres always: ingest reads the store with it)."""
+        return ("ducklake", "postgres") if self.catalog_kind == "postgres" else ("ducklake", "postgres", "sqlite")
+
+    def attach_target(self) -> str:
+        """The ``ducklake:...`` string of ATTACH (contains the password, if any: never print it)."""
+        if self.catalog_kind == "postgres":
+            return f"ducklake:postgres:{self.catalog}"
+        return f"ducklake:sqlite:{self.catalog}"
+
+    def attach_sql(self, *, read_only: bool, alias: str = LAKE_ALIAS, with_data_path: bool = True) -> str:
+        """The ATTACH statement for this lake."""
+        options = []
+        if with_data_path:
+            options.append(f"DATA_PATH {quote_literal(self.data_path)}")
+        if read_only:
+            options.append("READ_ONLY")
+        suffix = f" ({', '.join(options)})" if options else ""
+        return f"ATTACH {quote_literal(self.attach_target())} AS {alias}{suffix}"
+
+    def describe(self) -> str:
+        """Human description of the catalog and data path, without secrets."""
+        if self.catalog_kind == "postgres":
+            params = libpq_conninfo(self.catalog)
+            host = str(params.get("host") or "localhost")
+            where = f"socket {host}" if host.startswith("/") else f"{host}:{params.get('port') or 5432}"
+            catalog = f"PostgreSQL database {params.get('dbname')!r} on {where}"
+        else:
+            catalog = f"SQLite file {self.catalog}"
+        return f"{catalog}, data {self.data_path}"
+
+    def scrub(self, message: str) -> str:
+        """``message`` without the catalog password."""
+        if self.secret:
+            message = message.replace(self.secret, "***")
+        if self.catalog_kind == "postgres":
+            message = message.replace(self.catalog, redact(self.catalog))
+        return message
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True when ``exc`` is a lost catalog race that a retry of the whole transaction can win."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.TransactionException) or any(
+        marker in text
+        for marker in (
+            "conflict",
+            "database is locked",
+            "could not serialize",
+            "duplicate key value violates unique constraint",  # two commits took the same snapshot id
+            "deadlock detected",
+        )
+    )
+
+
+def retry_conflicts(
+    action: Callable[[], T], what: str, *, attempts: int = 12, base_delay: float = 0.05, max_delay: float = 2.0
+) -> T:
+    """Run ``action`` (one whole lake transaction), retrying lost catalog conflicts with jittered backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except duckdb.Error as exc:
+            if not is_conflict(exc):
+                raise
+            if attempt == attempts:
+                raise LakeUnavailableError(
+                    f"{what} lost a catalog conflict {attempts} times in a row ({_first_line(exc)}); other "
+                    "writers keep committing. Retry later; a SQLite catalog allows only one writer "
+                    "(use a PostgreSQL catalog for concurrent writers)."
+                ) from exc
+            time.sleep(min(max_delay, base_delay * 2 ** (attempt - 1)) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _check_data_path(config: LakeConfig) -> None:
+    if "://" in config.data_path:
+        return  # object storage: DuckDB reports access problems itself
+    path = Path(config.data_path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise LakeConfigurationError(
+            f"the lake's data path {config.data_path} is not a writable folder ({exc.strerror or exc}): "
+            "fix its permissions or set PROJECTIONIST_LAKE_DATA to a writable folder."
+        ) from exc
+
+
+def _attach(con: duckdb.DuckDBPyConnection, config: LakeConfig, read_only: bool) -> None:
+    try:
+        try:
+            con.execute(config.attach_sql(read_only=read_only))
+        except duckdb.Error as exc:
+            if "data path" not in str(exc).lower() and "data_path" not in str(exc).lower():
+                raise
+            # An existing lake remembers its data path; attaching it with another one is refused.
+            con.execute(config.attach_sql(read_only=read_only, with_data_path=False))
+        con.execute(f"USE {LAKE_ALIAS}")  # the first read of the catalog: a damaged one fails here
+    except duckdb.Error as exc:
+        message = config.scrub(_first_line(exc))
+        lower = message.lower()
+        if config.catalog_kind == "postgres" and ("connect" in lower or "connection" in lower):
+            raise LakeUnavailableError(
+                f"cannot reach the lake's catalog ({config.describe()}): {message}. Check that the "
+                "PostgreSQL server runs and the database exists (PROJECTIONIST_LAKE)."
+            ) from exc
+        if "locked" in lower:
+            raise LakeUnavailableError(
+                f"the lake's catalog ({config.describe()}) is locked by another process: {message}. "
+                "Retry when it has finished; use a PostgreSQL catalog for concurrent writers."
+            ) from exc
+        if read_only and ("does not exist" in lower or "not initialized" in lower or "no such" in lower):
+            raise LakeConfigurationError(
+                f"the lake ({config.describe()}) has not been created yet: run `projectionist ingest` first."
+            ) from exc
+        raise LakeConfigurationError(
+            f"cannot open the lake's catalog ({config.describe()}): {message}. If the catalog is "
+            "damaged, restore it from a backup or point PROJECTIONIST_LAKE at another catalog."
+        ) from exc
+
+
+def open_lake(
+    config: LakeConfig, *, read_only: bool = False, threads: int | None = None, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """DuckDB with the lake attached as ``lake`` (the default catalog); created if missing when writable."""
+    if config.catalog_kind == "sqlite" and read_only and not Path(config.catalog).exists():
+        raise LakeConfigurationError(
+            f"the lake ({config.describe()}) has not been created yet: run `projectionist ingest` first."
+        )
+    if not read_only:
+        _check_data_path(config)
+    con = new_connection(*config.extensions, threads=threads)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        if memory_limit is not None:
+            try:
+                con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
+            except duckdb.Error as exc:
+                raise LakeConfigurationError(
+                    f"memory limit {memory_limit!r} is not a size DuckDB understands: use e.g. 512MB or 2GB."
+                ) from exc
+        # DuckLake retries a commit whose snapshot id another writer took; make it patient, and our
+        # own retry_conflicts() re-runs transactions whose changes really conflict.
+        con.execute("SET ducklake_max_retry_count = 100")
+        con.execute("SET ducklake_retry_wait_ms = 20")
+        con.execute("SET ducklake_retry_backoff = 1.5")
+        _attach(con, config, read_only)
+        if not read_only:
+            # A lake keeps the data path it was created with; PROJECTIONIST_LAKE_DATA only picks it
+            # for a new lake. Writing needs the stored one.
+            row = con.execute("SELECT value FROM ducklake_options('lake') WHERE option_name = 'data_path'").fetchone()
+            if row and row[0] and str(row[0]) != config.data_path:
+                _check_data_path(LakeConfig(config.catalog_kind, config.catalog, str(row[0]), config.secret))
+            ensure_lake(con)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def comment_column(table: str, column: str, comment: str) -> str:
+    """A ``COMMENT ON COLUMN`` statement."""
+    return f"COMMENT ON COLUMN {table}.{column} IS {quote_literal(comment)}"
+
+
+_RAW_EVENTS_COMMENT = (
+    "Every event of the event store exactly once, as stored, in ingest order (transaction_id, "
+    "global_position). Written only by `projectionist ingest`; read through raw.all_events."
+)
+_ALL_EVENTS_COMMENT = (
+    "The one relation readers of raw events use: today the hot raw.events table; later also the "
+    "cold archive tier (a UNION ALL), without readers changing."
+)
+_CHECKPOINTS_COMMENT = (
+    "Where each consumer of the event store stands: one row per consumer, updated in the same "
+    "commit as the rows it covers."
+)
+_CHECKPOINT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("consumer", "VARCHAR", "Who reads: 'ingest' for the raw lake, later one row per projection version."),
+    ("source", "VARCHAR", "The store read, e.g. native:public.events."),
+    ("transaction_id", "BIGINT", "Checkpoint: transaction id of the last event covered."),
+    ("global_position", "BIGINT", "Checkpoint: global position of the last event covered."),
+    ("events", "BIGINT", "Events covered so far."),
+    ("batches", "BIGINT", "Commits so far."),
+    ("updated_at", "TIMESTAMPTZ", "When the checkpoint last moved."),
+)
+_COLUMN_COMMENTS_COMMENT = (
+    "Comments of view columns: DuckLake 1.5.5 stores COMMENT ON for tables, views and table "
+    "columns, but refuses COMMENT ON COLUMN for a view, so view columns are described here."
+)
+_COLUMN_COMMENT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("schema_name", "VARCHAR", "Schema of the view."),
+    ("view_name", "VARCHAR", "Name of the view."),
+    ("column_name", "VARCHAR", "Name of the column."),
+    ("comment", "VARCHAR", "What the column holds."),
+)
+
+
+def _columns_ddl(columns: tuple[tuple[str, str, str], ...]) -> str:
+    return ", ".join(f"{name} {kind}" for name, kind, _ in columns)
+
+
+def _existing(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = ? "
+        "UNION ALL SELECT schema_name || '.' || view_name FROM duckdb_views() WHERE database_name = ? "
+        "UNION ALL SELECT schema_name FROM duckdb_schemas() WHERE database_name = ?",
+        [LAKE_ALIAS, LAKE_ALIAS, LAKE_ALIAS],
+    ).fetchall()
+    return {str(row[0]) for row in rows}
+
+
+_REQUIRED = {*SCHEMAS, "raw.events", "raw.all_events", "meta.checkpoints", "meta.column_comments"}
+
+
+def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the schemas, ``raw.events``, ``raw.all_events`` and the meta tables if missing (idempotent)."""
+    if _existing(con) >= _REQUIRED:
+        return  # no DDL, so opening an existing lake adds no snapshot
+
+    def create() -> None:
+        con.execute("BEGIN")
+        try:
+            existing = _existing(con)
+            for schema in SCHEMAS:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            if "raw.events" not in existing:
+                con.execute(f"CREATE TABLE raw.events ({_columns_ddl(RAW_EVENT_COLUMNS)})")
+                con.execute(f"ALTER TABLE raw.events SET PARTITIONED BY ({RAW_EVENTS_PARTITIONING})")
+                con.execute(f"COMMENT ON TABLE raw.events IS {quote_literal(_RAW_EVENTS_COMMENT)}")
+                for name, _, comment in RAW_EVENT_COLUMNS:
+                    con.execute(comment_column("raw.events", name, comment))
+            if "meta.checkpoints" not in existing:
+                con.execute(f"CREATE TABLE meta.checkpoints ({_columns_ddl(_CHECKPOINT_COLUMNS)})")
+                con.execute(f"COMMENT ON TABLE meta.checkpoints IS {quote_literal(_CHECKPOINTS_COMMENT)}")
+                for name, _, comment in _CHECKPOINT_COLUMNS:
+                    con.execute(comment_column("meta.checkpoints", name, comment))
+                # Seeded with the table, so every ingest commit UPDATEs this row: two racing ingests
+                # then conflict in DuckLake instead of both appending (appends never conflict).
+                con.execute("INSERT INTO meta.checkpoints VALUES ('ingest', NULL, 0, 0, 0, 0, get_current_timestamp())")
+            if "meta.column_comments" not in existing:
+                con.execute(f"CREATE TABLE meta.column_comments ({_columns_ddl(_COLUMN_COMMENT_COLUMNS)})")
+                con.execute(f"COMMENT ON TABLE meta.column_comments IS {quote_literal(_COLUMN_COMMENTS_COMMENT)}")
+                for name, _, comment in _COLUMN_COMMENT_COLUMNS:
+                    con.execute(comment_column("meta.column_comments", name, comment))
+            if "raw.all_events" not in existing:
+                con.execute("CREATE VIEW raw.all_events AS SELECT * FROM raw.events")
+                con.execute(f"COMMENT ON VIEW raw.all_events IS {quote_literal(_ALL_EVENTS_COMMENT)}")
+                set_view_column_comments(con, "raw", "all_events", [(n, c) for n, _, c in RAW_EVENT_COLUMNS])
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+
+    retry_conflicts(create, "creating the lake's schemas")
+
+
+def set_view_column_comments(
+    con: duckdb.DuckDBPyConnection, schema: str, view: str, comments: list[tuple[str, str]]
+) -> None:
+    """Replace the column comments of a view in ``meta.column_comments`` (inside the caller's transaction)."""
+    con.execute("DELETE FROM meta.column_comments WHERE schema_name = ? AND view_name = ?", [schema, view])
+    if comments:
+        con.executemany(
+            "INSERT INTO meta.column_comments VALUES (?, ?, ?, ?)",
+            [[schema, view, column, comment] for column, comment in comments],
+        )
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    with contextlib.suppress(duckdb.Error):  # a failed COMMIT already ended the transaction
+        con.execute("ROLLBACK")
+
+
+def safe_name(text: str) -> str:
+    """``ItemAdded`` → ``item_added``: a lower-case identifier for generated view names."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text)
+    return re.sub(r"[^a-z0-9_]+", "_", snake.lower()).strip("_") or "unnamed"

@@ -1,0 +1,182 @@
+"""Running analysts' SQL on the lake and printing the answer: a table, JSON, CSV, or an interactive shell."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, TextIO
+from uuid import UUID
+
+import duckdb
+
+from warehouse.errors import LakeConfigurationError
+
+__all__ = [
+    "QueryResult",
+    "format_csv",
+    "format_json",
+    "format_table",
+    "run_query",
+    "shell",
+    "stream_reader",
+    "terminal_reader",
+]
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Column names and rows of one query."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def run_query(con: duckdb.DuckDBPyConnection, query: str) -> QueryResult:
+    """Run ``query`` (the last statement's rows are returned); SQL mistakes become a clear TerminalError."""
+    try:
+        cursor = con.execute(query)
+        columns = [str(d[0]) for d in cursor.description] if cursor.description else []
+        return QueryResult(columns, cursor.fetchall() if columns else [])
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()
+        raise QuerySQLError(f"the query failed: {' '.join(first[:3])}") from exc
+
+
+class QuerySQLError(LakeConfigurationError):
+    """Raised when an analyst's SQL cannot run (syntax, unknown table, read-only lake)."""
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def format_table(result: QueryResult, max_width: int = 60) -> str:
+    """A plain text table, psql style, ending with a row count."""
+    cells = [[_text(v) for v in row] for row in result.rows]
+    cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
+    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(result.columns)]
+    numeric = [
+        all(isinstance(row[i], int | float | Decimal) or row[i] is None for row in result.rows) and bool(result.rows)
+        for i in range(len(result.columns))
+    ]
+    lines = [" | ".join(name.ljust(w) for name, w in zip(result.columns, widths, strict=True)).rstrip()]
+    lines.append("-+-".join("-" * w for w in widths))
+    for row in cells:
+        lines.append(
+            " | ".join(
+                c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)
+            ).rstrip()
+        )
+    lines.append(f"({len(result.rows)} row{'' if len(result.rows) == 1 else 's'})")
+    return "\n".join(lines)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def format_json(result: QueryResult) -> str:
+    """A JSON array of row objects."""
+    return json.dumps(
+        [{c: _json_value(v) for c, v in zip(result.columns, row, strict=True)} for row in result.rows],
+        indent=2,
+        ensure_ascii=False,
+    )
+
+
+def format_csv(result: QueryResult) -> str:
+    """CSV with a header row; NULL is the empty field."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(result.columns)
+    for row in result.rows:
+        writer.writerow(["" if v is None else _json_value(v) for v in row])
+    return out.getvalue()
+
+
+_SHELL_HELP = """Enter SQL ending with ';' (the lake is the default catalog: raw.events, analytics.*, meta.*).
+  .tables    list tables and views with their comments
+  .help      this help
+  .quit      leave (also Ctrl-D)"""
+
+_TABLES = (
+    "SELECT schema_name, table_name AS name, 'table' AS kind, comment FROM duckdb_tables() "
+    "WHERE database_name = 'lake' UNION ALL SELECT schema_name, view_name, 'view', comment FROM duckdb_views() "
+    "WHERE database_name = 'lake' AND NOT internal ORDER BY 1, 2"
+)
+
+
+def shell(
+    con: duckdb.DuckDBPyConnection,
+    read_line: Callable[[str], str | None],
+    write: Callable[[str], None],
+) -> int:
+    """A small DuckDB REPL: ``read_line(prompt)`` gives lines (None at the end); returns failed statements."""
+    failures = 0
+    buffer: list[str] = []
+    while (line := read_line("   ...> " if buffer else "lake> ")) is not None:
+        stripped = line.strip()
+        if not buffer and stripped.startswith("."):
+            command = stripped.split()[0]
+            if command in (".quit", ".exit"):
+                break
+            if command == ".tables":
+                write(format_table(run_query(con, _TABLES)))
+            else:
+                write(_SHELL_HELP)
+        elif stripped:
+            buffer.append(line.rstrip("\n"))
+            if stripped.endswith(";"):
+                try:
+                    result = run_query(con, "\n".join(buffer))
+                    write(format_table(result) if result.columns else "ok")
+                except QuerySQLError as exc:
+                    failures += 1
+                    write(f"error: {exc}")
+                buffer = []
+    return failures
+
+
+def stream_reader(stream: TextIO) -> Callable[[str], str | None]:
+    """``read_line`` for :func:`shell` over a non-interactive stream (the prompt is not shown)."""
+
+    def read_line(prompt: str) -> str | None:
+        line = stream.readline()
+        return line if line else None
+
+    return read_line
+
+
+def terminal_reader() -> Callable[[str], str | None]:
+    """``read_line`` for :func:`shell` on a terminal: ``input()`` with line editing where available."""
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  line editing and history for input()
+
+    def read_line(prompt: str) -> str | None:
+        try:
+            return input(prompt)
+        except EOFError:
+            print()
+            return None
+
+    return read_line
