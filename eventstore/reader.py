@@ -14,12 +14,18 @@ below it: a read is repeatable and can be split across connections without an ex
 snapshot. A rolled-back transaction leaves nothing behind and never holds the bound back.
 
 Rows travel PostgreSQL → Arrow through DuckDB's postgres extension (binary COPY, no Python
-per row), measured as the fastest path here (benchmarks/read_throughput.py).
+per row). One backend cannot go faster than it turns jsonb into text, so a large read is cut
+into slices of consecutive ``(transaction_id, global_position)`` ranges (boundaries found by
+walking the index), read by a few backends at once and yielded strictly in order, holding at
+most a few slices in memory (benchmarks/read_throughput.py measures both against raw paths).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections import deque
+from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,8 +83,20 @@ _SELECT = (
     "stream_version, event_id::text AS event_id, event_type, event_version, data::text AS data, "
     "metadata::text AS metadata, recorded_at FROM {table} AS e "
     "WHERE (e.transaction_id, e.global_position) > ('{tx}'::xid8, {pos}) AND e.transaction_id < '{bound}'::xid8 "
-    "ORDER BY e.transaction_id, e.global_position{limit}"
+    "{upto}ORDER BY e.transaction_id, e.global_position{limit}"
 )
+# The checkpoint `offset` events after `after` (below `bound`), found on the index alone.
+_BOUNDARY = (
+    "SELECT e.transaction_id::text, e.global_position FROM {table} AS e "
+    "WHERE (e.transaction_id, e.global_position) > (%s::xid8, %s) AND e.transaction_id < %s::xid8 "
+    "ORDER BY e.transaction_id, e.global_position OFFSET %s LIMIT 1"
+)
+#: Backends reading slices at once. Two keep both cores of a small server busy; more only
+#: queue for the same CPUs, since each backend spends most of its time turning jsonb into text.
+READ_WORKERS = 2
+#: Events per slice (at least one batch): large enough that starting a query is noise,
+#: small enough that (READ_WORKERS + 1) slices in memory stay modest.
+SLICE_EVENTS = 100_000
 
 
 class NativeReader:
@@ -90,6 +108,9 @@ class NativeReader:
         self.table = table
         self._table_sql = table_ref(schema, table).as_string(None)
         self._duck: duckdb.DuckDBPyConnection | None = None
+        # Tuning knobs, private: benchmarks force one backend, tests force tiny slices.
+        self._read_workers = READ_WORKERS
+        self._slice_events = SLICE_EVENTS
 
     def head(self) -> Head:
         """The safe head now: the transaction bound and the last event below it."""
@@ -116,8 +137,26 @@ class NativeReader:
             tx=int(after.transaction_id),
             pos=int(after.global_position),
             bound=int(bound),
+            upto="",
             limit=f" LIMIT {int(limit)}" if limit is not None else "",
         )
+
+    def _slice_query(self, after: Checkpoint, upto: Checkpoint | None, bound: int) -> str:
+        """DuckDB SQL for the events after ``after`` up to and including ``upto`` (None: all)."""
+        if upto is None:
+            return self.duckdb_relation_sql(after, bound)
+        query = _SELECT.format(
+            table=self._table_sql,
+            tx=int(after.transaction_id),
+            pos=int(after.global_position),
+            bound=int(bound),
+            upto=(
+                f"AND (e.transaction_id, e.global_position) <= ('{int(upto.transaction_id)}'::xid8, "
+                f"{int(upto.global_position)}) "
+            ),
+            limit="",
+        )
+        return f"SELECT * FROM postgres_query('store', {_quote(query)})"
 
     def duckdb_relation_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """DuckDB SQL over the attached store (alias ``store``) returning the same rows."""
@@ -143,11 +182,65 @@ class NativeReader:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         bound = (until or self.head()).safe_transaction_id
-        rel = self.duckdb().sql(self.duckdb_relation_sql(after, bound))
-        reader = rel.to_arrow_reader(batch_size)
-        for batch in reader:
-            if batch.num_rows:
-                yield batch.cast(EVENT_SCHEMA)
+        if self._read_workers <= 1:
+            yield from _batches(self.duckdb(), self.duckdb_relation_sql(after, bound), batch_size)
+        else:
+            yield from self._read_sliced(after, bound, batch_size)
+
+    def _slices(
+        self, after: Checkpoint, bound: int, size: int
+    ) -> Generator[tuple[Checkpoint, Checkpoint | None], None, None]:
+        """Consecutive ``(after, upto]`` ranges of ``size`` events each; the last one open-ended."""
+        query = _BOUNDARY.format(table=self._table_sql)
+        with connect(self.dsn, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    query, (str(after.transaction_id), after.global_position, str(bound), size - 1)
+                ).fetchone()
+                if row is None:
+                    yield after, None
+                    return
+                upto = Checkpoint(int(row[0]), int(row[1]))
+                yield after, upto
+                after = upto
+
+    def _read_sliced(self, after: Checkpoint, bound: int, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Read slices on several backends at once; yield them in order, a bounded few ahead.
+
+        Sound without a shared snapshot: ``bound`` is a fixed transaction id, and every
+        snapshot taken after it sees exactly the same (settled) events below it.
+        """
+        duck = self.duckdb()
+        slices = self._slices(after, bound, max(self._slice_events, batch_size))
+        first = next(slices)
+        if first[1] is None:  # a small read: one query, no threads
+            slices.close()
+            yield from _batches(duck, self._slice_query(*first, bound), batch_size)
+            return
+
+        def read_slice(cursor: duckdb.DuckDBPyConnection, span: tuple[Checkpoint, Checkpoint | None]) -> Any:
+            with cursor:  # a DuckDB connection of its own, hence a PostgreSQL backend of its own
+                # execute() runs the whole slice with the GIL released; a lazy relation would
+                # convert batch by batch under it and serialize the workers.
+                result = cursor.execute(self._slice_query(*span, bound)).to_arrow_reader(batch_size)
+                return [batch.cast(EVENT_SCHEMA) for batch in result if batch.num_rows]
+
+        pool = ThreadPoolExecutor(self._read_workers, thread_name_prefix="event-reader")
+        ahead: deque[Future[list[pa.RecordBatch]]] = deque()
+        try:
+            for span in itertools.chain([first], slices):
+                ahead.append(pool.submit(read_slice, duck.cursor(), span))
+                # Every worker stays busy while the caller consumes the oldest slice: at most
+                # workers + 1 slices are in memory.
+                if len(ahead) > self._read_workers:
+                    yield from ahead.popleft().result()
+            while ahead:
+                yield from ahead.popleft().result()
+        finally:
+            for future in ahead:
+                future.cancel()
+            pool.shutdown(wait=True)
+            slices.close()
 
     def close(self) -> None:
         """Release the DuckDB connection (and its PostgreSQL connections)."""
@@ -168,6 +261,12 @@ def checkpoint_of(batch: pa.RecordBatch) -> Checkpoint:
     return Checkpoint(
         int(batch.column("transaction_id")[last].as_py()), int(batch.column("global_position")[last].as_py())
     )
+
+
+def _batches(con: duckdb.DuckDBPyConnection, relation_sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    for batch in con.sql(relation_sql).to_arrow_reader(batch_size):
+        if batch.num_rows:
+            yield batch.cast(EVENT_SCHEMA)
 
 
 def _fetch_int(conn: Any, query: str) -> int:
