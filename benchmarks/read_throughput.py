@@ -11,6 +11,7 @@ its peak RSS is its own. Prints events/s per path and the reader's ratio to the 
 Paths:
   reader             eventstore.reader.NativeReader.read(), every Arrow batch consumed
   reader-sequential  the same reader forced to one query on one backend (the pre-slicing path)
+  reader:workers=W:slice=S   the reader with W backends and S events per slice (tuning runs)
   psycopg-cursor     psycopg server-side cursor, rows as Python tuples
   psycopg-copy-text  COPY (gap-safe query) TO STDOUT, text bytes counted in Python
   adbc               adbc-driver-postgresql, Arrow record batches (binary COPY underneath)
@@ -34,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eventstore.connection import connect, libpq_conninfo
+from eventstore.connection import EmbeddedServer, connect, libpq_conninfo
 from eventstore.reader import START, NativeReader
 
 READER_PATHS = ("reader", "reader-sequential")
@@ -55,15 +56,20 @@ def _uri(dsn: str) -> str:
     return f"postgresql://{auth}{host}{port}/{params['dbname']}"
 
 
-def run_reader(dsn: str, bound: int, batch_size: int) -> int:
+def run_reader(
+    dsn: str, bound: int, batch_size: int, workers: int | None = None, slice_events: int | None = None
+) -> int:
     with NativeReader(dsn) as reader:
+        # Private tuning knobs, set only to compare variants (path "reader:workers=3:slice=200000").
+        if workers is not None:
+            reader._read_workers = workers
+        if slice_events is not None:
+            reader._slice_events = slice_events
         return sum(batch.num_rows for batch in reader.read(batch_size=batch_size))
 
 
 def run_reader_sequential(dsn: str, bound: int, batch_size: int) -> int:
-    with NativeReader(dsn) as reader:
-        reader._read_workers = 1  # the single-query path, for comparison
-        return sum(batch.num_rows for batch in reader.read(batch_size=batch_size))
+    return run_reader(dsn, bound, batch_size, workers=1)  # one query on one backend
 
 
 def run_psycopg_cursor(dsn: str, bound: int, batch_size: int) -> int:
@@ -138,13 +144,32 @@ def child(path: str, dsn: str, bound: int, batch_size: int) -> None:
     """Run one path and print its figures as JSON (called in a fresh subprocess)."""
     started = time.perf_counter()
     cpu = time.process_time()
-    rows = RUNNERS[path](dsn, bound, batch_size)
+    name, *options = path.split(":")
+    if options:  # only the reader takes options
+        knobs = dict(option.split("=", 1) for option in options)
+        rows = run_reader(
+            dsn, bound, batch_size, int(knobs.get("workers", 0)) or None, int(knobs.get("slice", 0)) or None
+        )
+    else:
+        rows = RUNNERS[name](dsn, bound, batch_size)
     seconds = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"rows": rows, "seconds": seconds, "cpu": time.process_time() - cpu, "peak_kib": peak_kib}))
 
 
-def measure(path: str, dsn: str, bound: int, batch_size: int) -> dict[str, float]:
+def _server_cpu(postmaster: int | None) -> float | None:
+    """CPU seconds of the server's exited backends (the postmaster's reaped children), if local."""
+    if postmaster is None:
+        return None
+    try:
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime + cstime
+
+
+def measure(path: str, dsn: str, bound: int, batch_size: int, postmaster: int | None) -> dict[str, float]:
+    before = _server_cpu(postmaster)
     command = [sys.executable, __file__, "--child", path, "--dsn", dsn]
     out = subprocess.run(
         [*command, "--bound", str(bound), "--batch-size", str(batch_size)],
@@ -153,6 +178,9 @@ def measure(path: str, dsn: str, bound: int, batch_size: int) -> dict[str, float
         text=True,
     )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    time.sleep(0.2)  # let the postmaster reap the backends, which adds their CPU time to its own
+    after = _server_cpu(postmaster)
+    result["server_cpu"] = after - before if before is not None and after is not None else float("nan")
     return result
 
 
@@ -174,37 +202,44 @@ def main() -> None:
     from _store_data import store_with_events
 
     paths = [p for p in args.paths.split(",") if p]
-    unknown = set(paths) - set(RUNNERS)
+    unknown = {p.split(":")[0] for p in paths} - set(RUNNERS)
     if unknown:
         parser.error(f"unknown paths {sorted(unknown)}: choose from {', '.join(RUNNERS)}")
     dsn = store_with_events(args.home, args.events)
+    postmaster = EmbeddedServer(args.home).running_pid()
     with NativeReader(dsn) as reader:
         head = reader.head()
     # Warm the page cache once so that the first path measured is not the one paying for it.
     with connect(dsn) as conn:
         conn.execute("SELECT count(*), sum(length(data::text)) FROM public.events").fetchone()
     print(f"{args.events:,} events, batch size {args.batch_size:,}, best of {args.repeat}, {os.cpu_count()} cores")
-    results: dict[str, dict[str, float]] = {}
-    for path in paths:
-        runs = [measure(path, dsn, head.safe_transaction_id, args.batch_size) for _ in range(args.repeat)]
-        best = min(runs, key=lambda r: r["seconds"])
-        if best["rows"] not in (-1, args.events):
-            raise SystemExit(f"{path} read {best['rows']:,} events, expected {args.events:,}")
-        results[path] = best
-        print(f"  {path:<18} {best['seconds']:7.2f} s", flush=True)
+    # Rounds interleave the paths, so that load from elsewhere on the machine spreads over all of them.
+    runs: dict[str, list[dict[str, float]]] = {path: [] for path in paths}
+    for round_ in range(args.repeat):
+        for path in paths:
+            run = measure(path, dsn, head.safe_transaction_id, args.batch_size, postmaster)
+            if run["rows"] not in (-1, args.events):
+                raise SystemExit(f"{path} read {run['rows']:,} events, expected {args.events:,}")
+            runs[path].append(run)
+            print(f"  round {round_ + 1}: {path:<18} {run['seconds']:7.2f} s", flush=True)
+    results = {path: min(runs[path], key=lambda r: r["seconds"]) for path in paths}
 
     def rate(path: str) -> float:
         return args.events / results[path]["seconds"]
 
     print()
-    print("| path | seconds | events/s | CPU s (client) | peak RSS MiB |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| path | seconds | events/s | CPU s client | CPU s server | events per CPU s | peak RSS MiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for path, r in results.items():
-        print(f"| {path} | {r['seconds']:.2f} | {rate(path):,.0f} | {r['cpu']:.1f} | {r['peak_kib'] / 1024:,.0f} |")
+        cpu = r["cpu"] + r["server_cpu"]
+        print(
+            f"| {path} | {r['seconds']:.2f} | {rate(path):,.0f} | {r['cpu']:.1f} | {r['server_cpu']:.1f} "
+            f"| {args.events / cpu:,.0f} | {r['peak_kib'] / 1024:,.0f} |"
+        )
     raw = [p for p in results if p in RAW_PATHS]
     safe = [p for p in results if p in GAP_SAFE_RAW]
     print()
-    for path in (p for p in READER_PATHS if p in results):
+    for path in (p for p in results if p.split(":")[0] in READER_PATHS):
         if raw:
             fastest = max(raw, key=rate)
             print(f"{path} / fastest raw path ({fastest}): {rate(path) / rate(fastest):.2f}")

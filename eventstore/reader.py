@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from eventstore.connection import connect
 from eventstore.duck import new_connection
+from eventstore.errors import TerminalError
 from eventstore.native import table_ref
 
 __all__ = ["EVENT_SCHEMA", "START", "Checkpoint", "Head", "NativeReader", "checkpoint_of"]
@@ -83,7 +84,7 @@ _SELECT = (
     "stream_version, event_id::text AS event_id, event_type, event_version, data::text AS data, "
     "metadata::text AS metadata, recorded_at FROM {table} AS e "
     "WHERE (e.transaction_id, e.global_position) > ('{tx}'::xid8, {pos}) AND e.transaction_id < '{bound}'::xid8 "
-    "{upto}ORDER BY e.transaction_id, e.global_position{limit}"
+    "ORDER BY e.transaction_id, e.global_position{limit}"
 )
 # The checkpoint `offset` events after `after` (below `bound`), found on the index alone.
 _BOUNDARY = (
@@ -137,26 +138,8 @@ class NativeReader:
             tx=int(after.transaction_id),
             pos=int(after.global_position),
             bound=int(bound),
-            upto="",
             limit=f" LIMIT {int(limit)}" if limit is not None else "",
         )
-
-    def _slice_query(self, after: Checkpoint, upto: Checkpoint | None, bound: int) -> str:
-        """DuckDB SQL for the events after ``after`` up to and including ``upto`` (None: all)."""
-        if upto is None:
-            return self.duckdb_relation_sql(after, bound)
-        query = _SELECT.format(
-            table=self._table_sql,
-            tx=int(after.transaction_id),
-            pos=int(after.global_position),
-            bound=int(bound),
-            upto=(
-                f"AND (e.transaction_id, e.global_position) <= ('{int(upto.transaction_id)}'::xid8, "
-                f"{int(upto.global_position)}) "
-            ),
-            limit="",
-        )
-        return f"SELECT * FROM postgres_query('store', {_quote(query)})"
 
     def duckdb_relation_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """DuckDB SQL over the attached store (alias ``store``) returning the same rows."""
@@ -187,60 +170,74 @@ class NativeReader:
         else:
             yield from self._read_sliced(after, bound, batch_size)
 
-    def _slices(
-        self, after: Checkpoint, bound: int, size: int
-    ) -> Generator[tuple[Checkpoint, Checkpoint | None], None, None]:
-        """Consecutive ``(after, upto]`` ranges of ``size`` events each; the last one open-ended."""
+    def _slice_starts(self, after: Checkpoint, bound: int, size: int) -> Generator[tuple[Checkpoint, bool], None, None]:
+        """Where each slice of ``size`` events starts, and whether it is the last one."""
         query = _BOUNDARY.format(table=self._table_sql)
         with connect(self.dsn, autocommit=True) as conn:
             while True:
                 row = conn.execute(
                     query, (str(after.transaction_id), after.global_position, str(bound), size - 1)
                 ).fetchone()
+                yield after, row is None
                 if row is None:
-                    yield after, None
                     return
-                upto = Checkpoint(int(row[0]), int(row[1]))
-                yield after, upto
-                after = upto
+                after = Checkpoint(int(row[0]), int(row[1]))
 
     def _read_sliced(self, after: Checkpoint, bound: int, batch_size: int) -> Iterator[pa.RecordBatch]:
         """Read slices on several backends at once; yield them in order, a bounded few ahead.
 
-        Sound without a shared snapshot: ``bound`` is a fixed transaction id, and every
-        snapshot taken after it sees exactly the same (settled) events below it.
+        A slice is "the next ``size`` events after its start": sound without a shared snapshot,
+        because ``bound`` is a fixed transaction id and every snapshot taken after it sees
+        exactly the same (settled) events below it. The LIMIT also keeps each slice's plan an
+        ordered index walk; a range condition instead was estimated poorly and some slices got
+        a parallel heap scan plus a sort.
         """
         duck = self.duckdb()
-        slices = self._slices(after, bound, max(self._slice_events, batch_size))
-        first = next(slices)
-        if first[1] is None:  # a small read: one query, no threads
-            slices.close()
-            yield from _batches(duck, self._slice_query(*first, bound), batch_size)
+        size = max(self._slice_events, batch_size)
+        starts = self._slice_starts(after, bound, size)
+        first, last = next(starts)
+        if last:  # a small read: one query, no threads
+            starts.close()
+            yield from _batches(duck, self.duckdb_relation_sql(first, bound, size), batch_size)
             return
 
-        def read_slice(cursor: duckdb.DuckDBPyConnection, span: tuple[Checkpoint, Checkpoint | None]) -> Any:
+        def read_slice(cursor: duckdb.DuckDBPyConnection, start: Checkpoint) -> list[pa.RecordBatch]:
             with cursor:  # a DuckDB connection of its own, hence a PostgreSQL backend of its own
                 # execute() runs the whole slice with the GIL released; a lazy relation would
                 # convert batch by batch under it and serialize the workers.
-                result = cursor.execute(self._slice_query(*span, bound)).to_arrow_reader(batch_size)
+                result = cursor.execute(self.duckdb_relation_sql(start, bound, size)).to_arrow_reader(batch_size)
                 return [batch.cast(EVENT_SCHEMA) for batch in result if batch.num_rows]
 
+        def checked(slice_: Future[list[pa.RecordBatch]], following: Checkpoint | None) -> list[pa.RecordBatch]:
+            batches = slice_.result()
+            # A slice must end right where the next one starts. It cannot do otherwise unless
+            # settled events were deleted mid-read, which an append-only store never does.
+            end = checkpoint_of(batches[-1]) if batches else None
+            if following is not None and end != following:
+                raise TerminalError(
+                    f"settled events of {self.schema}.{self.table} changed during a read (a slice ended at "
+                    f"{end}, not at {following}): events were deleted or rewritten below the safe head. "
+                    "Nothing was checkpointed past the previous batch; find what deletes events, then read again."
+                )
+            return batches
+
         pool = ThreadPoolExecutor(self._read_workers, thread_name_prefix="event-reader")
-        ahead: deque[Future[list[pa.RecordBatch]]] = deque()
+        ahead: deque[tuple[Checkpoint, Future[list[pa.RecordBatch]]]] = deque()
         try:
-            for span in itertools.chain([first], slices):
-                ahead.append(pool.submit(read_slice, duck.cursor(), span))
-                # Every worker stays busy while the caller consumes the oldest slice: at most
-                # workers + 1 slices are in memory.
+            for start in itertools.chain([first], (start for start, _ in starts)):
+                ahead.append((start, pool.submit(read_slice, duck.cursor(), start)))
                 if len(ahead) > self._read_workers:
-                    yield from ahead.popleft().result()
+                    # Every worker stays busy while the caller consumes the oldest slice: at
+                    # most workers + 1 slices are in memory.
+                    yield from checked(ahead.popleft()[1], ahead[0][0])
             while ahead:
-                yield from ahead.popleft().result()
+                _, oldest = ahead.popleft()
+                yield from checked(oldest, ahead[0][0] if ahead else None)
         finally:
-            for future in ahead:
+            for _, future in ahead:
                 future.cancel()
             pool.shutdown(wait=True)
-            slices.close()
+            starts.close()
 
     def close(self) -> None:
         """Release the DuckDB connection (and its PostgreSQL connections)."""

@@ -12,6 +12,7 @@ import pytest
 
 from eventstore.connection import connect
 from eventstore.demo import append_demo_shop
+from eventstore.errors import TerminalError
 from eventstore.native import NewEvent, append
 from eventstore.reader import EVENT_SCHEMA, START, Checkpoint, NativeReader, checkpoint_of
 from tests.eventstore.contract import ReaderContract, read_all
@@ -170,3 +171,24 @@ def test_abandoning_a_sliced_read_stops_its_workers(store_dsn: str) -> None:
         batches.close()
         assert not [t for t in threading.enumerate() if t.name.startswith("event-reader")]
         assert len(_rows(sliced)) >= 300  # the reader is still usable
+
+
+def test_sliced_read_refuses_to_continue_when_settled_events_vanish(store_dsn: str) -> None:
+    append_demo_shop(store_dsn, events=200, writers=2, seed=11)
+    _, sliced = _sequential_and_sliced(store_dsn)
+    walk = sliced._slice_starts
+
+    def starts_then_delete(after: Checkpoint, bound: int, size: int) -> Iterator[tuple[Checkpoint, bool]]:
+        starts = list(walk(after, bound, size))  # every boundary found first …
+        with connect(store_dsn) as conn:  # … then an event inside the third slice disappears
+            conn.execute(
+                "DELETE FROM events WHERE global_position = (SELECT global_position FROM events "
+                "WHERE (transaction_id, global_position) > (%s::xid8, %s) "
+                "ORDER BY transaction_id, global_position OFFSET 1 LIMIT 1)",
+                (str(starts[2][0].transaction_id), starts[2][0].global_position),
+            )
+        yield from starts
+
+    sliced._slice_starts = starts_then_delete  # type: ignore[method-assign]
+    with sliced, pytest.raises(TerminalError, match="changed during a read"):
+        list(sliced.read(batch_size=5))
