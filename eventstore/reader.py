@@ -92,8 +92,8 @@ _BOUNDARY = (
     "WHERE (e.transaction_id, e.global_position) > (%s::xid8, %s) AND e.transaction_id < %s::xid8 "
     "ORDER BY e.transaction_id, e.global_position OFFSET %s LIMIT 1"
 )
-#: Backends reading slices at once. Two keep both cores of a small server busy; more only
-#: queue for the same CPUs, since each backend spends most of its time turning jsonb into text.
+#: Backends reading slices at once. On the 2-core machine measured (benchmarks/RESULTS.md)
+#: two beat one and three were no faster: server and client share the same CPUs there.
 READ_WORKERS = 2
 #: Events per slice (at least one batch): large enough that starting a query is noise,
 #: small enough that (READ_WORKERS + 1) slices in memory stay modest.
@@ -217,7 +217,7 @@ class NativeReader:
                 raise TerminalError(
                     f"settled events of {self.schema}.{self.table} changed during a read (a slice ended at "
                     f"{end}, not at {following}): events were deleted or rewritten below the safe head. "
-                    "Nothing was checkpointed past the previous batch; find what deletes events, then read again."
+                    "The batches yielded before this error are sound; find what deletes events, then read again."
                 )
             return batches
 
