@@ -14,12 +14,18 @@ below it: a read is repeatable and can be split across connections without an ex
 snapshot. A rolled-back transaction leaves nothing behind and never holds the bound back.
 
 Rows travel PostgreSQL → Arrow through DuckDB's postgres extension (binary COPY, no Python
-per row), measured as the fastest path here (benchmarks/read_throughput.py).
+per row). One backend cannot go faster than it turns jsonb into text, so a large read is cut
+into slices of consecutive ``(transaction_id, global_position)`` ranges (boundaries found by
+walking the index), read by a few backends at once and yielded strictly in order, holding at
+most a few slices in memory (benchmarks/read_throughput.py measures both against raw paths).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections import deque
+from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +34,7 @@ import pyarrow as pa
 
 from eventstore.connection import connect
 from eventstore.duck import new_connection
+from eventstore.errors import TerminalError
 from eventstore.native import table_ref
 
 __all__ = ["EVENT_SCHEMA", "START", "Checkpoint", "Head", "NativeReader", "checkpoint_of"]
@@ -79,6 +86,18 @@ _SELECT = (
     "WHERE (e.transaction_id, e.global_position) > ('{tx}'::xid8, {pos}) AND e.transaction_id < '{bound}'::xid8 "
     "ORDER BY e.transaction_id, e.global_position{limit}"
 )
+# The checkpoint `offset` events after `after` (below `bound`), found on the index alone.
+_BOUNDARY = (
+    "SELECT e.transaction_id::text, e.global_position FROM {table} AS e "
+    "WHERE (e.transaction_id, e.global_position) > (%s::xid8, %s) AND e.transaction_id < %s::xid8 "
+    "ORDER BY e.transaction_id, e.global_position OFFSET %s LIMIT 1"
+)
+#: Backends reading slices at once. On the 2-core machine measured (benchmarks/RESULTS.md)
+#: two beat one and three were no faster: server and client share the same CPUs there.
+READ_WORKERS = 2
+#: Events per slice (at least one batch): large enough that starting a query is noise,
+#: small enough that (READ_WORKERS + 1) slices in memory stay modest.
+SLICE_EVENTS = 100_000
 
 
 class NativeReader:
@@ -93,6 +112,9 @@ class NativeReader:
         self.table = table
         self._table_sql = table_ref(schema, table).as_string(None)
         self._duck: duckdb.DuckDBPyConnection | None = None
+        # Tuning knobs, private: benchmarks force one backend, tests force tiny slices.
+        self._read_workers = READ_WORKERS
+        self._slice_events = SLICE_EVENTS
 
     def head(self) -> Head:
         """The safe head now: the transaction bound and the last event below it."""
@@ -146,11 +168,79 @@ class NativeReader:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         bound = (until or self.head()).safe_transaction_id
-        rel = self.duckdb().sql(self.duckdb_relation_sql(after, bound))
-        reader = rel.to_arrow_reader(batch_size)
-        for batch in reader:
-            if batch.num_rows:
-                yield batch.cast(EVENT_SCHEMA)
+        if self._read_workers <= 1:
+            yield from _batches(self.duckdb(), self.duckdb_relation_sql(after, bound), batch_size)
+        else:
+            yield from self._read_sliced(after, bound, batch_size)
+
+    def _slice_starts(self, after: Checkpoint, bound: int, size: int) -> Generator[tuple[Checkpoint, bool], None, None]:
+        """Where each slice of ``size`` events starts, and whether it is the last one."""
+        query = _BOUNDARY.format(table=self._table_sql)
+        with connect(self.dsn, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    query, (str(after.transaction_id), after.global_position, str(bound), size - 1)
+                ).fetchone()
+                yield after, row is None
+                if row is None:
+                    return
+                after = Checkpoint(int(row[0]), int(row[1]))
+
+    def _read_sliced(self, after: Checkpoint, bound: int, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Read slices on several backends at once; yield them in order, a bounded few ahead.
+
+        A slice is "the next ``size`` events after its start": sound without a shared snapshot,
+        because ``bound`` is a fixed transaction id and every snapshot taken after it sees
+        exactly the same (settled) events below it. The LIMIT also keeps each slice's plan an
+        ordered index walk; a range condition instead was estimated poorly and some slices got
+        a parallel heap scan plus a sort.
+        """
+        duck = self.duckdb()
+        size = max(self._slice_events, batch_size)
+        starts = self._slice_starts(after, bound, size)
+        first, last = next(starts)
+        if last:  # a small read: one query, no threads
+            starts.close()
+            yield from _batches(duck, self.duckdb_relation_sql(first, bound, size), batch_size)
+            return
+
+        def read_slice(cursor: duckdb.DuckDBPyConnection, start: Checkpoint) -> list[pa.RecordBatch]:
+            with cursor:  # a DuckDB connection of its own, hence a PostgreSQL backend of its own
+                # execute() runs the whole slice with the GIL released; a lazy relation would
+                # convert batch by batch under it and serialize the workers.
+                result = cursor.execute(self.duckdb_relation_sql(start, bound, size)).to_arrow_reader(batch_size)
+                return [batch.cast(EVENT_SCHEMA) for batch in result if batch.num_rows]
+
+        def checked(slice_: Future[list[pa.RecordBatch]], following: Checkpoint | None) -> list[pa.RecordBatch]:
+            batches = slice_.result()
+            # A slice must end right where the next one starts. It cannot do otherwise unless
+            # settled events were deleted mid-read, which an append-only store never does.
+            end = checkpoint_of(batches[-1]) if batches else None
+            if following is not None and end != following:
+                raise TerminalError(
+                    f"settled events of {self.schema}.{self.table} changed during a read (a slice ended at "
+                    f"{end}, not at {following}): events were deleted or rewritten below the safe head. "
+                    "The batches yielded before this error are sound; find what deletes events, then read again."
+                )
+            return batches
+
+        pool = ThreadPoolExecutor(self._read_workers, thread_name_prefix="event-reader")
+        ahead: deque[tuple[Checkpoint, Future[list[pa.RecordBatch]]]] = deque()
+        try:
+            for start in itertools.chain([first], (start for start, _ in starts)):
+                ahead.append((start, pool.submit(read_slice, duck.cursor(), start)))
+                if len(ahead) > self._read_workers:
+                    # Every worker stays busy while the caller consumes the oldest slice: at
+                    # most workers + 1 slices are in memory.
+                    yield from checked(ahead.popleft()[1], ahead[0][0])
+            while ahead:
+                _, oldest = ahead.popleft()
+                yield from checked(oldest, ahead[0][0] if ahead else None)
+        finally:
+            for _, future in ahead:
+                future.cancel()
+            pool.shutdown(wait=True)
+            starts.close()
 
     def close(self) -> None:
         """Release the DuckDB connection (and its PostgreSQL connections)."""
@@ -171,6 +261,12 @@ def checkpoint_of(batch: pa.RecordBatch) -> Checkpoint:
     return Checkpoint(
         int(batch.column("transaction_id")[last].as_py()), int(batch.column("global_position")[last].as_py())
     )
+
+
+def _batches(con: duckdb.DuckDBPyConnection, relation_sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    for batch in con.sql(relation_sql).to_arrow_reader(batch_size):
+        if batch.num_rows:
+            yield batch.cast(EVENT_SCHEMA)
 
 
 def _fetch_int(conn: Any, query: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -10,8 +11,10 @@ import psycopg
 import pytest
 
 from eventstore.connection import connect
+from eventstore.demo import append_demo_shop
+from eventstore.errors import TerminalError
 from eventstore.native import NewEvent, append
-from eventstore.reader import EVENT_SCHEMA, NativeReader
+from eventstore.reader import EVENT_SCHEMA, START, Checkpoint, NativeReader, checkpoint_of
 from tests.eventstore.contract import ReaderContract, read_all
 
 
@@ -96,3 +99,107 @@ class TestNativeReader(ReaderContract):
     def test_batch_size_must_be_positive(self, store: NativeStore) -> None:
         with pytest.raises(ValueError, match="batch_size"):
             next(iter(store.reader().read(batch_size=0)))
+
+
+class TestSlicedNativeReader(ReaderContract):
+    """The whole contract again with slices of a few events, so every read spans many backends."""
+
+    @pytest.fixture()
+    def store(self, store_dsn: str) -> Iterator[NativeStore]:  # type: ignore[override]
+        store = SlicedStore(store_dsn)
+        yield store
+        store.close()
+
+
+class SlicedStore(NativeStore):
+    def reader(self) -> NativeReader:
+        reader = super().reader()
+        reader._slice_events = 3
+        reader._read_workers = 3
+        return reader
+
+
+def _rows(reader: NativeReader, after: Checkpoint = START, batch_size: int = 7) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for batch in reader.read(after, batch_size=batch_size):
+        assert batch.schema == EVENT_SCHEMA
+        assert 0 < batch.num_rows <= batch_size
+        rows.extend(batch.to_pylist())
+    return rows
+
+
+def _sequential_and_sliced(dsn: str) -> tuple[NativeReader, NativeReader]:
+    sequential = NativeReader(dsn)
+    sequential._read_workers = 1
+    sliced = NativeReader(dsn)
+    sliced._slice_events = 10
+    sliced._read_workers = 2
+    return sequential, sliced
+
+
+def test_sliced_read_returns_the_sequential_rows_in_the_same_order(store_dsn: str) -> None:
+    append_demo_shop(store_dsn, events=800, writers=4, seed=5)  # commits out of position order
+    sequential, sliced = _sequential_and_sliced(store_dsn)
+    with sequential, sliced:
+        expected = _rows(sequential)
+        assert len(expected) >= 800
+        assert _rows(sliced) == expected
+        middle = checkpoint_of(next(iter(sequential.read(batch_size=333))))
+        assert _rows(sliced, middle) == _rows(sequential, middle) == expected[333:]
+
+
+def test_sliced_read_stops_below_a_held_transaction_and_resumes_exactly(store_dsn: str) -> None:
+    store = NativeStore(store_dsn)
+    for n in range(4):
+        TestNativeReader().commit_events(store, f"early-{n}", 9)
+    held = store.writer()
+    held_ids = store.append(held, "held", 5)
+    for n in range(4):
+        TestNativeReader().commit_events(store, f"late-{n}", 9)
+    sequential, sliced = _sequential_and_sliced(store_dsn)
+    with sequential, sliced:
+        first = _rows(sliced)
+        assert first == _rows(sequential)
+        assert [r["stream_id"] for r in first] == [f"early-{n}" for n in range(4) for _ in range(9)]
+        assert sliced.head().events_pending
+        held.commit()
+        held.close()
+        after = Checkpoint(first[-1]["transaction_id"], first[-1]["global_position"])
+        rest = _rows(sliced, after)
+        assert rest == _rows(sequential, after)
+        assert sorted(r["event_id"] for r in first + rest) == sorted([r["event_id"] for r in _rows(sequential)])
+        assert held_ids == [r["event_id"] for r in rest if r["stream_id"] == "held"]
+        assert len(first) + len(rest) == 8 * 9 + 5
+
+
+def test_abandoning_a_sliced_read_stops_its_workers(store_dsn: str) -> None:
+    append_demo_shop(store_dsn, events=300, writers=2, seed=9)
+    _, sliced = _sequential_and_sliced(store_dsn)
+    with sliced:
+        batches = sliced.read(batch_size=5)
+        first = next(batches)
+        assert first.num_rows == 5
+        batches.close()
+        assert not [t for t in threading.enumerate() if t.name.startswith("event-reader")]
+        assert len(_rows(sliced)) >= 300  # the reader is still usable
+
+
+def test_sliced_read_refuses_to_continue_when_settled_events_vanish(store_dsn: str) -> None:
+    append_demo_shop(store_dsn, events=200, writers=2, seed=11)
+    _, sliced = _sequential_and_sliced(store_dsn)
+    walk = sliced._slice_starts
+
+    def starts_then_delete(after: Checkpoint, bound: int, size: int) -> Iterator[tuple[Checkpoint, bool]]:
+        starts = list(walk(after, bound, size))  # every boundary found first …
+        with connect(store_dsn) as conn:  # … then an event inside the third slice disappears
+            conn.execute(
+                "DELETE FROM events WHERE global_position = (SELECT global_position FROM events "
+                "WHERE (transaction_id, global_position) > (%s::xid8, %s) "
+                "ORDER BY transaction_id, global_position OFFSET 1 LIMIT 1)",
+                (str(starts[2][0].transaction_id), starts[2][0].global_position),
+            )
+        yield from starts
+
+    sliced._slice_starts = starts_then_delete  # type: ignore[method-assign]
+    with sliced, pytest.raises(TerminalError, match="changed during a read"):
+        list(sliced.read(batch_size=5))
