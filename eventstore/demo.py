@@ -25,8 +25,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from psycopg import sql
+
 from eventstore.connection import connect
-from eventstore.native import NewEvent, StreamAppend, append_streams
+from eventstore.native import NewEvent, StreamAppend, append_streams, table_ref
 
 __all__ = [
     "CANCEL_REASONS",
@@ -178,6 +180,7 @@ class DemoResult:
     events: int
     transactions: int
     seconds: float
+    out_of_order_commits: int = 0  # transactions that committed after one holding higher positions
 
 
 def append_demo_shop(
@@ -196,12 +199,19 @@ def append_demo_shop(
     Each writer takes every ``writers``-th cart, then appends step k of all its carts before
     step k+1 (so a cart's events stay in order) in transactions of ``streams_per_transaction``
     streams, holding each transaction open a random moment up to ``hold_seconds`` after its
-    INSERT so that commits interleave out of position order.
+    INSERT so that commits interleave out of position order. With two writers or more, the
+    first writer's first transaction also waits for the second writer's first commit, so at
+    least one transaction always commits after one holding higher positions.
     """
     carts = list(generate_carts(events, seed))
     shares = [carts[w::writers] for w in range(writers)]
     errors: list[BaseException] = []
     transactions = [0] * writers
+    # Commits are numbered under a lock held across COMMIT, so the order below is the real one.
+    commit_lock = threading.Lock()
+    committed: list[tuple[int, int]] = []  # (lowest, highest) position per commit, in commit order
+    first_inserted, second_committed = threading.Event(), threading.Event()
+    ref = table_ref(schema, table)
     started = time.perf_counter()
 
     def write(worker: int, share: list[Cart]) -> None:
@@ -209,6 +219,8 @@ def append_demo_shop(
         versions: dict[str, int] = {}
         try:
             with connect(dsn) as conn:
+                if worker == 1:
+                    first_inserted.wait(5)
                 depth = max((len(c.steps) for c in share), default=0)
                 for step in range(depth):
                     pending = [c for c in share if step < len(c.steps)]
@@ -218,13 +230,33 @@ def append_demo_shop(
                             StreamAppend(c.stream_id, "cart", c.steps[step], versions.get(c.stream_id, 0))
                             for c in chunk
                         ]
-                        with conn.transaction():
-                            versions.update(append_streams(conn, appends, schema=schema, table=table))
-                            if hold_seconds:
-                                time.sleep(rng.random() * hold_seconds)
+                        conn.execute("SELECT 1")  # open the transaction: append_streams runs inside it
+                        versions.update(append_streams(conn, appends, schema=schema, table=table))
+                        span = conn.execute(
+                            sql.SQL(
+                                "SELECT min(global_position), max(global_position) FROM {} "
+                                "WHERE transaction_id = pg_current_xact_id_if_assigned()"
+                            ).format(ref)
+                        ).fetchone()
+                        if worker == 0 and transactions[0] == 0 and writers > 1:
+                            first_inserted.set()
+                            second_committed.wait(5)
+                        elif hold_seconds:
+                            time.sleep(rng.random() * hold_seconds)
+                        with commit_lock:
+                            conn.commit()
+                            if span and span[0] is not None:
+                                committed.append((int(span[0]), int(span[1])))
                         transactions[worker] += 1
+                        if worker == 1:
+                            second_committed.set()
         except BaseException as exc:  # surfaced in the caller's thread below
             errors.append(exc)
+        finally:
+            if worker == 0:
+                first_inserted.set()
+            if worker == 1:
+                second_committed.set()
 
     threads = [threading.Thread(target=write, args=(w, s), daemon=True) for w, s in enumerate(shares)]
     for thread in threads:
@@ -233,9 +265,15 @@ def append_demo_shop(
         thread.join()
     if errors:
         raise errors[0]
+    out_of_order, highest = 0, 0
+    for lowest, top in committed:
+        if lowest < highest:
+            out_of_order += 1
+        highest = max(highest, top)
     return DemoResult(
         streams=len(carts),
         events=sum(len(c.events) for c in carts),
         transactions=sum(transactions),
         seconds=time.perf_counter() - started,
+        out_of_order_commits=out_of_order,
     )

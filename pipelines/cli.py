@@ -112,7 +112,8 @@ def demo(n_events: int, writers: int, seed: int, skip_ingest: bool) -> None:
         )
         click.echo(
             f"appended {result.events:,} events in {result.streams:,} cart streams "
-            f"({result.transactions:,} transactions, {result.seconds:.1f} s)"
+            f"({result.transactions:,} transactions, {result.out_of_order_commits:,} of them committed after "
+            f"later positions; {result.seconds:.1f} s)"
         )
     with NativeReader(dsn, settings.store_schema, settings.store_table) as reader:
         head = reader.head()

@@ -52,16 +52,12 @@ def test_concurrent_writers_append_every_event_and_commit_out_of_order(store_dsn
     expected = {str(e.event_id) for c in generate_carts(3000, 3) for e in c.events}
     with connect(store_dsn) as conn:
         rows = conn.execute("SELECT event_id::text, data FROM events").fetchall()
-        out_of_order = conn.execute(
-            "SELECT count(*) FROM (SELECT global_position < lag(global_position) OVER "
-            "(ORDER BY transaction_id, global_position) AS back FROM events) x WHERE back"
-        ).fetchone()
         versions = conn.execute(
             "SELECT count(*) FROM (SELECT stream_id, count(*) n, min(stream_version) lo, max(stream_version) hi "
             "FROM events GROUP BY 1) s WHERE lo <> 1 OR hi <> n"
         ).fetchone()
     assert result.events == len(expected) == len(rows)
     assert {r[0] for r in rows} == expected
-    assert out_of_order is not None and out_of_order[0] > 0, "writers' commits should interleave"
+    assert result.out_of_order_commits >= 1, "a transaction should commit after one holding higher positions"
     assert versions == (0,)
     assert all(isinstance(json.loads(json.dumps(r[1])), dict) for r in rows)
