@@ -25,13 +25,14 @@ from eventstore.connection import (
 from eventstore.duck import bundled_extension_path
 from eventstore.errors import ConfigurationError, ProjectionistError
 from eventstore.native import create_schema, table_ref
-from eventstore.reader import NativeReader
-from eventstore.settings import Settings
+from eventstore.reader import START, NativeReader
+from eventstore.settings import STORE_KINDS, Settings
 from pipelines.server import listen_on_port
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
-from warehouse.ingest import NativeSource, compact, ingest, lake_checkpoint
+from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint
 from warehouse.lake import LAKE_DATABASE, LakeConfig, open_lake
 from warehouse.query import format_csv, format_json, format_table, run_query, shell, stream_reader, terminal_reader
+from warehouse.sources import close_source, open_source
 from warehouse.status import lake_status
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,11 +85,27 @@ def init() -> None:
 @click.option("--writers", default=4, show_default=True, help="Concurrent writers (commit out of order).")
 @click.option("--seed", default=42, show_default=True, help="Seed: the same seed gives the same shop.")
 @click.option("--no-ingest", "skip_ingest", is_flag=True, help="Only append and read back; do not touch the lake.")
+@click.option(
+    "--store",
+    "store_kind",
+    type=click.Choice(STORE_KINDS),
+    default="native",
+    show_default=True,
+    help="Write the shop through this store's own writer, into its own demo database and lake.",
+)
 @_fail_cleanly
-def demo(n_events: int, writers: int, seed: int, skip_ingest: bool) -> None:
+def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: str) -> None:
     """Append a demo shop, read it back gap-safe, ingest it into the lake and query it."""
     from eventstore.demo import append_demo_shop, first_stream_id
 
+    if store_kind != "native":
+        settings, dsn = _foreign_demo_store(store_kind, n_events, seed)
+        if not skip_ingest:
+            _ingest_and_report(
+                settings, dsn, batch_size=500_000, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD
+            )
+            _demo_queries(settings)
+        return
     settings = _settings()
     dsn = event_store_dsn(settings)
     with connect(dsn) as conn:
@@ -131,24 +148,35 @@ def status() -> None:
     """Show the event store's safe head and size, and the lake's checkpoint, lag and tables."""
     settings = _settings()
     dsn = event_store_dsn(settings)
-    with connect(dsn) as conn:
-        create_schema(conn, settings.store_schema, settings.store_table)
-        ref = table_ref(settings.store_schema, settings.store_table).as_string(conn)
-        row = conn.execute(f"SELECT count(*), count(DISTINCT stream_id) FROM {ref}").fetchone()
-    with NativeReader(dsn, settings.store_schema, settings.store_table) as reader:
-        head = reader.head()
-        assert row is not None
-        click.echo(f"event store: {describe_dsn(dsn)}, table {settings.store_schema}.{settings.store_table}")
-        click.echo(f"  events:    {row[0]:,} in {row[1]:,} streams")
-        click.echo(f"  safe head: transactions below {head.safe_transaction_id}; last settled event {head.last}")
-        if head.events_pending:
-            click.echo("  in flight: some events belong to transactions still open; they are read once settled")
+    streams = ""
+    if settings.store_kind == "native":
+        with connect(dsn) as conn:
+            create_schema(conn, settings.store_schema, settings.store_table)
+            ref = table_ref(settings.store_schema, settings.store_table).as_string(conn)
+            row = conn.execute(f"SELECT count(DISTINCT stream_id) FROM {ref}").fetchone()
+            streams = f" in {row[0] if row else 0:,} streams"
+    source = open_source(settings, dsn)
+    try:
+        total, _ = source.pending(START)
         config = LakeConfig.from_settings(settings)
         con = open_lake(config)
         try:
-            state = lake_status(con, NativeSource(reader))
+            state = lake_status(con, source)
         finally:
             con.close()
+    finally:
+        close_source(source)
+    head = state.head
+    bound = (
+        "transactions below"
+        if getattr(source, "bound_kind", "transaction_id") == "transaction_id"
+        else "positions up to"
+    )
+    click.echo(f"event store: {describe_dsn(dsn)}, {source.name}")
+    click.echo(f"  events:    {total:,}{streams}")
+    click.echo(f"  safe head: {bound} {head.safe_transaction_id}; last settled event {head.last}")
+    if head.events_pending:
+        click.echo("  in flight: some events belong to transactions still open; they are read once settled")
     click.echo(f"lake: {config.describe()}")
     click.echo(f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})")
     click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")
@@ -181,13 +209,13 @@ def _ingest_and_report(
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
 ) -> None:
     config = LakeConfig.from_settings(settings)
-    with NativeReader(dsn, settings.store_schema, settings.store_table) as reader:
-        source = NativeSource(reader)
+    source = open_source(settings, dsn)
+    try:
         con = open_lake(config, memory_limit=memory_limit)
         try:
             if sys.stderr.isatty():
-                head = source.head()
                 after, _ = lake_checkpoint(con)
+                head = source.head(after)
                 estimate = max(0, head.last.global_position - after.global_position)
                 with click.progressbar(length=estimate, label="ingesting", file=sys.stderr) as bar:
                     result = ingest(
@@ -196,8 +224,11 @@ def _ingest_and_report(
             else:
                 result = ingest(con, source, batch_size=batch_size, compact_after=compact_after)
             views = refresh_analytics(con, long_stream_threshold=threshold) if result.events else []
+            dead = _ingest_dead_letters(con)
         finally:
             con.close()
+    finally:
+        close_source(source)
     if result.events:
         rate = result.events / result.seconds if result.seconds else 0.0
         click.echo(
@@ -211,6 +242,73 @@ def _ingest_and_report(
         click.echo("merged small files of raw.events")
     if views:
         click.echo(f"analytics views written: {len(views)}")
+    if dead:
+        click.echo(
+            f"{dead:,} undecodable event{'' if dead == 1 else 's'} kept in raw.events with data NULL and listed "
+            f"in meta.dead_letters (projection '{INGEST_DEAD_LETTER}')"
+        )
+
+
+def _ingest_dead_letters(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT count(*) FROM meta.dead_letters WHERE projection = ?", [INGEST_DEAD_LETTER]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _foreign_demo_store(kind: str, n_events: int, seed: int) -> tuple[Settings, str]:
+    """Append the demo shop through ``kind``'s own writer into database projectionist_demo_<kind>.
+
+    The demo gets its own lake too (catalog projectionist_lake_demo_<kind>, data under
+    ``$PROJECTIONIST_HOME/lake_demo_<kind>``) unless PROJECTIONIST_LAKE names one: a lake holds one
+    store's events. The click context's settings become the demo's, so later steps use them.
+    """
+    from eventstore.adapters.writers import append_demo_shop_store
+
+    base = _settings()
+    dsn = ensure_database(event_store_dsn(base), f"projectionist_demo_{kind}")
+    settings = replace(base, store_kind=kind, event_store_dsn=dsn)
+    if base.lake is None:
+        server = EmbeddedServer(base.home).start()
+        settings = replace(
+            settings,
+            lake=ensure_database(server, f"projectionist_lake_demo_{kind}"),
+            lake_data=base.lake_data or str(base.home / f"lake_demo_{kind}" / "data"),
+        )
+    click.get_current_context().obj = settings
+    stored = _foreign_events(settings, dsn)
+    if stored:
+        click.echo(f"the {kind} demo store already holds {stored:,} events; not appending the shop again")
+    else:
+        click.echo(f"appending about {n_events:,} shop events through the {kind} writer into {describe_dsn(dsn)} …")
+        result = append_demo_shop_store(kind, dsn, events=n_events, seed=seed)
+        click.echo(
+            f"appended {result.events:,} events in {result.streams:,} cart streams "
+            f"({result.transactions:,} transactions, {result.seconds:.1f} s)"
+        )
+    source = open_source(settings, dsn)
+    try:
+        head = source.head()
+        click.echo(
+            f"{source.name}: safe head {head.safe_transaction_id} ({_bound_word(source)}); last event {head.last}"
+        )
+    finally:
+        close_source(source)
+    return settings, dsn
+
+
+def _bound_word(source: object) -> str:
+    return "a position" if getattr(source, "bound_kind", "transaction_id") == "position" else "a transaction id"
+
+
+def _foreign_events(settings: Settings, dsn: str) -> int:
+    """Events already in the demo store of ``settings.store_kind`` (0 when its tables do not exist yet)."""
+    try:
+        source = open_source(settings, dsn)
+    except ConfigurationError:
+        return 0
+    try:
+        return source.pending(START)[0]
+    finally:
+        close_source(source)
 
 
 @cli.command("ingest")

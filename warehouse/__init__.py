@@ -4,10 +4,12 @@ from warehouse.analytics import refresh_analytics
 from warehouse.errors import LakeConfigurationError, LakeUnavailableError
 from warehouse.ingest import EventSource, IngestResult, NativeSource, compact, ingest, lake_checkpoint
 from warehouse.lake import RAW_EVENT_COLUMNS, LakeConfig, open_lake, retry_conflicts
+from warehouse.sources import AdapterSource, close_source, open_source
 from warehouse.status import LakeStatus, lake_status
 
 __all__ = [
     "RAW_EVENT_COLUMNS",
+    "AdapterSource",
     "EventSource",
     "IngestResult",
     "LakeConfig",
@@ -15,11 +17,13 @@ __all__ = [
     "LakeStatus",
     "LakeUnavailableError",
     "NativeSource",
+    "close_source",
     "compact",
     "ingest",
     "lake_checkpoint",
     "lake_status",
     "open_lake",
+    "open_source",
     "refresh_analytics",
     "retry_conflicts",
 ]

@@ -28,20 +28,24 @@ from eventstore.errors import StoreUnavailableError
 from eventstore.native import table_ref
 from eventstore.reader import START, Checkpoint, Head, NativeReader
 from warehouse.errors import LakeConfigurationError
-from warehouse.lake import RAW_EVENT_COLUMNS, _rollback, quote_literal, retry_conflicts
+from warehouse.lake import RAW_EVENT_COLUMNS, _rollback, comment_column, quote_literal, retry_conflicts
 
 __all__ = [
     "INGEST_CONSUMER",
+    "INGEST_DEAD_LETTER",
     "EventSource",
     "IngestResult",
     "NativeSource",
     "compact",
+    "ensure_dead_letters",
     "ingest",
     "lake_checkpoint",
     "table_files",
 ]
 
 INGEST_CONSUMER = "ingest"
+#: meta.dead_letters.projection of events the ingest could not decode (kept in raw.events with data null).
+INGEST_DEAD_LETTER = "*ingest*"
 STORE_ALIAS = "store"  # the store's alias in the lake connection (as in NativeReader.duckdb_relation_sql)
 
 
@@ -53,8 +57,12 @@ class EventSource(Protocol):
         """Value of ``raw.events.source``, e.g. ``native:public.events``."""
         ...
 
-    def head(self) -> Head:
-        """The safe head now (the bound below which events are settled, and the last settled event)."""
+    def head(self, after: Checkpoint = START) -> Head:
+        """The safe head now (the bound of settled events, and the last settled event).
+
+        ``after`` is the lake's checkpoint: events at or below it are settled, which a
+        high-water-mark source builds its proof on.
+        """
         ...
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -84,7 +92,7 @@ class NativeSource:
     def name(self) -> str:
         return f"native:{self.reader.schema}.{self.reader.table}"
 
-    def head(self) -> Head:
+    def head(self, after: Checkpoint = START) -> Head:
         return self.reader.head()
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -202,6 +210,7 @@ def _commit_batch(
         ).fetchone()
         assert row is not None
         end = Checkpoint(int(row[0]), int(row[1]))
+        _dead_letter_bad_rows(con, after)
         con.execute(
             "CALL ducklake_set_commit_message('lake', 'projectionist', ?)",
             [f"ingest {source.name} {after} → {end}: {count} events"],
@@ -216,6 +225,62 @@ def _commit_batch(
     except BaseException:
         _rollback(con)
         raise
+
+
+def ensure_dead_letters(con: duckdb.DuckDBPyConnection) -> None:
+    """Create ``meta.dead_letters`` if missing (idempotent; the projections write theirs there too)."""
+    exists = con.execute(
+        "SELECT 1 FROM duckdb_tables() WHERE database_name = 'lake' AND schema_name = 'meta' "
+        "AND table_name = 'dead_letters'"
+    ).fetchone()
+    if exists:
+        return
+
+    def create() -> None:
+        con.execute("BEGIN")
+        try:
+            columns = ", ".join(f'"{name}" {kind}' for name, kind, _ in _DEAD_LETTER_COLUMNS)
+            con.execute(f"CREATE TABLE IF NOT EXISTS meta.dead_letters ({columns})")
+            con.execute(
+                "COMMENT ON TABLE meta.dead_letters IS 'Events a consumer could not use: undecodable events "
+                "of the ingest (projection ''*ingest*'', kept in raw.events with data NULL) and poison events "
+                "of projections.'"
+            )
+            for name, _, comment in _DEAD_LETTER_COLUMNS:
+                con.execute(comment_column("meta.dead_letters", f'"{name}"', comment))
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+
+    retry_conflicts(create, "creating meta.dead_letters")
+
+
+#: meta.dead_letters: events a consumer could not use. Shared with the projections (same columns).
+_DEAD_LETTER_COLUMNS = (
+    ("event_id", "VARCHAR", "The event's id (raw.events.event_id)."),
+    ("global_position", "BIGINT", "The event's position in the store (raw.events.global_position)."),
+    ("projection", "VARCHAR", "The consumer that could not use it: a projection's name, or '*ingest*'."),
+    ("version", "INTEGER", "The projection's version (NULL for the ingest)."),
+    ("reason", "VARCHAR", "Why: the decode error, or the projection's failure."),
+    ("at", "TIMESTAMPTZ", "When the event was dead-lettered."),
+)
+
+
+def _dead_letter_bad_rows(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> None:
+    """List this batch's undecodable events (``data`` null) in meta.dead_letters, in the batch's transaction.
+
+    The events themselves stay in raw.events as stored (``data`` null, ``metadata.decode_error``),
+    in their place in checkpoint order: nothing read is lost, and the checkpoint moves past them.
+    """
+    tx, pos = after.transaction_id, after.global_position
+    # transaction_id >= tx prunes the files of earlier batches; the OR is the exact "after".
+    con.execute(
+        "INSERT INTO meta.dead_letters SELECT event_id, global_position, ?, NULL, "
+        "coalesce(json_extract_string(metadata, '$.decode_error'), 'payload missing'), get_current_timestamp() "
+        "FROM raw.events WHERE transaction_id >= ? AND (transaction_id > ? OR global_position > ?) AND data IS NULL",
+        [INGEST_DEAD_LETTER, tx, tx, pos],
+    )
 
 
 def _optional_columns(con: duckdb.DuckDBPyConnection, source: EventSource, bound: int) -> set[str]:
@@ -243,9 +308,10 @@ def ingest(
     started = time.monotonic()
     attached = {str(row[0]) for row in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
     _check_source(con, source)
-    head = source.head()  # first: an unreachable store fails here with a clear message
+    head = source.head(lake_checkpoint(con)[0])  # first: an unreachable store fails here with a clear message
     if STORE_ALIAS not in attached:
         source.attach(con)
+    ensure_dead_letters(con)
     optional = _optional_columns(con, source, head.safe_transaction_id)
     events = batches = 0
     while max_batches is None or batches < max_batches:

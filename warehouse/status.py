@@ -29,7 +29,7 @@ class LakeStatus:
 def lake_status(con: duckdb.DuckDBPyConnection, source: EventSource) -> LakeStatus:
     """The lake's status against ``source``."""
     checkpoint, events = lake_checkpoint(con)
-    head = source.head()
+    head = source.head(checkpoint)
     lag_events, oldest = source.pending(checkpoint)
     lag_seconds = max(0.0, (datetime.now(UTC) - oldest).total_seconds()) if oldest is not None else 0.0
     row = con.execute("SELECT id FROM ducklake_current_snapshot('lake')").fetchone()

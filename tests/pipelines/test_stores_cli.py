@@ -1,0 +1,61 @@
+"""The CLI on foreign stores: ``demo --store`` and ``ingest``/``status`` with PROJECTIONIST_EVENT_STORE_KIND."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from eventstore.adapters.writers import append_demo_shop_store
+from eventstore.connection import connect
+from pipelines.cli import cli
+
+
+def run(*args: str, home: Path, env: dict[str, str]) -> tuple[int, str]:
+    result = CliRunner(env=env).invoke(cli, ["--home", str(home), *args])
+    return result.exit_code, result.output
+
+
+def test_demo_store_writes_through_the_stores_writer_into_its_own_database(
+    fresh_database: str, pg_server: str, tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": fresh_database}
+    try:
+        code, output = run("demo", "--store", "marten", "--events", "300", home=tmp_path, env=env)
+        assert code == 0, output
+        assert "through the marten writer into database 'projectionist_demo_marten'" in output
+        appended = int(output.split("appended ")[1].split(" events")[0].replace(",", ""))
+        assert f"ingested {appended:,} events in 1 commit " in output
+        assert "lake checkpoint 0/" in output  # Marten's checkpoints are (0, seq_id)
+        assert "cart_opened" in output and "(3 rows)" in output
+        code, output = run("demo", "--store", "marten", home=tmp_path, env=env)
+        assert code == 0, output
+        assert f"already holds {appended:,} events" in output and "nothing to ingest" in output
+        code, output = run("demo", "--store", "nosuch", home=tmp_path, env=env)
+        assert code == 2 and "'nosuch' is not one of" in output
+    finally:
+        with connect(pg_server, autocommit=True) as conn:
+            conn.execute('DROP DATABASE IF EXISTS "projectionist_demo_marten" WITH (FORCE)')
+
+
+def test_ingest_and_status_follow_the_store_kind(fresh_database: str, tmp_path: Path, lake_env: dict[str, str]) -> None:
+    appended = append_demo_shop_store("eventsourcing", fresh_database, events=200).events
+    with connect(fresh_database) as conn:  # one event the library cannot decode either (ciphered bytes)
+        conn.execute("UPDATE shop_events SET state = '\\x8f00fe11'::bytea WHERE notification_id = 7")
+    env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": fresh_database}
+    env["PROJECTIONIST_EVENT_STORE_KIND"] = "eventsourcing"
+    code, output = run("status", home=tmp_path, env=env)
+    assert code == 0, output
+    assert "eventsourcing:public.shop_events" in output and f"events:    {appended:,}" in output
+    assert f"lag:        {appended:,} events" in output
+    code, output = run("ingest", "--batch-size", "80", home=tmp_path, env=env)
+    assert code == 0, output
+    assert f"ingested {appended:,} events in 3 commits" in output
+    assert "1 undecodable event kept in raw.events with data NULL and listed in meta.dead_letters" in output
+    code, output = run("status", home=tmp_path, env=env)
+    assert code == 0 and "lag:        0 events" in output
+    assert f"positions up to {appended}" in output
+    code, output = run("sql", "SELECT projection, global_position FROM meta.dead_letters", home=tmp_path, env=env)
+    assert code == 0 and "*ingest*" in output and "7" in output
+    code, output = run("status", home=tmp_path, env={**env, "PROJECTIONIST_EVENT_STORE_KIND": "marten"})
+    assert code == 2 and "mt_events" in output
