@@ -474,12 +474,16 @@ def _actor(actor: str | None) -> str:
 def latest_comparison(
     con: duckdb.DuckDBPyConnection, a_table: str, b_table: str, newer_than: datetime | None
 ) -> str | None:
-    """The id of the newest comparison of ``a_table`` against ``b_table`` made after ``newer_than``."""
+    """The id of the newest comparison of ``a_table`` against ``b_table`` made after ``newer_than``.
+
+    Comparisons record their time to the second, so one made in the second of a build counts as newer.
+    """
     if not _exists(con, "meta", "comparisons"):
         return None
     row = con.execute(
         "SELECT comparison_id::VARCHAR FROM meta.comparisons WHERE a IN (?, ?) AND b IN (?, ?) "
-        "AND (?::TIMESTAMPTZ IS NULL OR created_at > ?::TIMESTAMPTZ) ORDER BY created_at DESC LIMIT 1",
+        "AND (?::TIMESTAMPTZ IS NULL OR created_at >= date_trunc('second', ?::TIMESTAMPTZ)) "
+        "ORDER BY created_at DESC LIMIT 1",
         [a_table, f"lake.{a_table}", b_table, f"lake.{b_table}", newer_than, newer_than],
     ).fetchone()
     return str(row[0]) if row else None

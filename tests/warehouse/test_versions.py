@@ -11,8 +11,10 @@ import pytest
 from eventstore.errors import ConfigurationError, PoisonEventError, ProjectionDefinitionError
 from projections import Registry, discover
 from tests.warehouse.conftest import append_shop
+from warehouse.diff import check_expectation
 from warehouse.ingest import NativeSource, ingest
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.version_diff import compare_versions, expectation_for
 from warehouse.versions import (
     FingerprintMismatchError,
     PromotionError,
@@ -207,3 +209,34 @@ def test_readers_never_miss_the_view_during_promotions(
         stop.set()
         thread.join()
     assert failures == [] and reads > 0
+
+
+def test_diff_of_cart_summary_v1_v2_opens_the_gate(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+) -> None:
+    append_shop(store_dsn, 600)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    rebuild(con, registry, "cart_summary", 1)
+    promote(con, registry, "cart_summary", 1)
+    rebuild(con, registry, "cart_summary", 2)
+    with pytest.raises(PromotionError, match="projectionist diff cart_summary 1 2"):
+        promote(con, registry, "cart_summary", 2)
+    comparison, comparison_id = compare_versions(con, registry, "cart_summary")
+    assert (comparison.a, comparison.b) == ("lake.projections.cart_summary_v1", "lake.projections.cart_summary_v2")
+    assert sorted(c.name for c in comparison.schema.added) == ["currency", "distinct_products"]
+    cancelled = con.execute(
+        "SELECT cart_id FROM projections.cart_summary_v1 WHERE status = 'cancelled' AND total_amount <> 0 ORDER BY 1"
+    ).fetchall()
+    assert cancelled, "the shop must have cancelled carts with a total"
+    changed = next(c for c in comparison.columns if c.name == "total_amount")
+    assert changed.mismatches == len(cancelled)
+    assert comparison.counts()["changed"] == len(cancelled)
+    samples = comparison.samples["changed"]
+    assert samples and all(s.trail is not None and s.trail.events for s in samples)
+    assert {s.key["cart_id"] for s in samples} <= {str(c[0]) for c in cancelled}
+    result = check_expectation(con, comparison, expectation_for(registry, "cart_summary", comparison, 2))
+    assert result.satisfied, result.problems
+    promoted = promote(con, registry, "cart_summary", 2)
+    assert promoted.comparison_id == comparison_id
+    assert rollback(con, "cart_summary").to_version == 1
