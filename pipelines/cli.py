@@ -122,6 +122,7 @@ def demo(n_events: int, writers: int, seed: int, skip_ingest: bool) -> None:
     if not skip_ingest:
         _ingest_and_report(settings, dsn, batch_size=500_000, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD)
         _demo_queries(settings)
+        _projection_commands.demo_projections()
 
 
 @cli.command()
@@ -149,6 +150,11 @@ def status() -> None:
         finally:
             con.close()
     click.echo(f"lake: {config.describe()}")
+    con = open_lake(config)
+    try:
+        _projection_commands.echo_projection_status(con)
+    finally:
+        con.close()
     click.echo(f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})")
     click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")
     for name, (files, size) in sorted(state.tables.items()):
@@ -393,3 +399,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# The projection-version commands register themselves on the group above.
+from pipelines import projection_commands as _projection_commands  # noqa: E402
