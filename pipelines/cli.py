@@ -150,16 +150,16 @@ def status() -> None:
         finally:
             con.close()
     click.echo(f"lake: {config.describe()}")
-    con = open_lake(config)
-    try:
-        _projection_commands.echo_projection_status(con)
-    finally:
-        con.close()
     click.echo(f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})")
     click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")
     for name, (files, size) in sorted(state.tables.items()):
         if files or name == "raw.events":  # small tables (meta.*) live inlined in the catalog: no files
             click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {_human_bytes(size)}")
+    con = open_lake(config)
+    try:
+        _projection_commands.echo_projection_status(con)
+    finally:
+        con.close()
 
 
 _NAME_WIDTH = 24

@@ -108,7 +108,9 @@ def promote_command(name: str, version: int, force: bool, keep: int | None) -> N
         con.close()
     previous = f"v{promotion.from_version}" if promotion.from_version is not None else "nothing"
     gate = f" (comparison {promotion.comparison_id})" if promotion.comparison_id else ""
-    click.echo(f"{name}: v{version} is live (was {previous}){gate}; analytics.{name} reads {name}_v{version}")
+    click.echo(
+        f"{name}: v{version} is live (was {previous}){gate}; analytics.{name} reads projections.{name}_v{version}"
+    )
     if dropped:
         click.echo(f"dropped retired versions: {', '.join(f'v{v}' for v in dropped)}")
 
