@@ -122,7 +122,7 @@ def rollback_command(name: str) -> None:
     """Make the previous live version of NAME live again."""
     con = _lake()
     try:
-        promotion = rollback(con, name)
+        promotion = rollback(con, name, registry=discover())
     finally:
         con.close()
     click.echo(f"{name}: v{promotion.to_version} is live again (v{promotion.from_version} retired)")

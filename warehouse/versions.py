@@ -567,8 +567,14 @@ def promote(
     return _swap(con, projection, live.version if live else None, _actor(actor), comparison_id)
 
 
-def rollback(con: duckdb.DuckDBPyConnection, name: str, *, actor: str | None = None) -> Promotion:
-    """Make the previous live version of ``name`` live again (its table must still exist)."""
+def rollback(
+    con: duckdb.DuckDBPyConnection, name: str, *, actor: str | None = None, registry: Registry | None = None
+) -> Promotion:
+    """Make the previous live version of ``name`` live again (its table must still exist).
+
+    A retired version is no longer kept current; with ``registry`` it is first brought up to the
+    lake's checkpoint, so the rollback serves current rows (without, the next ``project`` does it).
+    """
     ensure_version_tables(con)
     live = _live(con, name)
     if live is None:
@@ -583,6 +589,15 @@ def rollback(con: duckdb.DuckDBPyConnection, name: str, *, actor: str | None = N
     if previous is None or previous.state not in ("retired", "ready"):
         state = "gone" if previous is None else previous.state
         raise PromotionError(f"{name} v{row[0]} is {state}: it can no longer be rolled back to.")
+    if registry is not None and previous.version in registry.versions(name):
+        projection = registry.get(name, previous.version)
+        _check_fingerprint(projection, previous)
+        until, _ = lake_checkpoint(con)
+        if (until.transaction_id, until.global_position) > (
+            previous.checkpoint.transaction_id,
+            previous.checkpoint.global_position,
+        ):
+            _advance(con, registry, projection, previous, until)
     # Rolling back restores what was live before; its comments come from the table itself.
     description_row = con.execute(
         "SELECT comment FROM duckdb_tables() WHERE database_name = 'lake' AND schema_name = 'projections' "

@@ -92,8 +92,13 @@ def test_first_project_builds_and_promotes_then_gate_promote_rollback_retain(
     assert promoted.from_version == 1
     assert "currency" in con.sql("SELECT * FROM analytics.cart_summary LIMIT 0").columns
     assert {v.version: v.state for v in list_versions(con, "cart_summary")} == {1: "retired", 2: "live"}
-    back = rollback(con, "cart_summary")
+    append_shop(store_dsn, 100, seed=8, transactions=1)
+    ingest(con, source)
+    project(con, registry, names=["cart_summary"])  # advances live v2; retired v1 stays behind
+    assert lag(con, "cart_summary", 1)[0] > 0
+    back = rollback(con, "cart_summary", registry=registry)
     assert (back.from_version, back.to_version) == (2, 1)
+    assert lag(con, "cart_summary", 1) == (0, None)
     assert "currency" not in con.sql("SELECT * FROM analytics.cart_summary LIMIT 0").columns
     assert retain(con, "cart_summary", 0) == [2]
     with pytest.raises(PromotionError, match="dropped"):
@@ -154,19 +159,22 @@ def test_poison_is_dead_lettered_live_and_stops_a_rebuild(
     rebuild(con, registry, "cart_summary", 1)
     append_shop(store_dsn, 100, seed=5)
     ingest(con, source)
-    # An event whose payload lacks a field the projection requires, as a store could hold it.
+    # Payloads a store could hold: one lacking a required field, one that is JSON but not an object
+    # (malformed JSON text cannot reach the lake: raw.events.data is of type JSON, which refuses it).
     bad = con.execute(
         "SELECT event_id FROM raw.events WHERE event_type = 'ItemAdded' ORDER BY transaction_id DESC, "
-        "global_position DESC LIMIT 1"
-    ).fetchone()
-    assert bad is not None
-    con.execute("UPDATE raw.events SET data = '{\"oops\": 1}' WHERE event_id = ?", [bad[0]])
+        "global_position DESC LIMIT 2"
+    ).fetchall()
+    assert len(bad) == 2
+    con.execute("UPDATE raw.events SET data = '{\"oops\": 1}' WHERE event_id = ?", [bad[0][0]])
+    con.execute('UPDATE raw.events SET data = \'["not", "an object"]\' WHERE event_id = ?', [bad[1][0]])
     (result,) = project(con, registry, names=["cart_summary"])
-    assert result.dead_letters == 1
-    (letter,) = dead_letters(con, name="cart_summary")
-    assert (letter.event_id, letter.version) == (bad[0], 1) and letter.reason
+    assert result.dead_letters == 2
+    letters = dead_letters(con, name="cart_summary")
+    assert {letter.event_id for letter in letters} == {bad[0][0], bad[1][0]}
+    assert all(letter.version == 1 and letter.reason for letter in letters)
     rows_before = list_versions(con, "cart_summary")[0].rows
-    with pytest.raises(PoisonEventError, match=str(bad[0])):
+    with pytest.raises(PoisonEventError, match=f"{bad[1][0]}|{bad[0][0]}"):
         rebuild(con, registry, "cart_summary", 1)
     assert list_versions(con, "cart_summary")[0].rows == rows_before
 
