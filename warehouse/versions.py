@@ -191,8 +191,9 @@ def _info(row: tuple[Any, ...]) -> VersionInfo:
 
 
 def list_versions(con: duckdb.DuckDBPyConnection, name: str | None = None) -> list[VersionInfo]:
-    """The versions recorded in the lake (of ``name``, or all), by name and version."""
-    ensure_version_tables(con)
+    """The versions recorded in the lake (of ``name``, or all), by name and version (reads only)."""
+    if not _exists(con, "meta", "projection_versions"):
+        return []
     rows = con.execute(
         "SELECT name, version, state, fingerprint, transaction_id, global_position, rows, built_at, build_seconds "
         "FROM meta.projection_versions WHERE ? IS NULL OR name = ? ORDER BY name, version",
@@ -663,8 +664,9 @@ def retain(con: duckdb.DuckDBPyConnection, name: str, keep: int) -> list[int]:
 def dead_letters(
     con: duckdb.DuckDBPyConnection, *, name: str | None = None, since: datetime | None = None
 ) -> list[DeadLetter]:
-    """Dead-lettered events (of projection ``name``, since ``since``), newest first."""
-    ensure_version_tables(con)
+    """Dead-lettered events (of projection ``name``, since ``since``), newest first (reads only)."""
+    if not _exists(con, "meta", "dead_letters"):
+        return []
     rows = con.execute(
         "SELECT event_id, global_position, projection, version, reason, dead_lettered_at FROM meta.dead_letters "
         "WHERE (?::VARCHAR IS NULL OR projection = ?) "
