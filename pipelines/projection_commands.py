@@ -15,7 +15,7 @@ import click
 import duckdb
 
 from eventstore.connection import event_store_dsn
-from eventstore.errors import ConfigurationError
+from eventstore.errors import ConfigurationError, TransientError
 from eventstore.reader import NativeReader
 from pipelines.cli import _fail_cleanly, _settings, cli
 from projections import discover
@@ -282,9 +282,14 @@ def follow_command(interval: float, max_cycles: int | None) -> None:
                 click.echo(f"following {table} every {interval:g} s; Ctrl-C stops")
                 while not stop.requested:
                     started = time.monotonic()
-                    ingested = ingest(con, source)
-                    results = project(con, registry)
-                    if ingested.events or results:
+                    try:
+                        ingested = ingest(con, source)
+                        results = project(con, registry)
+                    except TransientError as exc:
+                        # A busy catalog or an unreachable store: the next cycle retries; terminal errors stop.
+                        click.echo(f"{datetime.now(UTC):%H:%M:%S} {exc} (retrying next cycle)", err=True)
+                        results, ingested = [], None
+                    if ingested is not None and (ingested.events or results):
                         projected = ", ".join(f"{r.name} v{r.version} {r.keys:,} keys" for r in results) or "nothing"
                         letters = sum(r.dead_letters for r in results)
                         click.echo(
