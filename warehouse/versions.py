@@ -25,17 +25,20 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from eventstore.errors import ConfigurationError, ProjectionDefinitionError
+from eventstore.errors import ConfigurationError
 from eventstore.reader import START, Checkpoint
 from projections import Projection, Registry, compute, touched_keys
 from projections.engine import PoisonEvent
+from warehouse.errors import FingerprintMismatchError, PromotionError
 from warehouse.ingest import lake_checkpoint
 from warehouse.lake import comment_column, quote_literal, retry_conflicts, set_view_column_comments
 
 __all__ = [
     "DeadLetter",
+    "FingerprintMismatchError",
     "ProjectResult",
     "Promotion",
+    "PromotionError",
     "VersionInfo",
     "dead_letters",
     "ensure_version_tables",
@@ -51,14 +54,6 @@ __all__ = [
 
 EVENTS = "lake.raw.all_events"
 STATES = ("building", "ready", "live", "retired", "dropped")
-
-
-class FingerprintMismatchError(ProjectionDefinitionError):
-    """A projection's code changed without a version bump."""
-
-
-class PromotionError(ConfigurationError):
-    """A promotion or rollback that cannot be done as asked."""
 
 
 @dataclass(frozen=True)
