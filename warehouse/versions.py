@@ -363,7 +363,11 @@ def _delete_keys(con: duckdb.DuckDBPyConnection, table: str, projection: Project
 
 def _advance(
     con: duckdb.DuckDBPyConnection, registry: Registry, projection: Projection, info: VersionInfo, until: Checkpoint
-) -> ProjectResult:
+) -> ProjectResult | None:
+    """Replace the rows of the keys touched in ``(info.checkpoint, until]`` and move the checkpoint, in one commit.
+
+    None when another process moved the version's checkpoint first (its commit stands).
+    """
     started = time.monotonic()
     after = info.checkpoint
     with _events_until(con, until) as events:
@@ -376,8 +380,15 @@ def _advance(
         n_events = _count_events(con, after, until)
     at = datetime.now(UTC)
 
-    def commit() -> int:
+    def commit() -> int | None:
         with _transaction(con):
+            current = con.execute(
+                "SELECT transaction_id, global_position, state FROM meta.projection_versions "
+                "WHERE name = ? AND version = ?",
+                [info.name, info.version],
+            ).fetchone()
+            if current is None or Checkpoint(int(current[0]), int(current[1])) != after or current[2] == "dropped":
+                return None  # another process advanced (or rebuilt, or dropped) it meanwhile: its commit stands
             if result is not None:
                 con.register("_touched_keys", keys)
                 con.register("_touched_rows", result.rows)
@@ -398,6 +409,8 @@ def _advance(
             return rows
 
     rows = retry_conflicts(commit, f"updating {info.table}")
+    if rows is None:
+        return None
     return ProjectResult(
         info.name,
         info.version,
@@ -450,6 +463,8 @@ def project(
             ):
                 continue
             result = _advance(con, registry, projection, info, until)
+            if result is None:
+                continue
             results.append(result)
             if progress is not None:
                 progress(projection.table_name, result.events)

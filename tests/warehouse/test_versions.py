@@ -248,3 +248,35 @@ def test_diff_of_cart_summary_v1_v2_opens_the_gate(
     promoted = promote(con, registry, "cart_summary", 2)
     assert promoted.comparison_id == comparison_id
     assert rollback(con, "cart_summary").to_version == 1
+
+
+def test_two_concurrent_projects_leave_the_same_rows_as_a_rebuild(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+) -> None:
+    append_shop(store_dsn, 400)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    rebuild(con, registry, "cart_summary", 2)
+    append_shop(store_dsn, 300, seed=6, transactions=2)
+    ingest(con, source)
+    errors: list[BaseException] = []
+
+    def run_project() -> None:
+        own = open_lake(lake_config)
+        try:
+            project(own, registry, names=["cart_summary"])
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=run_project) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert lag(con, "cart_summary", 2) == (0, None)
+    projected = table(con, "projections.cart_summary_v2", "cart_id")
+    rebuild(con, registry, "cart_summary", 2)
+    assert table(con, "projections.cart_summary_v2", "cart_id") == projected
