@@ -140,6 +140,7 @@ def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: 
     if not skip_ingest:
         _ingest_and_report(settings, dsn, batch_size=500_000, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD)
         _demo_queries(settings)
+        _projection_commands.demo_projections()
 
 
 @cli.command()
@@ -183,6 +184,11 @@ def status() -> None:
     for name, (files, size) in sorted(state.tables.items()):
         if files or name == "raw.events":  # small tables (meta.*) live inlined in the catalog: no files
             click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {_human_bytes(size)}")
+    con = open_lake(config)
+    try:
+        _projection_commands.echo_projection_status(con)
+    finally:
+        con.close()
 
 
 _NAME_WIDTH = 24
@@ -492,3 +498,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# The projection-version commands register themselves on the group above.
+from pipelines import projection_commands as _projection_commands  # noqa: E402

@@ -3,14 +3,16 @@
 TransientError
  └── LakeUnavailableError     the catalog cannot be reached, or a commit kept losing conflicts
 TerminalError
- └── LakeConfigurationError   the catalog or data path is unusable as configured (corrupt, unwritable)
+ ├── LakeConfigurationError   the catalog or data path is unusable as configured (corrupt, unwritable)
+ ├── PromotionError           a promotion or rollback that cannot be done as asked (not ready, no diff)
+ └── FingerprintMismatchError a projection's code changed without a version bump
 """
 
 from __future__ import annotations
 
-from eventstore.errors import ConfigurationError, TransientError
+from eventstore.errors import ConfigurationError, ProjectionDefinitionError, TransientError
 
-__all__ = ["LakeConfigurationError", "LakeUnavailableError"]
+__all__ = ["FingerprintMismatchError", "LakeConfigurationError", "LakeUnavailableError", "PromotionError"]
 
 
 class LakeUnavailableError(TransientError):
@@ -19,3 +21,11 @@ class LakeUnavailableError(TransientError):
 
 class LakeConfigurationError(ConfigurationError):
     """Raised when the lake's catalog or data path cannot work as configured (corrupt, unwritable, wrong kind)."""
+
+
+class PromotionError(ConfigurationError):
+    """Raised for a promotion or rollback that cannot be done as asked (not built, no comparison, nothing before)."""
+
+
+class FingerprintMismatchError(ProjectionDefinitionError):
+    """Raised when a projection's code or schema changed since its version was built, without a version bump."""

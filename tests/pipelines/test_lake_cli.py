@@ -100,5 +100,8 @@ def test_demo_appends_ingests_and_queries(fresh_database: str, tmp_path: Path, l
     assert f"ingested {appended:,} events in 1 commit " in output
     assert "-- best-selling products (analytics.events_item_added)" in output
     assert "(3 rows)" in output
+    assert "cart_summary       1  live" in output and "cart_summary       2  ready" in output
+    assert "added column currency VARCHAR" in output and "added column distinct_products BIGINT" in output
+    assert "declared changes of cart_summary v2: expectation satisfied" in output
     code, output = run("demo", "--events", "400", home=tmp_path, env=env)
     assert "nothing to ingest" in output

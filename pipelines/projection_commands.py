@@ -1,0 +1,342 @@
+"""The ``projectionist`` commands for projection versions: project, rebuild, promote, rollback, retain,
+versions, diff and follow (registered on the group of ``pipelines.cli``)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+import duckdb
+
+from eventstore.connection import event_store_dsn
+from eventstore.errors import ConfigurationError, TransientError
+from eventstore.reader import NativeReader
+from pipelines.cli import _fail_cleanly, _settings, cli
+from projections import discover
+from warehouse.diff import check_expectation
+from warehouse.ingest import NativeSource, ingest
+from warehouse.lake import LakeConfig, open_lake
+from warehouse.version_diff import compare_versions, expectation_for, resolve_pair
+from warehouse.versions import (
+    ProjectResult,
+    dead_letters,
+    lag,
+    list_versions,
+    project,
+    promote,
+    rebuild,
+    retain,
+    rollback,
+    validate_target,
+)
+
+
+def _lake() -> duckdb.DuckDBPyConnection:
+    return open_lake(LakeConfig.from_settings(_settings()))
+
+
+def _echo_results(results: list[ProjectResult]) -> None:
+    for r in results:
+        poison = f", {r.dead_letters:,} dead-lettered" if r.dead_letters else ""
+        click.echo(
+            f"{r.name} v{r.version}: {r.events:,} events, {r.keys:,} keys recomputed, {r.rows:,} rows{poison}; "
+            f"checkpoint {r.checkpoint} ({r.seconds:.1f} s)"
+        )
+
+
+@cli.command("project")
+@click.argument("names", nargs=-1)
+@_fail_cleanly
+def project_command(names: tuple[str, ...]) -> None:
+    """Bring every live and ready projection version up to the lake's checkpoint (only touched keys)."""
+    registry = discover()
+    for name in names:
+        validate_target(registry, name)
+    con = _lake()
+    try:
+        results = project(con, registry, names=list(names) or None)
+    finally:
+        con.close()
+    if results:
+        _echo_results(results)
+    else:
+        click.echo("every projection version is up to date")
+
+
+@cli.command("rebuild")
+@click.argument("name")
+@click.option("--version", "version", type=int, required=True, help="The version to build from the lake.")
+@_fail_cleanly
+def rebuild_command(name: str, version: int) -> None:
+    """Build projections.NAME_vN from every event in the lake while the live version keeps serving."""
+    registry = discover()
+    validate_target(registry, name, version)
+    con = _lake()
+    try:
+        click.echo(f"rebuilding {name} v{version} from raw.all_events …", err=True)
+        result = rebuild(con, registry, name, version)
+        state = next(v.state for v in list_versions(con, name) if v.version == version)
+    finally:
+        con.close()
+    click.echo(
+        f"{name} v{version} {state}: {result.rows:,} rows from {result.events:,} events, checkpoint "
+        f"{result.checkpoint} ({result.seconds:.1f} s)"
+    )
+
+
+@cli.command("promote")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--force", is_flag=True, help="Promote without a recorded comparison against the live version.")
+@click.option("--keep", type=click.IntRange(0), help="Then drop retired versions beyond the newest K.")
+@_fail_cleanly
+def promote_command(name: str, version: int, force: bool, keep: int | None) -> None:
+    """Make version N live: analytics.NAME swaps to it atomically (needs `projectionist diff` first)."""
+    registry = discover()
+    validate_target(registry, name, version)
+    con = _lake()
+    try:
+        promotion = promote(con, registry, name, version, force=force)
+        dropped = retain(con, name, keep) if keep is not None else []
+    finally:
+        con.close()
+    previous = f"v{promotion.from_version}" if promotion.from_version is not None else "nothing"
+    gate = f" (comparison {promotion.comparison_id})" if promotion.comparison_id else ""
+    click.echo(
+        f"{name}: v{version} is live (was {previous}){gate}; analytics.{name} reads projections.{name}_v{version}"
+    )
+    if dropped:
+        click.echo(f"dropped retired versions: {', '.join(f'v{v}' for v in dropped)}")
+
+
+@cli.command("rollback")
+@click.argument("name")
+@_fail_cleanly
+def rollback_command(name: str) -> None:
+    """Make the previous live version of NAME live again."""
+    con = _lake()
+    try:
+        promotion = rollback(con, name, registry=discover())
+    finally:
+        con.close()
+    click.echo(f"{name}: v{promotion.to_version} is live again (v{promotion.from_version} retired)")
+
+
+@cli.command("retain")
+@click.argument("name")
+@click.option("--keep", type=click.IntRange(0), required=True, help="Retired versions to keep.")
+@_fail_cleanly
+def retain_command(name: str, keep: int) -> None:
+    """Drop the tables of NAME's retired versions beyond the newest K."""
+    con = _lake()
+    try:
+        dropped = retain(con, name, keep)
+    finally:
+        con.close()
+    click.echo(f"dropped {', '.join(f'v{v}' for v in dropped)}" if dropped else "nothing to drop")
+
+
+def version_rows(con: duckdb.DuckDBPyConnection, name: str | None = None) -> list[str]:
+    """Lines of a table of projection versions: state, rows, checkpoint, lag, build."""
+    versions = list_versions(con, name)
+    lines = [f"{'projection':<16} {'ver':>3}  {'state':<8} {'rows':>10}  {'checkpoint':<14} {'lag':>8}  built"]
+    for v in versions:
+        behind = f"{lag(con, v.name, v.version)[0]:,}" if v.state not in ("dropped", "building") else "-"
+        built = f"{v.built_at:%Y-%m-%d %H:%M:%S} ({v.build_seconds:.1f} s)" if v.built_at and v.build_seconds else "-"
+        lines.append(
+            f"{v.name:<16} {v.version:>3}  {v.state:<8} {v.rows:>10,}  {v.checkpoint!s:<14} {behind:>8}  {built}"
+        )
+    return lines if versions else []
+
+
+@cli.command("versions")
+@click.argument("name", required=False)
+@_fail_cleanly
+def versions_command(name: str | None) -> None:
+    """List projection versions in the lake: state, rows, checkpoint, lag (events), build."""
+    if name is not None:
+        validate_target(discover(), name)
+    con = _lake()
+    try:
+        lines = version_rows(con, name)
+    finally:
+        con.close()
+    click.echo("\n".join(lines) if lines else "no projection versions yet: run `projectionist project`")
+
+
+def echo_projection_status(con: duckdb.DuckDBPyConnection) -> None:
+    """The projection part of `projectionist status`: versions and recent dead letters."""
+    lines = version_rows(con)
+    if not lines:
+        click.echo("projections: none built yet (run `projectionist project`)")
+        return
+    click.echo("projections:")
+    for line in lines:
+        click.echo(f"  {line}")
+    letters = dead_letters(con, since=datetime.now(UTC) - timedelta(days=1))
+    if letters:
+        click.echo(f"  dead letters (last 24 h): {len(letters):,}")
+        for letter in letters[:5]:
+            click.echo(
+                f"    {letter.projection} v{letter.version} event {letter.event_id} "
+                f"(position {letter.global_position}): {letter.reason}"
+            )
+
+
+def _tolerances(values: tuple[str, ...]) -> dict[str, float]:
+    tolerances: dict[str, float] = {}
+    for value in values:
+        column, sep, amount = value.partition("=")
+        try:
+            tolerances[column.strip()] = float(amount)
+        except ValueError:
+            sep = ""
+        if not sep or not column.strip():
+            raise ConfigurationError(f"--tolerance {value!r} must look like COLUMN=NUMBER, e.g. total_amount=0.01.")
+    return tolerances
+
+
+@cli.command("diff")
+@click.argument("name")
+@click.argument("a", type=int, required=False)
+@click.argument("b", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print the comparison as Markdown.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write HTML here.")
+@click.option("--sample", "sample_size", default=5, show_default=True, type=click.IntRange(0), help="Samples/class.")
+@click.option("--tolerance", "tolerances", multiple=True, help="COLUMN=X: numeric differences up to X match.")
+@_fail_cleanly
+def diff_command(
+    name: str,
+    a: int | None,
+    b: int | None,
+    as_json: bool,
+    as_markdown: bool,
+    html_path: Path | None,
+    sample_size: int,
+    tolerances: tuple[str, ...],
+) -> None:
+    """Compare versions A (default: live) and B (default: newest candidate) of NAME; record it for the gate."""
+    registry = discover()
+    validate_target(registry, name)
+    parsed = _tolerances(tolerances)
+    con = _lake()
+    try:
+        a, b = resolve_pair(con, registry, name, a, b)
+        comparison, comparison_id = compare_versions(
+            con, registry, name, a, b, sample_size=sample_size, tolerances=parsed
+        )
+        result = check_expectation(con, comparison, expectation_for(registry, name, comparison, b))
+    finally:
+        con.close()
+    if html_path is not None:
+        html_path.write_text(comparison.to_html(), encoding="utf-8")
+    if as_json:
+        click.echo(comparison.to_json())
+    elif as_markdown:
+        click.echo(comparison.to_markdown())
+    else:
+        click.echo(comparison.to_text())
+    click.echo(f"\nrecorded as comparison {comparison_id} in meta.comparisons", err=as_json)
+    click.echo(f"declared changes of {name} v{b}: {result}", err=as_json)
+    if html_path is not None:
+        click.echo(f"HTML report: {html_path}", err=as_json)
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM: the loop finishes its current commit, then exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+
+@cli.command("follow")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.05), help="Seconds between polls.")
+@click.option("--max-cycles", type=click.IntRange(1), hidden=True, help="Stop after this many cycles (tests).")
+@_fail_cleanly
+def follow_command(interval: float, max_cycles: int | None) -> None:
+    """Ingest and project continuously (polling) until SIGINT or SIGTERM; one line per cycle that did something."""
+    settings = _settings()
+    registry = discover()
+    stop = _Stop()
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, stop)
+    dsn = event_store_dsn(settings)
+    cycles = 0
+    try:
+        with NativeReader(dsn, settings.store_schema, settings.store_table) as reader:
+            source = NativeSource(reader)
+            con = _lake()
+            try:
+                table = f"{settings.store_schema}.{settings.store_table}"
+                click.echo(f"following {table} every {interval:g} s; Ctrl-C stops")
+                while not stop.requested:
+                    started = time.monotonic()
+                    try:
+                        ingested = ingest(con, source)
+                        results = project(con, registry)
+                    except TransientError as exc:
+                        # A busy catalog or an unreachable store: the next cycle retries; terminal errors stop.
+                        click.echo(f"{datetime.now(UTC):%H:%M:%S} {exc} (retrying next cycle)", err=True)
+                        results, ingested = [], None
+                    if ingested is not None and (ingested.events or results):
+                        projected = ", ".join(f"{r.name} v{r.version} {r.keys:,} keys" for r in results) or "nothing"
+                        letters = sum(r.dead_letters for r in results)
+                        click.echo(
+                            f"{datetime.now(UTC):%H:%M:%S} ingested {ingested.events:,} events (checkpoint "
+                            f"{ingested.checkpoint}); projected {projected}"
+                            + (f"; {letters:,} dead-lettered" if letters else "")
+                            + f" ({time.monotonic() - started:.1f} s)"
+                        )
+                        sys.stdout.flush()
+                    cycles += 1
+                    if max_cycles is not None and cycles >= max_cycles:
+                        break
+                    deadline = time.monotonic() + interval
+                    while not stop.requested and time.monotonic() < deadline:
+                        time.sleep(min(0.05, interval))
+            finally:
+                con.close()
+    finally:
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
+    click.echo("stopped" if stop.requested else f"stopped after {cycles} cycles")
+
+
+def demo_projections() -> None:
+    """The demo's projection part: cart_summary v1 live, v2 a candidate, the others live, then a diff."""
+    registry = discover()
+    con = _lake()
+    try:
+        built = {(v.name, v.version) for v in list_versions(con)}
+        if ("cart_summary", 1) not in built:
+            rebuild(con, registry, "cart_summary", 1)
+            promote(con, registry, "cart_summary", 1, actor="demo")
+        results = project(con, registry)
+        if ("cart_summary", 2) not in built:
+            rebuild(con, registry, "cart_summary", 2)
+        click.echo("\n-- projection versions (projectionist versions)")
+        _echo_results(results)
+        click.echo("\n".join(version_rows(con)))
+        comparison, comparison_id = compare_versions(con, registry, "cart_summary", 1, 2, sample_size=2)
+        result = check_expectation(con, comparison, expectation_for(registry, "cart_summary", comparison, 2))
+    finally:
+        con.close()
+    click.echo("\n-- projectionist diff cart_summary 1 2")
+    click.echo(comparison.to_text())
+    click.echo(f"recorded as comparison {comparison_id}; declared changes of cart_summary v2: {result}")
+    click.echo(
+        '\nquery the live versions: projectionist sql "SELECT status, count(*), sum(total_amount) '
+        'FROM analytics.cart_summary GROUP BY ALL"\n'
+        "the candidate: projections.cart_summary_v2; promote it with `projectionist promote cart_summary 2`"
+    )

@@ -1,0 +1,282 @@
+"""Versioned projection tables: rebuild, incremental project, promote, rollback, retention, bad input."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from eventstore.errors import ConfigurationError, PoisonEventError, ProjectionDefinitionError
+from projections import Registry, discover
+from tests.warehouse.conftest import append_shop
+from warehouse.diff import check_expectation
+from warehouse.ingest import NativeSource, ingest
+from warehouse.lake import LakeConfig, open_lake
+from warehouse.version_diff import compare_versions, expectation_for
+from warehouse.versions import (
+    FingerprintMismatchError,
+    PromotionError,
+    dead_letters,
+    lag,
+    list_versions,
+    project,
+    promote,
+    rebuild,
+    retain,
+    rollback,
+)
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return discover(bundled=True, folder=None)
+
+
+def table(con: duckdb.DuckDBPyConnection, name: str, key: str) -> list[tuple[object, ...]]:
+    return con.execute(f"SELECT * FROM {name} ORDER BY {key}").fetchall()
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "key"),
+    [("cart_summary", 1, "cart_id"), ("cart_summary", 2, "cart_id"), ("daily_revenue", 1, "ALL")],
+)
+def test_incremental_project_equals_a_full_rebuild(
+    lake_config: LakeConfig,
+    source: NativeSource,
+    store_dsn: str,
+    registry: Registry,
+    name: str,
+    version: int,
+    key: str,
+) -> None:
+    append_shop(store_dsn, 600, seed=1)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    rebuild(con, registry, name, version)
+    assert [v.state for v in list_versions(con, name)] == ["ready"]
+    for seed in (2, 3):
+        append_shop(store_dsn, 300, seed=seed, transactions=2)
+        ingest(con, source)
+        (result,) = project(con, registry, names=[name])
+        assert result.events > 0 and result.keys > 0
+    assert lag(con, name, version) == (0, None)
+    incremental = table(con, f"projections.{name}_v{version}", key)
+    before = list_versions(con, name)[0]
+    rebuilt = rebuild(con, registry, name, version)
+    assert table(con, f"projections.{name}_v{version}", key) == incremental
+    assert rebuilt.rows == before.rows == len(incremental)
+    assert rebuilt.checkpoint == before.checkpoint
+
+
+def test_first_project_builds_and_promotes_then_gate_promote_rollback_retain(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+) -> None:
+    append_shop(store_dsn, 400)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    rebuild(con, registry, "cart_summary", 1)
+    first = promote(con, registry, "cart_summary", 1, actor="tester")
+    assert first.from_version is None and first.comparison_id is None
+    with pytest.raises(PromotionError, match="not built"):
+        promote(con, registry, "cart_summary", 2)
+    rebuild(con, registry, "cart_summary", 2)
+    with pytest.raises(PromotionError, match="projectionist diff cart_summary 1 2"):
+        promote(con, registry, "cart_summary", 2)
+    assert con.execute("SELECT count(*) FROM analytics.cart_summary").fetchone() == (
+        list_versions(con, "cart_summary")[0].rows,
+    )
+    assert "currency" not in con.sql("SELECT * FROM analytics.cart_summary LIMIT 0").columns
+    promoted = promote(con, registry, "cart_summary", 2, force=True)
+    assert promoted.from_version == 1
+    assert "currency" in con.sql("SELECT * FROM analytics.cart_summary LIMIT 0").columns
+    assert {v.version: v.state for v in list_versions(con, "cart_summary")} == {1: "retired", 2: "live"}
+    append_shop(store_dsn, 100, seed=8, transactions=1)
+    ingest(con, source)
+    project(con, registry, names=["cart_summary"])  # advances live v2; retired v1 stays behind
+    assert lag(con, "cart_summary", 1)[0] > 0
+    back = rollback(con, "cart_summary", registry=registry)
+    assert (back.from_version, back.to_version) == (2, 1)
+    assert lag(con, "cart_summary", 1) == (0, None)
+    assert "currency" not in con.sql("SELECT * FROM analytics.cart_summary LIMIT 0").columns
+    assert retain(con, "cart_summary", 0) == [2]
+    with pytest.raises(PromotionError, match="dropped"):
+        promote(con, registry, "cart_summary", 2, force=True)
+    # project builds and promotes projections that have no version yet, and leaves cart_summary v1 as it is.
+    results = project(con, registry)
+    assert {r.name for r in results} == {"daily_revenue", "product_sales"}
+    assert {v.name: v.state for v in list_versions(con) if v.name != "cart_summary"} == {
+        "daily_revenue": "live",
+        "product_sales": "live",
+    }
+
+
+def test_bad_input_changes_nothing(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry, tmp_path: Path
+) -> None:
+    append_shop(store_dsn, 200)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    with pytest.raises(ConfigurationError, match="unknown projection 'nope'"):
+        rebuild(con, registry, "nope", 1)
+    with pytest.raises(ConfigurationError, match="has no version 9"):
+        rebuild(con, registry, "cart_summary", 9)
+    with pytest.raises(ConfigurationError, match="unknown projection"):
+        project(con, registry, names=["cart_summary", "nope"])
+    assert list_versions(con) == []
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bad.py").write_text("PROJECTION = (\n")
+    with pytest.raises(ProjectionDefinitionError, match=r"bad\.py"):
+        discover(broken)
+
+
+def test_changed_code_without_a_version_bump_is_refused(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+) -> None:
+    append_shop(store_dsn, 200)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    rebuild(con, registry, "cart_summary", 1)
+    con.execute("UPDATE meta.projection_versions SET fingerprint = 'f00' WHERE name = 'cart_summary'")
+    append_shop(store_dsn, 100, seed=9)
+    ingest(con, source)
+    before = table(con, "projections.cart_summary_v1", "cart_id")
+    with pytest.raises(FingerprintMismatchError, match="rebuild cart_summary --version 1"):
+        project(con, registry, names=["cart_summary"])
+    assert table(con, "projections.cart_summary_v1", "cart_id") == before
+    rebuild(con, registry, "cart_summary", 1)
+    assert project(con, registry, names=["cart_summary"]) == []
+
+
+def test_poison_is_dead_lettered_live_and_stops_a_rebuild(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+) -> None:
+    append_shop(store_dsn, 200)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    rebuild(con, registry, "cart_summary", 1)
+    append_shop(store_dsn, 100, seed=5)
+    ingest(con, source)
+    # Payloads a store could hold: one lacking a required field, one that is JSON but not an object
+    # (malformed JSON text cannot reach the lake: raw.events.data is of type JSON, which refuses it).
+    bad = con.execute(
+        "SELECT event_id FROM raw.events WHERE event_type = 'ItemAdded' ORDER BY transaction_id DESC, "
+        "global_position DESC LIMIT 2"
+    ).fetchall()
+    assert len(bad) == 2
+    con.execute("UPDATE raw.events SET data = '{\"oops\": 1}' WHERE event_id = ?", [bad[0][0]])
+    con.execute('UPDATE raw.events SET data = \'["not", "an object"]\' WHERE event_id = ?', [bad[1][0]])
+    (result,) = project(con, registry, names=["cart_summary"])
+    assert result.dead_letters == 2
+    letters = dead_letters(con, name="cart_summary")
+    assert {letter.event_id for letter in letters} == {bad[0][0], bad[1][0]}
+    assert all(letter.version == 1 and letter.reason for letter in letters)
+    rows_before = list_versions(con, "cart_summary")[0].rows
+    with pytest.raises(PoisonEventError, match=f"{bad[1][0]}|{bad[0][0]}"):
+        rebuild(con, registry, "cart_summary", 1)
+    assert list_versions(con, "cart_summary")[0].rows == rows_before
+
+
+def test_readers_never_miss_the_view_during_promotions(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+) -> None:
+    append_shop(store_dsn, 300)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    rebuild(con, registry, "cart_summary", 1)
+    promote(con, registry, "cart_summary", 1)
+    rebuild(con, registry, "cart_summary", 2)
+    failures: list[BaseException] = []
+    reads = 0
+    stop = threading.Event()
+
+    def reader() -> None:
+        nonlocal reads
+        reader_con = open_lake(lake_config, read_only=True)
+        try:
+            while not stop.is_set():
+                try:
+                    row = reader_con.execute("SELECT count(*) FROM analytics.cart_summary").fetchone()
+                    assert row is not None and row[0] > 0
+                    reads += 1
+                except BaseException as exc:
+                    failures.append(exc)
+                    return
+        finally:
+            reader_con.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(4):
+            promote(con, registry, "cart_summary", 2, force=True)
+            rollback(con, "cart_summary")
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == [] and reads > 0
+
+
+def test_diff_of_cart_summary_v1_v2_opens_the_gate(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+) -> None:
+    append_shop(store_dsn, 600)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    rebuild(con, registry, "cart_summary", 1)
+    promote(con, registry, "cart_summary", 1)
+    rebuild(con, registry, "cart_summary", 2)
+    with pytest.raises(PromotionError, match="projectionist diff cart_summary 1 2"):
+        promote(con, registry, "cart_summary", 2)
+    comparison, comparison_id = compare_versions(con, registry, "cart_summary")
+    assert (comparison.a, comparison.b) == ("lake.projections.cart_summary_v1", "lake.projections.cart_summary_v2")
+    assert sorted(c.name for c in comparison.schema.added) == ["currency", "distinct_products"]
+    cancelled = con.execute(
+        "SELECT cart_id FROM projections.cart_summary_v1 WHERE status = 'cancelled' AND total_amount <> 0 ORDER BY 1"
+    ).fetchall()
+    assert cancelled, "the shop must have cancelled carts with a total"
+    changed = next(c for c in comparison.columns if c.name == "total_amount")
+    assert changed.mismatches == len(cancelled)
+    assert comparison.counts()["changed"] == len(cancelled)
+    samples = comparison.samples["changed"]
+    assert samples and all(s.trail is not None and s.trail.events for s in samples)
+    assert {s.key["cart_id"] for s in samples} <= {str(c[0]) for c in cancelled}
+    result = check_expectation(con, comparison, expectation_for(registry, "cart_summary", comparison, 2))
+    assert result.satisfied, result.problems
+    promoted = promote(con, registry, "cart_summary", 2)
+    assert promoted.comparison_id == comparison_id
+    assert rollback(con, "cart_summary").to_version == 1
+
+
+def test_two_concurrent_projects_leave_the_same_rows_as_a_rebuild(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+) -> None:
+    append_shop(store_dsn, 400)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    rebuild(con, registry, "cart_summary", 2)
+    append_shop(store_dsn, 300, seed=6, transactions=2)
+    ingest(con, source)
+    errors: list[BaseException] = []
+
+    def run_project() -> None:
+        own = open_lake(lake_config)
+        try:
+            project(own, registry, names=["cart_summary"])
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=run_project) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert lag(con, "cart_summary", 2) == (0, None)
+    projected = table(con, "projections.cart_summary_v2", "cart_id")
+    rebuild(con, registry, "cart_summary", 2)
+    assert table(con, "projections.cart_summary_v2", "cart_id") == projected
