@@ -183,10 +183,8 @@ def echo_projection_status(con: duckdb.DuckDBPyConnection) -> None:
     if letters:
         click.echo(f"  dead letters (last 24 h): {len(letters):,}")
         for letter in letters[:5]:
-            click.echo(
-                f"    {letter.projection} v{letter.version} event {letter.event_id} "
-                f"(position {letter.global_position}): {letter.reason}"
-            )
+            consumer = letter.projection if letter.version is None else f"{letter.projection} v{letter.version}"
+            click.echo(f"    {consumer} event {letter.event_id} (position {letter.global_position}): {letter.reason}")
 
 
 def _tolerances(values: tuple[str, ...]) -> dict[str, float]:

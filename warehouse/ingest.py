@@ -263,7 +263,7 @@ _DEAD_LETTER_COLUMNS = (
     ("projection", "VARCHAR", "The consumer that could not use it: a projection's name, or '*ingest*'."),
     ("version", "INTEGER", "The projection's version (NULL for the ingest)."),
     ("reason", "VARCHAR", "Why: the decode error, or the projection's failure."),
-    ("at", "TIMESTAMPTZ", "When the event was dead-lettered."),
+    ("dead_lettered_at", "TIMESTAMPTZ", "When the event was dead-lettered."),
 )
 
 

@@ -99,12 +99,12 @@ class Promotion:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """An event a live version skipped, and why."""
+    """An event a consumer could not use, and why: a projection version's poison, or the ingest's bad row."""
 
     event_id: str
     global_position: int
-    projection: str
-    version: int
+    projection: str  # a projection's name, or '*ingest*' for an event the store's adapter could not decode
+    version: int | None  # None for the ingest
     reason: str
     at: datetime
 
@@ -684,7 +684,9 @@ def dead_letters(
         "ORDER BY dead_lettered_at DESC, global_position",
         [name, name, since, since],
     ).fetchall()
-    return [DeadLetter(str(r[0]), int(r[1]), str(r[2]), int(r[3]), str(r[4]), r[5]) for r in rows]
+    return [
+        DeadLetter(str(r[0]), int(r[1]), str(r[2]), None if r[3] is None else int(r[3]), str(r[4]), r[5]) for r in rows
+    ]
 
 
 def lag(con: duckdb.DuckDBPyConnection, name: str, version: int) -> tuple[int, float | None]:

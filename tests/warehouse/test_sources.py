@@ -25,6 +25,7 @@ from eventstore.native import create_schema
 from eventstore.reader import Checkpoint
 from eventstore.settings import Settings
 from projections import compute, discover
+from warehouse import versions
 from warehouse.errors import LakeConfigurationError
 from warehouse.ingest import INGEST_DEAD_LETTER, EventSource, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
@@ -218,12 +219,17 @@ def test_undecodable_events_land_with_data_null_and_are_dead_lettered(
         ).fetchall()
         assert len(bad) == 1 and bad[0][1]
         letters = con.execute(
-            'SELECT event_id, global_position, projection, version, reason, "at" IS NOT NULL FROM meta.dead_letters'
+            "SELECT event_id, global_position, projection, version, reason, dead_lettered_at IS NOT NULL "
+            "FROM meta.dead_letters"
         ).fetchall()
         assert letters == [(bad[0][0], spoiled, INGEST_DEAD_LETTER, None, bad[0][1], True)]
         assert lake_checkpoint(con)[0] == result.head.last
         assert ingest(con, source).events == 0
         assert con.execute("SELECT count(*) FROM meta.dead_letters").fetchone() == (1,)
+        # Regression: ingest and the projection versions share meta.dead_letters; whichever creates
+        # it first, both must read and write it (they once disagreed on a column name).
+        listed = versions.dead_letters(con)
+        assert [(d.event_id, d.projection) for d in listed] == [(bad[0][0], INGEST_DEAD_LETTER)]
     finally:
         con.close()
 
