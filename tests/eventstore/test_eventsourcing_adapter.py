@@ -204,7 +204,9 @@ class TestEventsourcingAdapter(ReaderContract):
             app.close()
         assert len(seen) == len(set(seen))
         assert set(seen) == set(saved)
-        assert reader.fallbacks == 0
+        # No assertion on reader.fallbacks here: pg_locks gathers fast-path locks apart from the main
+        # lock table, so under load a locked writer can look unlocked for an instant and a head falls
+        # back to the (sound, slower) high-water mark. Seen under CI load; correctness is asserted above.
 
     def test_writer_bypassing_the_table_lock_falls_back_to_the_high_water_mark(self, store: EventsourcingStore) -> None:
         # What the library's POSTGRES_ENABLE_DB_FUNCTIONS insert function does: INSERT without LOCK TABLE.
