@@ -8,6 +8,9 @@ import dagster as dg
 from pipelines.assets import RAW_EVENTS, STREAM_STATS, version_key
 from pipelines.resources import ProjectionistResource
 from projections import Projection, Registry
+from warehouse.diff import check_expectation
+from warehouse.diff_report import render_markdown
+from warehouse.version_diff import compare_versions, expectation_for
 
 __all__ = ["build_checks"]
 
@@ -41,16 +44,16 @@ def _version_checks(projection: Projection) -> list[dg.AssetChecksDefinition]:
             if live is None or live == version or version not in states:
                 reason = "is the live version" if live == version else "has nothing to compare with yet"
                 return dg.AssetCheckResult(passed=True, metadata={"note": f"{name} v{version} {reason}"})
-            comparison, comparison_id, within = versions.compare_versions(con, registry, name, live, version)
-        from warehouse.diff_report import render_markdown
-
+            comparison, comparison_id = compare_versions(con, registry, name, live, version)
+            expected = check_expectation(con, comparison, expectation_for(registry, name, comparison, version))
         return dg.AssetCheckResult(
-            passed=bool(within),
+            passed=expected.satisfied,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
                 "comparison_id": comparison_id,
-                "summary": dg.MetadataValue.md(render_markdown(comparison)),
-                "changed_rows": dg.MetadataValue.int(comparison.rows.changed),
+                "summary": dg.MetadataValue.md(render_markdown(comparison) + "\n\n" + str(expected)),
+                "changed_rows": dg.MetadataValue.int(comparison.rows["changed"].count),
+                "undeclared_differences": dg.MetadataValue.int(expected.violating_rows),
             },
         )
 

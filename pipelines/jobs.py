@@ -1,9 +1,12 @@
 """Jobs (typed config), the ingest schedule and the sensor on the event store's safe head."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
 
+from eventstore.errors import ProjectionistError
 from pipelines.assets import RAW_EVENTS, WRITER_POOL, version_key
 from pipelines.resources import ProjectionistResource
 from projections import Registry
@@ -41,16 +44,22 @@ def _registry() -> Registry:
     return discover()
 
 
+@contextmanager
+def _as_failure() -> Iterator[None]:
+    """Turn Projectionist's errors into a run failure whose reason is the error's message."""
+    try:
+        yield
+    except ProjectionistError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=exc.retryable) from exc
+
+
 def _target(name: str, version: int | None) -> tuple[Registry, int | None]:
     """Refuse an unknown projection or version before anything is written (terminal: no retry)."""
-    from eventstore.errors import ProjectionistError
     from warehouse import versions
 
     registry = _registry()
-    try:
+    with _as_failure():
         projection = versions.validate_target(registry, name, version)
-    except ProjectionistError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=exc.retryable) from exc
     return registry, projection.version
 
 
@@ -62,7 +71,7 @@ def rebuild_version(
 
     registry, version = _target(config.name, config.version)
     assert version is not None
-    with projectionist.lake_connection() as con:
+    with _as_failure(), projectionist.lake_connection() as con:
         result = versions.rebuild(con, registry, config.name, version)
         info = {v.version: v for v in versions.list_versions(con, config.name)}[version]
     context.log.info(f"rebuilt {config.name} v{version}: {result.rows:,} rows from {result.events:,} events")
@@ -84,16 +93,18 @@ def rebuild_version(
 def compare_two_versions(
     context: dg.OpExecutionContext, config: CompareConfig, projectionist: ProjectionistResource
 ) -> None:
-    from warehouse import versions
+    from warehouse.diff import check_expectation
     from warehouse.diff_report import render_markdown
+    from warehouse.version_diff import compare_versions, expectation_for, resolve_pair
 
     registry, _ = _target(config.name, None)
-    with projectionist.lake_connection() as con:
-        comparison, comparison_id, within = versions.compare_versions(
+    with _as_failure(), projectionist.lake_connection() as con:
+        _, b = resolve_pair(con, registry, config.name, config.a, config.b)
+        comparison, comparison_id = compare_versions(
             con, registry, config.name, config.a, config.b, sample_size=config.sample_size
         )
-    context.log.info(f"comparison {comparison_id} recorded; differences within expectation: {within}")
-    context.log.info(render_markdown(comparison))
+        expected = check_expectation(con, comparison, expectation_for(registry, config.name, comparison, b))
+    context.log.info(f"comparison {comparison_id} recorded\n{render_markdown(comparison)}\n\n{expected}")
 
 
 @dg.op(pool=WRITER_POOL, description="Swap analytics.<name> to a version atomically (gated by a comparison).")
@@ -105,15 +116,8 @@ def promote_version(
     registry, version = _target(config.name, config.version)
     assert version is not None
     actor = f"dagster run {context.run.run_id}"
-    try:
-        with projectionist.lake_connection() as con:
-            promotion = versions.promote(con, registry, config.name, version, force=config.force, actor=actor)
-    except Exception as exc:
-        from eventstore.errors import ProjectionistError
-
-        if isinstance(exc, ProjectionistError):
-            raise dg.Failure(description=str(exc), allow_retries=exc.retryable) from exc
-        raise
+    with _as_failure(), projectionist.lake_connection() as con:
+        promotion = versions.promote(con, registry, config.name, version, force=config.force, actor=actor)
     context.log.info(
         f"analytics.{config.name} now shows v{promotion.to_version} (was v{promotion.from_version}); "
         f"comparison {promotion.comparison_id}"
@@ -137,7 +141,7 @@ def promote_projection() -> None:
 
 def build_jobs(registry: Registry) -> list[Any]:
     """The four jobs."""
-    project_selection = dg.AssetSelection.keys(RAW_EVENTS) | dg.AssetSelection.groups("projections", "stream_health")
+    project_selection = dg.AssetSelection.assets(RAW_EVENTS) | dg.AssetSelection.groups("projections", "stream_health")
     ingest_and_project = dg.define_asset_job(
         "ingest_and_project",
         selection=project_selection,

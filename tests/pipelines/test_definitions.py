@@ -65,7 +65,7 @@ def test_sensor_requests_a_run_only_when_the_head_moved(
     store_dsn: str, lake_env: dict[str, str], tmp_path: Path
 ) -> None:
     resource = _resource(store_dsn, lake_env, tmp_path)
-    sensor = defs.get_sensor_def("event_store_head")
+    sensor = defs.resolve_sensor_def("event_store_head")
     with dg.build_sensor_context(resources={"projectionist": resource}) as context:
         first = sensor(context)
     assert isinstance(first, dg.SensorResult)
