@@ -49,7 +49,7 @@ def analytics_key(name: str) -> dg.AssetKey:
     ),
     tags={"projectionist/layer": "raw"},
 )
-def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistResource) -> dg.MaterializeResult:
+def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
     """Ingest new events from the store into raw.events and refresh the analytics views."""
     started = time.monotonic()
     with projectionist.event_source() as source, projectionist.lake_connection() as con:
@@ -81,7 +81,7 @@ def _stream_health_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinit
         description=description,
         tags={"projectionist/layer": "analytics"},
     )
-    def _health(projectionist: ProjectionistResource) -> dg.MaterializeResult:
+    def _health(projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
         with projectionist.lake_connection() as con:
             refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold)
             table = f"analytics.{key.path[-1]}"
@@ -122,7 +122,7 @@ def _version_asset(projection: Projection) -> dg.AssetsDefinition:
         metadata={"dagster/column_schema": _column_schema(projection), "key": list(projection.key)},
         tags={"projectionist/projection": name, "projectionist/layer": "projections"},
     )
-    def _version(context: dg.AssetExecutionContext, projectionist: ProjectionistResource) -> dg.MaterializeResult:
+    def _version(context: dg.AssetExecutionContext, projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
         from warehouse import versions
 
         registry = _registry()
@@ -168,7 +168,7 @@ def _analytics_asset(name: str, projections: Sequence[Projection]) -> dg.AssetsD
         metadata={"dagster/column_schema": _column_schema(described)},
         tags={"projectionist/projection": name, "projectionist/layer": "analytics"},
     )
-    def _live(projectionist: ProjectionistResource) -> dg.MaterializeResult:
+    def _live(projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
         from warehouse import versions
 
         with projectionist.lake_connection(read_only=True) as con:

@@ -14,14 +14,14 @@ from projections import Registry
 __all__ = ["build_automation", "build_jobs"]
 
 
-class RebuildConfig(dg.Config):  # type: ignore[misc]
+class RebuildConfig(dg.Config):
     """Which projection version to rebuild from the lake."""
 
     name: str
     version: int
 
 
-class CompareConfig(dg.Config):  # type: ignore[misc]
+class CompareConfig(dg.Config):
     """Which versions to compare; A defaults to the live version, B to the newest candidate."""
 
     name: str
@@ -30,7 +30,7 @@ class CompareConfig(dg.Config):  # type: ignore[misc]
     sample_size: int = 5
 
 
-class PromoteConfig(dg.Config):  # type: ignore[misc]
+class PromoteConfig(dg.Config):
     """Which version to make live; ``force`` skips the comparison gate."""
 
     name: str

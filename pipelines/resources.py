@@ -9,8 +9,9 @@ import duckdb
 
 from eventstore.connection import event_store_dsn
 from eventstore.settings import Settings
-from warehouse.ingest import EventSource, NativeSource
+from warehouse.ingest import EventSource
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.sources import close_source, open_source
 
 __all__ = ["ENV_FIELDS", "ProjectionistResource", "resource_from_env"]
 
@@ -26,7 +27,7 @@ ENV_FIELDS = {
 }
 
 
-class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[misc]
+class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where the event store and the lake are; unset fields take the CLI's defaults."""
 
     home: str | None = None
@@ -62,16 +63,17 @@ class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[misc]
 
     @contextmanager
     def event_source(self) -> Iterator[EventSource]:
-        """The configured event store, as the ingest reads it."""
-        from eventstore.reader import NativeReader
-
+        """The configured event store (any kind), as the ingest reads it."""
         settings = self.settings()
-        with NativeReader(event_store_dsn(settings), settings.store_schema, settings.store_table) as reader:
-            yield NativeSource(reader)
+        source = open_source(settings, event_store_dsn(settings))
+        try:
+            yield source
+        finally:
+            close_source(source)
 
 
 def resource_from_env(env: dict[str, str] | None = None) -> ProjectionistResource:
     """The resource bound to the environment variables that are set (``dg.EnvVar``), defaults otherwise."""
     env = dict(os.environ) if env is None else env
     bound = {field: dg.EnvVar(var) for field, var in ENV_FIELDS.items() if env.get(var)}
-    return ProjectionistResource(**bound)
+    return ProjectionistResource(**bound)  # type: ignore[arg-type]  # Dagster resolves each EnvVar at run time
