@@ -73,16 +73,20 @@ def start_dagster_dev(settings: Settings, port: int, *, log: Path | None = None)
         "-p",
         str(port),
     ]
-    output = open(log, "ab") if log else None  # noqa: SIM115  the child owns it for its lifetime
-    return subprocess.Popen(
-        command,
-        env=dagster_env(settings),
-        stdout=output,
-        stderr=subprocess.STDOUT if output else None,
-        start_new_session=True,  # its own process group: stopping it stops every child
-        # dagster dev ignores SIGTERM when its parent blocked signals; restore the defaults.
-        preexec_fn=_default_signals,
-    )
+    output = open(log, "ab") if log else None  # noqa: SIM115  handed to the child, closed here below
+    try:
+        return subprocess.Popen(
+            command,
+            env=dagster_env(settings),
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,  # its own process group: stopping it stops every child
+            # dagster dev ignores SIGTERM when its parent blocked signals; restore the defaults.
+            preexec_fn=_default_signals,
+        )
+    finally:
+        if output is not None:
+            output.close()  # the child has its own descriptor
 
 
 def _default_signals() -> None:

@@ -32,7 +32,14 @@ _LOGS = """
 query Logs($runId: ID!) {
   logsForRun(runId: $runId) {
     __typename
-    ... on EventConnection { events { __typename ... on MessageEvent { message } } }
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message }
+        ... on ExecutionStepFailureEvent { error { message } }
+        ... on RunFailureEvent { pipelineFailureError: error { message } }
+      }
+    }
   }
 }
 """
@@ -106,4 +113,13 @@ class DagsterWeb:
 
     def run_messages(self, run_id: str) -> list[str]:
         events = self.graphql(_LOGS, {"runId": run_id})["logsForRun"].get("events", [])
-        return [str(e.get("message")) for e in events if e.get("message")]
+        messages = []
+        for event in events:
+            for text in (
+                event.get("message"),
+                (event.get("error") or {}).get("message"),
+                (event.get("pipelineFailureError") or {}).get("message"),
+            ):
+                if text:
+                    messages.append(str(text))
+        return messages
