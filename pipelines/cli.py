@@ -491,6 +491,36 @@ def _demo_queries(settings: Settings) -> None:
     click.echo('\nquery it yourself: projectionist sql "...", projectionist shell, or projectionist attach')
 
 
+@cli.command("ui")
+@click.option("--port", type=int, default=3000, show_default=True, help="Port on 127.0.0.1 (0: any free port).")
+@_fail_cleanly
+def ui_command(port: int) -> None:
+    """Start the Dagster UI on 127.0.0.1 with this configuration; Ctrl-C stops it and every child."""
+    import signal
+    import time
+
+    from pipelines.ui import dagster_home, free_port, start_dagster_dev, stop_process_group
+
+    settings = _settings()
+    port = port or free_port()
+    process = start_dagster_dev(settings, port)
+    click.echo(f"Dagster UI: http://127.0.0.1:{port}  (instance {dagster_home(settings)}; Ctrl-C stops it)")
+
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        click.echo("stopping the Dagster UI …")
+    finally:
+        stop_process_group(process)
+    if process.returncode not in (0, None, -signal.SIGINT, -signal.SIGTERM):
+        sys.exit(process.returncode)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="projectionist")

@@ -1,0 +1,207 @@
+"""Assets: the raw lake, one asset per registered projection version, the live analytics views.
+
+The graph reads like the data flow: ``raw/events`` → ``analytics/stream_stats`` and
+``analytics/event_volume_daily`` (stream health) and → ``projections/<name>/v<N>`` →
+``analytics/<name>`` (the view analysts query, on the live version).
+
+Dagster reads the annotations of decorated functions when they are defined: this module (like
+checks.py and jobs.py) does not postpone annotations.
+"""
+
+import time
+from collections.abc import Sequence
+
+import dagster as dg
+
+from pipelines.resources import ProjectionistResource
+from projections import Projection, Registry
+from warehouse.analytics import refresh_analytics
+from warehouse.ingest import ingest, lake_checkpoint
+
+__all__ = ["RAW_EVENTS", "WRITER_POOL", "analytics_key", "build_assets", "version_key"]
+
+RAW_EVENTS = dg.AssetKey(["raw", "events"])
+STREAM_STATS = dg.AssetKey(["analytics", "stream_stats"])
+EVENT_VOLUME = dg.AssetKey(["analytics", "event_volume_daily"])
+#: Every writer of projection tables is in this pool (limit 1 in dagster.yaml).
+WRITER_POOL = "projectionist_writer"
+INGEST_POOL = "projectionist_ingest"
+
+
+def version_key(name: str, version: int) -> dg.AssetKey:
+    """``projections/<name>/v<N>``."""
+    return dg.AssetKey(["projections", name, f"v{version}"])
+
+
+def analytics_key(name: str) -> dg.AssetKey:
+    """``analytics/<name>``: the live view."""
+    return dg.AssetKey(["analytics", name])
+
+
+@dg.asset(
+    key=RAW_EVENTS,
+    group_name="raw",
+    kinds={"postgres", "ducklake"},
+    pool=INGEST_POOL,
+    description=(
+        "Every settled event of the event store, once, in raw.events (DuckLake): read gap-safe below the "
+        "oldest open transaction and committed with its checkpoint in the same DuckLake commit."
+    ),
+    tags={"projectionist/layer": "raw"},
+)
+def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
+    """Ingest new events from the store into raw.events and refresh the analytics views."""
+    started = time.monotonic()
+    with projectionist.event_source() as source, projectionist.lake_connection() as con:
+        before, _ = lake_checkpoint(con)
+        result = ingest(con, source, progress=lambda n: context.log.info(f"committed a batch of {n:,} events"))
+        views = refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold)
+        lag_events, _oldest = source.pending(result.checkpoint)
+    seconds = time.monotonic() - started
+    return dg.MaterializeResult(
+        metadata={
+            "from_position": str(before),
+            "to_position": str(result.checkpoint),
+            "events": dg.MetadataValue.int(result.events),
+            "events_per_second": dg.MetadataValue.float(round(result.events / seconds, 1) if seconds else 0.0),
+            "lag_events": dg.MetadataValue.int(lag_events),
+            "store_safe_head": str(result.head.last),
+            "commits": dg.MetadataValue.int(result.batches),
+            "analytics_views_written": dg.MetadataValue.int(len(views)),
+        }
+    )
+
+
+def _stream_health_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=key,
+        deps=[RAW_EVENTS],
+        group_name="stream_health",
+        kinds={"duckdb"},
+        description=description,
+        tags={"projectionist/layer": "analytics"},
+    )
+    def _health(projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
+        with projectionist.lake_connection() as con:
+            refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold)
+            table = f"analytics.{key.path[-1]}"
+            row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(int(row[0]) if row else 0)})
+
+    return _health
+
+
+stream_stats = _stream_health_asset(
+    STREAM_STATS,
+    "Per stream: type, event count, first/last event, duration, and whether it is longer than the "
+    "threshold (keep streams short).",
+)
+event_volume_daily = _stream_health_asset(EVENT_VOLUME, "Events per day and event type.")
+
+
+_KIND_TAG = {"sql": "sql", "polars": "polars", "fold": "python"}
+
+
+def _column_schema(projection: Projection) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(c.name, c.type, description=c.description) for c in projection.output_columns]
+    )
+
+
+def _version_asset(projection: Projection) -> dg.AssetsDefinition:
+    name, version = projection.name, projection.version
+
+    @dg.asset(
+        key=version_key(name, version),
+        deps=[RAW_EVENTS],
+        group_name="projections",
+        kinds={"ducklake", _KIND_TAG[projection.kind]},
+        pool=WRITER_POOL,
+        code_version=f"v{version}-{projection.fingerprint[:12]}",
+        description=f"{projection.description}\n\nTable `projections.{name}_v{version}`, key {list(projection.key)}.",
+        metadata={"dagster/column_schema": _column_schema(projection), "key": list(projection.key)},
+        tags={"projectionist/projection": name, "projectionist/layer": "projections"},
+    )
+    def _version(context: dg.AssetExecutionContext, projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
+        from warehouse import versions
+
+        registry = _registry()
+        with projectionist.lake_connection() as con:
+            known = {v.version: v for v in versions.list_versions(con, name)}
+            if version not in known:
+                context.log.info(f"{name} v{version} is not in the lake yet: rebuilding it from raw.events")
+                result = versions.rebuild(con, registry, name, version)
+            else:
+                result = next(r for r in versions.project(con, registry, names=[name]) if r.version == version)
+            info = {v.version: v for v in versions.list_versions(con, name)}[version]
+            lag_events, lag_seconds = versions.lag(con, name, version)
+        return dg.MaterializeResult(
+            metadata={
+                "rows": dg.MetadataValue.int(info.rows),
+                "state": info.state,
+                "checkpoint": str(info.checkpoint),
+                "events_applied": dg.MetadataValue.int(result.events),
+                "keys_recomputed": dg.MetadataValue.int(result.keys),
+                "dead_letters": dg.MetadataValue.int(result.dead_letters),
+                "lag_events": dg.MetadataValue.int(lag_events),
+                "lag_seconds": dg.MetadataValue.float(float(lag_seconds or 0.0)),
+                "fingerprint": info.fingerprint,
+                "dagster/row_count": dg.MetadataValue.int(info.rows),
+            }
+        )
+
+    return _version
+
+
+def _analytics_asset(name: str, projections: Sequence[Projection]) -> dg.AssetsDefinition:
+    described = max(projections, key=lambda p: p.version)
+
+    @dg.asset(
+        key=analytics_key(name),
+        deps=[version_key(name, p.version) for p in projections],
+        group_name="analytics",
+        kinds={"duckdb"},
+        description=(
+            f"`analytics.{name}`: the view analysts query, on the live version of {name} "
+            "(switched atomically by promote, back by rollback)."
+        ),
+        metadata={"dagster/column_schema": _column_schema(described)},
+        tags={"projectionist/projection": name, "projectionist/layer": "analytics"},
+    )
+    def _live(projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
+        from warehouse import versions
+
+        with projectionist.lake_connection(read_only=True) as con:
+            live = [v for v in versions.list_versions(con, name) if v.state == "live"]
+            if not live:
+                raise dg.Failure(
+                    f"{name} has no live version yet: run the promote_projection job "
+                    f"(or `projectionist promote {name} N`)."
+                )
+            row = con.execute(f"SELECT count(*) FROM analytics.{name}").fetchone()
+        return dg.MaterializeResult(
+            metadata={
+                "live_version": dg.MetadataValue.int(live[0].version),
+                "rows": dg.MetadataValue.int(int(row[0]) if row else 0),
+            }
+        )
+
+    return _live
+
+
+def _registry() -> Registry:
+    from projections import discover
+
+    return discover()
+
+
+def build_assets(registry: Registry) -> list[dg.AssetsDefinition]:
+    """Every asset of the pipeline for the projections in ``registry``."""
+    assets: list[dg.AssetsDefinition] = [raw_events, stream_stats, event_volume_daily]
+    by_name: dict[str, list[Projection]] = {}
+    for projection in registry:
+        assets.append(_version_asset(projection))
+        by_name.setdefault(projection.name, []).append(projection)
+    for name, projections in sorted(by_name.items()):
+        assets.append(_analytics_asset(name, projections))
+    return assets

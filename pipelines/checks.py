@@ -1,0 +1,166 @@
+"""Asset checks: candidate vs live, projection lag, dead letters, schema drift, stream length."""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from pipelines.assets import RAW_EVENTS, STREAM_STATS, version_key
+from pipelines.resources import ProjectionistResource
+from projections import Projection, Registry
+from warehouse.diff import check_expectation
+from warehouse.diff_report import render_markdown
+from warehouse.version_diff import compare_versions, expectation_for
+
+__all__ = ["build_checks"]
+
+
+def _run_started(context: dg.AssetCheckExecutionContext) -> datetime:
+    stats = context.instance.get_run_stats(context.run.run_id)
+    started = stats.start_time or stats.launch_time
+    return datetime.fromtimestamp(started, UTC) if started else datetime.now(UTC)
+
+
+def _version_checks(projection: Projection) -> list[dg.AssetChecksDefinition]:
+    name, version = projection.name, projection.version
+    key = version_key(name, version)
+
+    @dg.asset_check(
+        asset=key,
+        name="matches_live",
+        description=(
+            "Compares this version with the live one row by row (warehouse.diff) and checks the differences stay "
+            "inside the changes the projection declares. Passes trivially for the live version itself."
+        ),
+        blocking=False,
+    )
+    def matches_live(projectionist: ProjectionistResource) -> dg.AssetCheckResult:
+        from warehouse import versions
+
+        registry = _registry()
+        with projectionist.lake_connection() as con:
+            states = {v.version: v.state for v in versions.list_versions(con, name)}
+            live = next((v for v, s in states.items() if s == "live"), None)
+            if live is None or live == version or version not in states:
+                reason = "is the live version" if live == version else "has nothing to compare with yet"
+                return dg.AssetCheckResult(passed=True, metadata={"note": f"{name} v{version} {reason}"})
+            comparison, comparison_id = compare_versions(con, registry, name, live, version)
+            expected = check_expectation(con, comparison, expectation_for(registry, name, comparison, version))
+        return dg.AssetCheckResult(
+            passed=expected.satisfied,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "comparison_id": comparison_id,
+                "summary": dg.MetadataValue.md(render_markdown(comparison) + "\n\n" + str(expected)),
+                "changed_rows": dg.MetadataValue.int(comparison.rows["changed"].count),
+                "undeclared_differences": dg.MetadataValue.int(expected.violating_rows),
+            },
+        )
+
+    @dg.asset_check(
+        asset=key,
+        name="lag_within_bound",
+        description="The version is at most `max_lag_events` events behind the lake's ingest checkpoint.",
+    )
+    def lag_within_bound(projectionist: ProjectionistResource) -> dg.AssetCheckResult:
+        from warehouse import versions
+
+        with projectionist.lake_connection(read_only=True) as con:
+            events, seconds = versions.lag(con, name, version)
+        return dg.AssetCheckResult(
+            passed=events <= projectionist.max_lag_events,
+            metadata={
+                "lag_events": dg.MetadataValue.int(events),
+                "lag_seconds": dg.MetadataValue.float(float(seconds or 0.0)),
+                "bound_events": dg.MetadataValue.int(projectionist.max_lag_events),
+            },
+        )
+
+    @dg.asset_check(
+        asset=key,
+        name="no_new_dead_letters",
+        description="No event was dead-lettered for this version during this run.",
+    )
+    def no_new_dead_letters(
+        context: dg.AssetCheckExecutionContext, projectionist: ProjectionistResource
+    ) -> dg.AssetCheckResult:
+        from warehouse import versions
+
+        since = _run_started(context)
+        with projectionist.lake_connection(read_only=True) as con:
+            letters = [d for d in versions.dead_letters(con, name=name, since=since) if d.version == version]
+        sample = [{"event_id": d.event_id, "position": d.global_position, "reason": d.reason} for d in letters[:10]]
+        return dg.AssetCheckResult(
+            passed=not letters,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"new_dead_letters": dg.MetadataValue.int(len(letters)), "sample": dg.MetadataValue.json(sample)},
+        )
+
+    return [matches_live, lag_within_bound, no_new_dead_letters]
+
+
+def _registry() -> Registry:
+    from projections import discover
+
+    return discover()
+
+
+def _schema_drift(registry: Registry) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=RAW_EVENTS,
+        name="no_unhandled_event_types",
+        description=(
+            "Every event type and version in the lake is consumed by a projection or upcast to a version that is: "
+            "anything else is schema drift nobody reads."
+        ),
+    )
+    def no_unhandled_event_types(projectionist: ProjectionistResource) -> dg.AssetCheckResult:
+        current = _registry()
+        consumed = {t for p in current for t in p.consumes}
+        with projectionist.lake_connection(read_only=True) as con:
+            seen = con.execute(
+                "SELECT event_type, event_version, count(*) FROM raw.all_events GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        unhandled = [
+            {"event_type": t, "event_version": int(v), "events": int(n)} for t, v, n in seen if t not in consumed
+        ]
+        return dg.AssetCheckResult(
+            passed=not unhandled,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"unhandled": dg.MetadataValue.json(unhandled), "types_seen": dg.MetadataValue.int(len(seen))},
+        )
+
+    return no_unhandled_event_types
+
+
+@dg.asset_check(
+    asset=STREAM_STATS,
+    name="streams_are_short",
+    description="No stream is longer than the threshold (`long_stream_threshold`): keep streams short.",
+)
+def streams_are_short(projectionist: ProjectionistResource) -> dg.AssetCheckResult:
+    with projectionist.lake_connection(read_only=True) as con:
+        rows = con.execute(
+            "SELECT stream_id, events FROM analytics.stream_stats WHERE events > ? ORDER BY events DESC LIMIT 10",
+            [projectionist.long_stream_threshold],
+        ).fetchall()
+        count = con.execute(
+            "SELECT count(*) FROM analytics.stream_stats WHERE events > ?", [projectionist.long_stream_threshold]
+        ).fetchone()
+    return dg.AssetCheckResult(
+        passed=not rows,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "long_streams": dg.MetadataValue.int(int(count[0]) if count else 0),
+            "longest": dg.MetadataValue.json([{"stream_id": s, "events": int(n)} for s, n in rows]),
+            "threshold": dg.MetadataValue.int(projectionist.long_stream_threshold),
+        },
+    )
+
+
+def build_checks(registry: Registry) -> Sequence[dg.AssetChecksDefinition]:
+    """Every asset check for the projections in ``registry``."""
+    checks: list[dg.AssetChecksDefinition] = [_schema_drift(registry), streams_are_short]
+    for projection in registry:
+        checks.extend(_version_checks(projection))
+    return checks

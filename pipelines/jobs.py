@@ -1,0 +1,180 @@
+"""Jobs (typed config), the ingest schedule and the sensor on the event store's safe head."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+
+from eventstore.errors import ProjectionistError
+from pipelines.assets import RAW_EVENTS, WRITER_POOL, version_key
+from pipelines.resources import ProjectionistResource
+from projections import Registry
+
+__all__ = ["build_automation", "build_jobs"]
+
+
+class RebuildConfig(dg.Config):
+    """Which projection version to rebuild from the lake."""
+
+    name: str
+    version: int
+
+
+class CompareConfig(dg.Config):
+    """Which versions to compare; A defaults to the live version, B to the newest candidate."""
+
+    name: str
+    a: int | None = None
+    b: int | None = None
+    sample_size: int = 5
+
+
+class PromoteConfig(dg.Config):
+    """Which version to make live; ``force`` skips the comparison gate."""
+
+    name: str
+    version: int
+    force: bool = False
+
+
+def _registry() -> Registry:
+    from projections import discover
+
+    return discover()
+
+
+@contextmanager
+def _as_failure() -> Iterator[None]:
+    """Turn Projectionist's errors into a run failure whose reason is the error's message."""
+    try:
+        yield
+    except ProjectionistError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=exc.retryable) from exc
+
+
+def _target(name: str, version: int | None) -> tuple[Registry, int | None]:
+    """Refuse an unknown projection or version before anything is written (terminal: no retry)."""
+    from warehouse import versions
+
+    registry = _registry()
+    with _as_failure():
+        projection = versions.validate_target(registry, name, version)
+    return registry, projection.version
+
+
+@dg.op(pool=WRITER_POOL, description="Rebuild a projection version from raw.events beside the live one.")
+def rebuild_version(
+    context: dg.OpExecutionContext, config: RebuildConfig, projectionist: ProjectionistResource
+) -> None:
+    from warehouse import versions
+
+    registry, version = _target(config.name, config.version)
+    assert version is not None
+    with _as_failure(), projectionist.lake_connection() as con:
+        result = versions.rebuild(con, registry, config.name, version)
+        info = {v.version: v for v in versions.list_versions(con, config.name)}[version]
+    context.log.info(f"rebuilt {config.name} v{version}: {result.rows:,} rows from {result.events:,} events")
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=version_key(config.name, version),
+            metadata={
+                "rows": dg.MetadataValue.int(info.rows),
+                "state": info.state,
+                "checkpoint": str(info.checkpoint),
+                "build_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+                "dead_letters": dg.MetadataValue.int(result.dead_letters),
+            },
+        )
+    )
+
+
+@dg.op(description="Compare two versions of a projection row by row and record the comparison.")
+def compare_two_versions(
+    context: dg.OpExecutionContext, config: CompareConfig, projectionist: ProjectionistResource
+) -> None:
+    from warehouse.diff import check_expectation
+    from warehouse.diff_report import render_markdown
+    from warehouse.version_diff import compare_versions, expectation_for, resolve_pair
+
+    registry, _ = _target(config.name, None)
+    with _as_failure(), projectionist.lake_connection() as con:
+        _, b = resolve_pair(con, registry, config.name, config.a, config.b)
+        comparison, comparison_id = compare_versions(
+            con, registry, config.name, config.a, config.b, sample_size=config.sample_size
+        )
+        expected = check_expectation(con, comparison, expectation_for(registry, config.name, comparison, b))
+    context.log.info(f"comparison {comparison_id} recorded\n{render_markdown(comparison)}\n\n{expected}")
+
+
+@dg.op(pool=WRITER_POOL, description="Swap analytics.<name> to a version atomically (gated by a comparison).")
+def promote_version(
+    context: dg.OpExecutionContext, config: PromoteConfig, projectionist: ProjectionistResource
+) -> None:
+    from warehouse import versions
+
+    registry, version = _target(config.name, config.version)
+    assert version is not None
+    actor = f"dagster run {context.run.run_id}"
+    with _as_failure(), projectionist.lake_connection() as con:
+        promotion = versions.promote(con, registry, config.name, version, force=config.force, actor=actor)
+    context.log.info(
+        f"analytics.{config.name} now shows v{promotion.to_version} (was v{promotion.from_version}); "
+        f"comparison {promotion.comparison_id}"
+    )
+
+
+@dg.job(description="Rebuild one projection version from the lake (config: name, version).")
+def rebuild_projection() -> None:
+    rebuild_version()
+
+
+@dg.job(description="Compare two versions of a projection (config: name, a, b) and record the report.")
+def compare_versions() -> None:
+    compare_two_versions()
+
+
+@dg.job(description="Promote a projection version to live (config: name, version, force).")
+def promote_projection() -> None:
+    promote_version()
+
+
+def build_jobs(registry: Registry) -> list[Any]:
+    """The four jobs."""
+    project_selection = dg.AssetSelection.assets(RAW_EVENTS) | dg.AssetSelection.groups("projections", "stream_health")
+    ingest_and_project = dg.define_asset_job(
+        "ingest_and_project",
+        selection=project_selection,
+        description="Ingest new events into the lake, then bring every projection version up to date.",
+    )
+    return [ingest_and_project, rebuild_projection, compare_versions, promote_projection]
+
+
+def build_automation() -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+    """The schedule (every 5 minutes) and the head sensor, both stopped until turned on."""
+    schedule = dg.ScheduleDefinition(
+        name="ingest_and_project_every_5_minutes",
+        job_name="ingest_and_project",
+        cron_schedule="*/5 * * * *",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Runs ingest_and_project every 5 minutes.",
+    )
+
+    @dg.sensor(
+        name="event_store_head",
+        job_name="ingest_and_project",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Requests ingest_and_project when the event store's safe head moved since the last request "
+            "(cursor: the last settled event's transaction_id/global_position); nothing when it did not."
+        ),
+    )
+    def event_store_head(context: dg.SensorEvaluationContext, projectionist: ProjectionistResource) -> dg.SensorResult:
+        with projectionist.event_source() as source:
+            head = str(source.head().last)
+        if head == context.cursor:
+            return dg.SensorResult(skip_reason=f"safe head unchanged at {head}")
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"head-{head}")], cursor=head)
+
+    return [schedule], [event_store_head]

@@ -1,0 +1,79 @@
+"""The Dagster resource: Projectionist's settings, from the same environment variables as the CLI."""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import duckdb
+
+from eventstore.connection import event_store_dsn
+from eventstore.settings import Settings
+from warehouse.ingest import EventSource
+from warehouse.lake import LakeConfig, open_lake
+from warehouse.sources import close_source, open_source
+
+__all__ = ["ENV_FIELDS", "ProjectionistResource", "resource_from_env"]
+
+#: Resource field → environment variable, the CLI's configuration contract.
+ENV_FIELDS = {
+    "home": "PROJECTIONIST_HOME",
+    "event_store_dsn": "PROJECTIONIST_EVENT_STORE_DSN",
+    "store_kind": "PROJECTIONIST_EVENT_STORE_KIND",
+    "store_schema": "PROJECTIONIST_EVENT_STORE_SCHEMA",
+    "store_table": "PROJECTIONIST_EVENT_STORE_TABLE",
+    "lake": "PROJECTIONIST_LAKE",
+    "lake_data": "PROJECTIONIST_LAKE_DATA",
+}
+
+
+class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Where the event store and the lake are; unset fields take the CLI's defaults."""
+
+    home: str | None = None
+    event_store_dsn: str | None = None
+    store_kind: str | None = None
+    store_schema: str | None = None
+    store_table: str | None = None
+    lake: str | None = None
+    lake_data: str | None = None
+    max_lag_events: int = 10_000
+    long_stream_threshold: int = 1000
+
+    def settings(self) -> Settings:
+        """The settings the CLI would use, with this resource's fields on top."""
+        return Settings.from_env({}).with_overrides(
+            home=self.home,
+            event_store_dsn=self.event_store_dsn,
+            store_kind=self.store_kind,
+            store_schema=self.store_schema,
+            store_table=self.store_table,
+            lake=self.lake,
+            lake_data=self.lake_data,
+        )
+
+    @contextmanager
+    def lake_connection(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection with the lake attached as ``lake``."""
+        con = open_lake(LakeConfig.from_settings(self.settings()), read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def event_source(self) -> Iterator[EventSource]:
+        """The configured event store (any kind), as the ingest reads it."""
+        settings = self.settings()
+        source = open_source(settings, event_store_dsn(settings))
+        try:
+            yield source
+        finally:
+            close_source(source)
+
+
+def resource_from_env(env: dict[str, str] | None = None) -> ProjectionistResource:
+    """The resource bound to the environment variables that are set (``dg.EnvVar``), defaults otherwise."""
+    env = dict(os.environ) if env is None else env
+    bound = {field: dg.EnvVar(var) for field, var in ENV_FIELDS.items() if env.get(var)}
+    return ProjectionistResource(**bound)  # type: ignore[arg-type]  # Dagster resolves each EnvVar at run time

@@ -1,0 +1,136 @@
+"""End to end: a real `dagster dev` on a free loopback port, a job launched over GraphQL, the UI in Chromium.
+
+Screenshots are kept under the data root (``$PROJECTIONIST_HOME/artifacts`` of the test) and, when
+``PROJECTIONIST_ARTIFACTS`` is set (CI), copied there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventstore.demo import append_demo_shop
+from eventstore.settings import Settings
+from pipelines.ui import free_port, start_dagster_dev, stop_process_group
+from tests.pipelines.dagster_harness import DagsterWeb
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture()
+def dagster_dev(store_dsn: str, lake_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[DagsterWeb, Settings]]:
+    settings = Settings.from_env({}).with_overrides(
+        home=tmp_path / "home",
+        event_store_dsn=store_dsn,
+        lake=lake_env["PROJECTIONIST_LAKE"],
+        lake_data=lake_env["PROJECTIONIST_LAKE_DATA"],
+    )
+    append_demo_shop(store_dsn, events=800, writers=2, seed=21)
+    port = free_port()
+    log = tmp_path / "dagster-dev.log"
+    process = start_dagster_dev(settings, port, log=log)
+    web = DagsterWeb(f"http://127.0.0.1:{port}")
+    try:
+        web.location = web.wait_until_loaded(timeout=180, log=log)  # type: ignore[attr-defined]
+        yield web, settings
+    finally:
+        stop_process_group(process)  # by the PID we started, with its whole process group
+        assert process.poll() is not None
+
+
+def _screenshots(settings: Settings) -> Path:
+    folder = settings.home / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _dismiss_welcome(page: Any) -> None:
+    """Close Dagster's first-visit community dialog if it shows."""
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count():
+        skip.first.click()
+
+
+def _publish(folder: Path) -> None:
+    target = os.environ.get("PROJECTIONIST_ARTIFACTS")
+    if target:
+        shutil.copytree(folder, target, dirs_exist_ok=True)
+
+
+def test_rebuild_through_graphql_then_the_ui_shows_it(dagster_dev: tuple[DagsterWeb, Settings]) -> None:
+    web, settings = dagster_dev
+    location = web.location  # type: ignore[attr-defined]
+
+    # Ingest first (the rebuild reads the lake), then rebuild cart_summary v2 as an operator would.
+    ingest_run = web.launch(location, "ingest_and_project", {})
+    assert web.wait_for_run(ingest_run, timeout=300) == "SUCCESS"
+    run_id = web.launch(
+        location, "rebuild_projection", {"ops": {"rebuild_version": {"config": {"name": "cart_summary", "version": 2}}}}
+    )
+    assert web.wait_for_run(run_id, timeout=300) == "SUCCESS", web.run_messages(run_id)[-20:]
+
+    from warehouse.lake import LakeConfig, open_lake
+
+    con = open_lake(LakeConfig.from_settings(settings), read_only=True)
+    try:
+        rows = con.execute("SELECT count(*) FROM projections.cart_summary_v2").fetchone()
+        streams = con.execute("SELECT count(DISTINCT stream_id) FROM raw.all_events").fetchone()
+    finally:
+        con.close()
+    assert rows == streams and rows is not None and rows[0] > 0
+
+    # Bad input: an unknown version fails the run before anything is written, with the reason in its logs.
+    bad = web.launch(
+        location, "rebuild_projection", {"ops": {"rebuild_version": {"config": {"name": "cart_summary", "version": 9}}}}
+    )
+    assert web.wait_for_run(bad, timeout=120) == "FAILURE"
+    assert any("version 9" in m or "v9" in m for m in web.run_messages(bad))
+
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed (.ci/run installs it): the UI check cannot run")
+    from playwright.sync_api import sync_playwright
+
+    folder = _screenshots(settings)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{web.url}/locations/{location}/asset-groups/projections", wait_until="networkidle")
+            _dismiss_welcome(page)
+            page.get_by_text("cart_summary").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(folder / "asset-graph.png"))
+            body = page.inner_text("body")
+            assert "cart_summary" in body and "daily_revenue" in body and "product_sales" in body
+
+            page.goto(f"{web.url}/assets/projections/cart_summary", wait_until="networkidle")
+            _dismiss_welcome(page)
+            page.get_by_text("v2", exact=True).first.wait_for(timeout=60_000)
+            listing = page.inner_text("body")
+            assert "v1" in listing and "v2" in listing, "both versions of cart_summary are assets"
+
+            page.goto(f"{web.url}/assets/projections/cart_summary/v2", wait_until="networkidle")
+            _dismiss_welcome(page)
+            page.get_by_text("checkpoint").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(folder / "cart_summary_v2.png"), full_page=True)
+            text = page.inner_text("body")
+            assert "rows" in text and "checkpoint" in text and "state" in text
+        finally:
+            browser.close()
+    _publish(folder)
