@@ -509,7 +509,10 @@ def ui_command(port: int) -> None:
     def stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Explicit handlers: a shell starts background jobs with SIGINT ignored, and Python then never
+    # raises KeyboardInterrupt; the UI must stop on either signal however it was started.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         while process.poll() is None:
             time.sleep(0.5)
