@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from eventstore.connection import EmbeddedServer
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 _FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
@@ -67,7 +69,12 @@ def test_example_runs(example: Example, fresh_database: str, tmp_path: Path) -> 
         PROJECTIONIST_HOME=str(tmp_path / "home"),
         PYTHONPATH=str(ROOT),
     )
-    done = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        # An example that used the CLI may have started the embedded server of its data root (the
+        # lake's catalog): it keeps running by design, so stop the one this test caused.
+        EmbeddedServer(tmp_path / "home").stop()
     assert done.returncode == 0, f"{example.name} failed:\n{done.stdout}\n{done.stderr}"
