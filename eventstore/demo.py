@@ -19,11 +19,11 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import sql
 
@@ -38,6 +38,7 @@ __all__ = [
     "append_demo_shop",
     "first_stream_id",
     "generate_carts",
+    "run_writers",
 ]
 
 PRODUCTS: dict[str, Decimal] = {
@@ -69,6 +70,7 @@ PRODUCTS: dict[str, Decimal] = {
     )
 }
 CANCEL_REASONS = ("changed_mind", "payment_failed", "out_of_stock", "timeout")
+_Share = TypeVar("_Share")
 #: Carts opened after this fraction of the simulated period emit ItemAdded v2 (with currency).
 V2_CUTOVER = 0.5
 START_TIME = datetime(2026, 1, 1, tzinfo=UTC)
@@ -172,6 +174,25 @@ def first_stream_id(seed: int) -> str:
     return next(generate_carts(1, seed)).stream_id
 
 
+def run_writers(shares: Sequence[_Share], write: Callable[[int, _Share], None]) -> None:
+    """Run ``write(worker, share)`` on one thread per share; re-raise the first error in the caller."""
+    errors: list[BaseException] = []
+
+    def guarded(worker: int, share: _Share) -> None:
+        try:
+            write(worker, share)
+        except BaseException as exc:  # surfaced in the caller's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(w, s), daemon=True) for w, s in enumerate(shares)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
 @dataclass(frozen=True)
 class DemoResult:
     """What ``append_demo_shop`` wrote."""
@@ -205,7 +226,6 @@ def append_demo_shop(
     """
     carts = list(generate_carts(events, seed))
     shares = [carts[w::writers] for w in range(writers)]
-    errors: list[BaseException] = []
     transactions = [0] * writers
     # Commits are numbered under a lock held across COMMIT, so the order below is the real one.
     commit_lock = threading.Lock()
@@ -250,21 +270,13 @@ def append_demo_shop(
                         transactions[worker] += 1
                         if worker == 1:
                             second_committed.set()
-        except BaseException as exc:  # surfaced in the caller's thread below
-            errors.append(exc)
         finally:
             if worker == 0:
                 first_inserted.set()
             if worker == 1:
                 second_committed.set()
 
-    threads = [threading.Thread(target=write, args=(w, s), daemon=True) for w, s in enumerate(shares)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    run_writers(shares, write)
     out_of_order, highest = 0, 0
     for lowest, top in committed:
         if lowest < highest:

@@ -36,7 +36,7 @@ import pyarrow as pa
 from eventstore.errors import ConfigurationError, PoisonEventError, ProjectionDefinitionError
 from eventstore.reader import Checkpoint
 from projections.definition import LAST_GLOBAL_POSITION, Event, Fold, Polars, Projection, Sql, _normalize_type
-from projections.upcasting import _RELATION, Upcasters, events_source, upcast_sql
+from projections.upcasting import _RELATION, EVENT_COLUMNS, Upcasters, events_source, upcast_sql
 
 __all__ = ["ComputeResult", "PoisonEvent", "compute", "expected_change_violations", "touched_keys"]
 
@@ -349,17 +349,7 @@ def _compute_checked(run: _Run, base: str, key_view: str | None, policy: str, pr
         return ComputeResult(run.finish(f"SELECT * FROM {view}", key_view), (*poison, *fold_poison))
 
 
-_FOLD_COLUMNS = (
-    "global_position",
-    "transaction_id",
-    "stream_id",
-    "stream_version",
-    "event_id",
-    "event_type",
-    "event_version",
-    "data",
-    "recorded_at",
-)
+_FOLD_COLUMNS = EVENT_COLUMNS  # a fold sees the columns every projection reads
 
 
 def _fold(run: _Run, valid: str, body: Fold, policy: str) -> tuple[pa.Table, list[PoisonEvent]]:

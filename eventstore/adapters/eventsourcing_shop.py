@@ -9,7 +9,6 @@ currency is stored as release 1 of the shop stored it — no ``currency``, no ``
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,7 +21,7 @@ from eventsourcing.utils import get_topic
 
 from eventstore.connection import libpq_conninfo
 from eventstore.demo import Cart as DemoCart
-from eventstore.demo import DemoResult, generate_carts
+from eventstore.demo import DemoResult, generate_carts, run_writers
 from eventstore.native import NewEvent
 
 __all__ = ["Cart", "Shop", "ShopMapper", "append_demo_shop_eventsourcing", "postgres_env"]
@@ -145,34 +144,26 @@ def append_demo_shop_eventsourcing(
     """
     carts = list(generate_carts(events, seed))
     shop = Shop(env=postgres_env(dsn, **(env or {})))
-    errors: list[BaseException] = []
     saves = [0] * writers
     started = time.perf_counter()
 
     def write(worker: int, share: list[DemoCart]) -> None:
-        try:
-            for demo_cart in share:
-                stream_uuid = uuid.UUID(demo_cart.stream_id.removeprefix("cart-"))
-                aggregate: Cart | None = None
-                for step in demo_cart.steps:
-                    if aggregate is None:
-                        aggregate = _new_cart(step, stream_uuid)
-                    else:
-                        for event in step:
-                            aggregate.record(event.event_type, event.event_version, event.data, event.metadata)
-                    shop.save(aggregate)
-                    saves[worker] += 1
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+        for demo_cart in share:
+            stream_uuid = uuid.UUID(demo_cart.stream_id.removeprefix("cart-"))
+            aggregate: Cart | None = None
+            for step in demo_cart.steps:
+                if aggregate is None:
+                    aggregate = _new_cart(step, stream_uuid)
+                else:
+                    for event in step:
+                        aggregate.record(event.event_type, event.event_version, event.data, event.metadata)
+                shop.save(aggregate)
+                saves[worker] += 1
 
-    threads = [threading.Thread(target=write, args=(w, carts[w::writers]), daemon=True) for w in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    shop.close()
-    if errors:
-        raise errors[0]
+    try:
+        run_writers([carts[w::writers] for w in range(writers)], write)
+    finally:
+        shop.close()
     return DemoResult(
         streams=len(carts),
         events=sum(len(c.events) for c in carts),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from eventstore.connection import libpq_conninfo
-from eventstore.demo import Cart, DemoResult, generate_carts
+from eventstore.demo import Cart, DemoResult, generate_carts, run_writers
 from eventstore.errors import ConcurrencyError, ConfigurationError
 from eventstore.native import NewEvent
 from eventstore.settings import validate_identifier
@@ -383,29 +382,19 @@ def _concurrently(
     """Each writer thread appends step k of its carts before step k+1, one transaction per step."""
     from eventstore.connection import connect
 
-    errors: list[BaseException] = []
     transactions = [0] * writers
     started = time.perf_counter()
 
     def write(worker: int, share: Sequence[Cart]) -> None:
-        try:
-            with connect(dsn) as conn:
-                for step in range(max((len(c.steps) for c in share), default=0)):
-                    for cart in share:
-                        if step < len(cart.steps):
-                            with conn.transaction():
-                                append_step(conn, cart, step)
-                            transactions[worker] += 1
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+        with connect(dsn) as conn:
+            for step in range(max((len(c.steps) for c in share), default=0)):
+                for cart in share:
+                    if step < len(cart.steps):
+                        with conn.transaction():
+                            append_step(conn, cart, step)
+                        transactions[worker] += 1
 
-    threads = [threading.Thread(target=write, args=(w, carts[w::writers]), daemon=True) for w in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    run_writers([carts[w::writers] for w in range(writers)], write)
     return DemoResult(
         streams=len(carts),
         events=sum(len(c.events) for c in carts),
