@@ -82,10 +82,11 @@ EVENT_SCHEMA = pa.schema(
 _SELECT = (
     "SELECT global_position, transaction_id::text::bigint AS transaction_id, stream_id, stream_type, "
     "stream_version, event_id::text AS event_id, event_type, event_version, data::text AS data, "
-    "metadata::text AS metadata, recorded_at FROM {table} AS e "
+    "metadata::text AS metadata{ids}, recorded_at FROM {table} AS e "
     "WHERE (e.transaction_id, e.global_position) > ('{tx}'::xid8, {pos}) AND e.transaction_id < '{bound}'::xid8 "
     "ORDER BY e.transaction_id, e.global_position{limit}"
 )
+_IDS = ", metadata ->> 'correlation_id' AS correlation_id, metadata ->> 'causation_id' AS causation_id"
 # The checkpoint `offset` events after `after` (below `bound`), found on the index alone.
 _BOUNDARY = (
     "SELECT e.transaction_id::text, e.global_position FROM {table} AS e "
@@ -134,10 +135,16 @@ class NativeReader:
         last = Checkpoint(int(row[0]), int(row[1])) if row else START
         return Head(bound, last, bool(pending and pending[0]))
 
-    def query(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
-        """The PostgreSQL query for settled events after ``after`` below transaction ``bound``."""
+    def query(self, after: Checkpoint, bound: int, limit: int | None = None, *, ids: bool = False) -> str:
+        """The PostgreSQL query for settled events after ``after`` below transaction ``bound``.
+
+        ``ids`` adds ``correlation_id`` and ``causation_id`` lifted out of ``metadata`` (for the
+        ingest): PostgreSQL reads them from the stored jsonb it is already decoding, which costs
+        far less than parsing the metadata text again on either side.
+        """
         return _SELECT.format(
             table=self._table_sql,
+            ids=_IDS if ids else "",
             tx=int(after.transaction_id),
             pos=int(after.global_position),
             bound=int(bound),

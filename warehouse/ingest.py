@@ -115,12 +115,9 @@ class NativeSource:
         return (int(row[0]), row[1]) if row else (0, None)
 
     def batch_sql(self, after: Checkpoint, bound: int, limit: int | None) -> str:
-        # The ids are lifted out of metadata inside PostgreSQL: its jsonb parser runs in the
-        # server's process, beside DuckDB's, instead of a second JSON parse in DuckDB.
-        lifted = (
-            "SELECT q.*, q.metadata::jsonb ->> 'correlation_id' AS correlation_id, "
-            f"q.metadata::jsonb ->> 'causation_id' AS causation_id FROM ({self.reader.query(after, bound, limit)}) AS q"
-        )
+        # The ids are lifted out of the stored jsonb inside PostgreSQL, in the same pass that
+        # turns it into text: no second JSON parse on either side.
+        lifted = self.reader.query(after, bound, limit, ids=True)
         return f"SELECT * FROM postgres_query({quote_literal(STORE_ALIAS)}, {quote_literal(lifted)})"
 
 
@@ -333,6 +330,8 @@ def ingest(
         batches += 1
         if progress is not None:
             progress(written)
+        if written < batch_size:
+            break  # a batch short of its LIMIT read every settled event below the bound: done
     checkpoint, _ = lake_checkpoint(con)
     compacted = False
     if compact_after is not None and batches and _data_files(con) > compact_after:

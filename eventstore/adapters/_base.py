@@ -91,7 +91,11 @@ class SqlAdapter:
         raise NotImplementedError
 
     def duckdb_relation_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
-        """DuckDB SQL over the attached store (alias ``store``) returning ``ADAPTER_SCHEMA`` rows."""
+        """DuckDB SQL over the attached store (alias ``store``) returning ``ADAPTER_SCHEMA`` rows.
+
+        An adapter may add ``correlation_id`` and ``causation_id`` after them, when it has them
+        at hand: the ingest then takes them as they are instead of parsing ``metadata`` again.
+        """
         return f"SELECT * FROM postgres_query('store', {sql_quote(self.query(after, bound, limit))})"
 
     # -- shared -----------------------------------------------------------------------------
@@ -115,7 +119,7 @@ class SqlAdapter:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         bound = (until or self.head(after)).safe_transaction_id
-        rel = self.duckdb().sql(self.duckdb_relation_sql(after, bound))
+        rel = self.duckdb().sql(self.duckdb_relation_sql(after, bound)).select(*ADAPTER_SCHEMA.names)
         for batch in rel.to_arrow_reader(batch_size):
             if batch.num_rows:
                 yield batch.cast(ADAPTER_SCHEMA)

@@ -89,33 +89,43 @@ _SELECT = (
 )
 
 # DuckDB: decode state (TRY: invalid UTF-8 gives NULL instead of failing the read), derive ids.
+# - The raw rows are MATERIALIZED first: postgres_query is one stream, and everything computed
+#   in its pipeline would run on one thread; after the break the decoding runs on all of them.
+# - DuckDB's JSON values are text, so every JSON function parses its argument again: the state
+#   is parsed once to check it is an object, once for every field read out of it (one
+#   json_extract_string with a list of paths) and once by json_merge_patch; metadata is
+#   assembled as text. data/metadata come out typed JSON, and correlation_id/causation_id as
+#   columns of their own, so the ingest parses neither again.
+# - Topics are split with split_part (same results as the regular expressions, faster).
 _DUCK = """
-WITH raw AS (SELECT * FROM postgres_query('store', {pg_query})),
+WITH raw AS MATERIALIZED (SELECT * FROM postgres_query('store', {pg_query})),
 decoded AS (SELECT *, TRY(decode(state)) AS text_state FROM raw),
 parsed AS (
     SELECT *,
-           CASE WHEN text_state IS NOT NULL AND json_valid(text_state)
-                     AND json_type(text_state::JSON) = 'OBJECT' THEN text_state::JSON END AS j,
+           CASE WHEN TRY(json_type(text_state)) = 'OBJECT' THEN text_state END AS j,
            sha1(unhex('{namespace}') || encode(originator_id || ':' || originator_version::VARCHAR)) AS h,
-           regexp_extract(topic, '[^:]*$') AS qualname
-    FROM decoded)
+           split_part(topic, ':', -1) AS qualname
+    FROM decoded),
+fields AS (
+    SELECT *, json_extract_string(j, ['$.class_version', '$.originator_topic', '$.correlation_id',
+                                      '$.causation_id', '$.timestamp._data_']) AS f
+    FROM parsed)
 SELECT notification_id::BIGINT AS global_position,
        0::BIGINT AS transaction_id,
        originator_id AS stream_id,
-       regexp_extract(qualname, '([^.]+)\\.[^.]+$', 1) AS stream_type,
+       split_part(qualname, '.', -2) AS stream_type,
        originator_version::BIGINT AS stream_version,
        substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-5' || substr(h, 14, 3) || '-'
            || substr('89ab89ab89ab89ab', strpos('0123456789abcdef', substr(h, 17, 1)), 1)
            || substr(h, 18, 3) || '-' || substr(h, 21, 12) AS event_id,
-       regexp_extract(qualname, '[^.]+$') AS event_type,
-       coalesce(TRY_CAST(json_extract(j, '$.class_version') AS INTEGER), 1) AS event_version,
+       split_part(qualname, '.', -1) AS event_type,
+       coalesce(TRY_CAST(f[1] AS INTEGER), 1) AS event_version,
        CASE WHEN j IS NOT NULL THEN json_merge_patch(j, '{{"timestamp": null, "class_version": null,
-           "originator_topic": null, "correlation_id": null, "causation_id": null}}')::VARCHAR END AS data,
-       CASE WHEN j IS NOT NULL THEN json_merge_patch('{{}}', json_object(
-               'topic', topic,
-               'originator_topic', json_extract_string(j, '$.originator_topic'),
-               'correlation_id', json_extract_string(j, '$.correlation_id'),
-               'causation_id', json_extract_string(j, '$.causation_id')))::VARCHAR
+           "originator_topic": null, "correlation_id": null, "causation_id": null}}') END AS data,
+       CASE WHEN j IS NOT NULL THEN ('{{"topic":' || to_json(topic)
+               || coalesce(',"originator_topic":' || to_json(f[2]), '')
+               || coalesce(',"correlation_id":' || to_json(f[3]), '')
+               || coalesce(',"causation_id":' || to_json(f[4]), '') || '}}')::JSON
             ELSE json_object('decode_error', {table_name} || ' notification_id ' || notification_id::VARCHAR
                || ' (' || topic || '): state is ' ||
                CASE WHEN hex(state) SIMILAR TO '78(01|5E|9C|DA).*' THEN
@@ -124,12 +134,14 @@ SELECT notification_id::BIGINT AS global_position,
                     WHEN text_state IS NULL THEN
                         'not UTF-8 text (' || octet_length(state)::VARCHAR || ' bytes): encrypted '
                         || '(CIPHER_TOPIC) or written by another transcoder'
-                    ELSE 'UTF-8 text but not a JSON object' END)::VARCHAR
+                    ELSE 'UTF-8 text but not a JSON object' END)
        END AS metadata,
-       TRY_CAST(json_extract_string(j, '$.timestamp._data_') AS TIMESTAMPTZ) AS recorded_at,
+       TRY_CAST(f[5] AS TIMESTAMPTZ) AS recorded_at,
        false AS is_archived,
-       NULL::VARCHAR AS tenant_id
-FROM parsed
+       NULL::VARCHAR AS tenant_id,
+       f[3] AS correlation_id,
+       f[4] AS causation_id
+FROM fields
 ORDER BY notification_id
 """
 
