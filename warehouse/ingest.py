@@ -28,7 +28,7 @@ from eventstore.errors import StoreUnavailableError
 from eventstore.native import table_ref
 from eventstore.reader import START, Checkpoint, Head, NativeReader
 from warehouse.errors import LakeConfigurationError
-from warehouse.lake import RAW_EVENT_COLUMNS, _rollback, comment_column, quote_literal, retry_conflicts
+from warehouse.lake import RAW_EVENT_COLUMNS, _rollback, ensure_lake, quote_literal, retry_conflicts
 
 __all__ = [
     "INGEST_CONSUMER",
@@ -225,43 +225,8 @@ def _commit_batch(
 
 
 def ensure_dead_letters(con: duckdb.DuckDBPyConnection) -> None:
-    """Create ``meta.dead_letters`` if missing (idempotent; the projections write theirs there too)."""
-    exists = con.execute(
-        "SELECT 1 FROM duckdb_tables() WHERE database_name = 'lake' AND schema_name = 'meta' "
-        "AND table_name = 'dead_letters'"
-    ).fetchone()
-    if exists:
-        return
-
-    def create() -> None:
-        con.execute("BEGIN")
-        try:
-            columns = ", ".join(f'"{name}" {kind}' for name, kind, _ in _DEAD_LETTER_COLUMNS)
-            con.execute(f"CREATE TABLE IF NOT EXISTS meta.dead_letters ({columns})")
-            con.execute(
-                "COMMENT ON TABLE meta.dead_letters IS 'Events a consumer could not use: undecodable events "
-                "of the ingest (projection ''*ingest*'', kept in raw.events with data NULL) and poison events "
-                "of projections.'"
-            )
-            for name, _, comment in _DEAD_LETTER_COLUMNS:
-                con.execute(comment_column("meta.dead_letters", f'"{name}"', comment))
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
-
-    retry_conflicts(create, "creating meta.dead_letters")
-
-
-#: meta.dead_letters: events a consumer could not use. Shared with the projections (same columns).
-_DEAD_LETTER_COLUMNS = (
-    ("event_id", "VARCHAR", "The event's id (raw.events.event_id)."),
-    ("global_position", "BIGINT", "The event's position in the store (raw.events.global_position)."),
-    ("projection", "VARCHAR", "The consumer that could not use it: a projection's name, or '*ingest*'."),
-    ("version", "INTEGER", "The projection's version (NULL for the ingest)."),
-    ("reason", "VARCHAR", "Why: the decode error, or the projection's failure."),
-    ("dead_lettered_at", "TIMESTAMPTZ", "When the event was dead-lettered."),
-)
+    """Make sure ``meta.dead_letters`` exists (idempotent): it is part of the lake, see ``ensure_lake``."""
+    ensure_lake(con)
 
 
 def _dead_letter_bad_rows(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> None:
@@ -308,7 +273,6 @@ def ingest(
     head = source.head(lake_checkpoint(con)[0])  # first: an unreachable store fails here with a clear message
     if STORE_ALIAS not in attached:
         source.attach(con)
-    ensure_dead_letters(con)
     optional = _optional_columns(con, source, head.safe_transaction_id)
     events = batches = 0
     while max_batches is None or batches < max_batches:

@@ -34,6 +34,7 @@ from eventstore.settings import Settings
 from warehouse.errors import LakeConfigurationError, LakeUnavailableError
 
 __all__ = [
+    "DEAD_LETTER_COLUMNS",
     "LAKE_ALIAS",
     "LAKE_DATABASE",
     "RAW_EVENT_COLUMNS",
@@ -330,6 +331,21 @@ _COLUMN_COMMENT_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+_DEAD_LETTERS_COMMENT = (
+    "Events a consumer could not use: undecodable events of the ingest (projection '*ingest*', kept "
+    "in raw.events with data NULL) and poison events of projection versions."
+)
+#: meta.dead_letters: one table for the ingest and every projection version (same columns).
+DEAD_LETTER_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("event_id", "VARCHAR", "The event's id (raw.events.event_id)."),
+    ("global_position", "BIGINT", "The event's position in the store (raw.events.global_position)."),
+    ("projection", "VARCHAR", "The consumer that could not use it: a projection's name, or '*ingest*'."),
+    ("version", "INTEGER", "The projection's version (NULL for the ingest)."),
+    ("reason", "VARCHAR", "Why: the decode error, or the projection's failure."),
+    ("dead_lettered_at", "TIMESTAMPTZ", "When the event was dead-lettered."),
+)
+
+
 def _columns_ddl(columns: tuple[tuple[str, str, str], ...]) -> str:
     return ", ".join(f"{name} {kind}" for name, kind, _ in columns)
 
@@ -344,11 +360,15 @@ def _existing(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
-_REQUIRED = {*SCHEMAS, "raw.events", "raw.all_events", "meta.checkpoints", "meta.column_comments"}
+_REQUIRED = {*SCHEMAS, "raw.events", "raw.all_events", "meta.checkpoints", "meta.column_comments", "meta.dead_letters"}
 
 
 def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the schemas, ``raw.events``, ``raw.all_events`` and the meta tables if missing (idempotent)."""
+    """Create the schemas, ``raw.events``, ``raw.all_events`` and the meta tables if missing (idempotent).
+
+    All in one commit: a new lake is complete from its first snapshot, and opening an existing
+    one writes nothing.
+    """
     if _existing(con) >= _REQUIRED:
         return  # no DDL, so opening an existing lake adds no snapshot
 
@@ -377,6 +397,11 @@ def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
                 con.execute(f"COMMENT ON TABLE meta.column_comments IS {quote_literal(_COLUMN_COMMENTS_COMMENT)}")
                 for name, _, comment in _COLUMN_COMMENT_COLUMNS:
                     con.execute(comment_column("meta.column_comments", name, comment))
+            if "meta.dead_letters" not in existing:
+                con.execute(f"CREATE TABLE meta.dead_letters ({_columns_ddl(DEAD_LETTER_COLUMNS)})")
+                con.execute(f"COMMENT ON TABLE meta.dead_letters IS {quote_literal(_DEAD_LETTERS_COMMENT)}")
+                for name, _, comment in DEAD_LETTER_COLUMNS:
+                    con.execute(comment_column("meta.dead_letters", f'"{name}"', comment))
             if "raw.all_events" not in existing:
                 con.execute("CREATE VIEW raw.all_events AS SELECT * FROM raw.events")
                 con.execute(f"COMMENT ON VIEW raw.all_events IS {quote_literal(_ALL_EVENTS_COMMENT)}")

@@ -118,14 +118,9 @@ _PROMOTIONS_DDL = (
     "CREATE TABLE IF NOT EXISTS meta.promotions (name VARCHAR, from_version INTEGER, to_version INTEGER, "
     "promoted_at TIMESTAMPTZ, actor VARCHAR, comparison_id VARCHAR)"
 )
-_DEAD_LETTERS_DDL = (
-    "CREATE TABLE IF NOT EXISTS meta.dead_letters (event_id VARCHAR, global_position BIGINT, projection VARCHAR, "
-    "version INTEGER, reason VARCHAR, dead_lettered_at TIMESTAMPTZ)"
-)
 _TABLE_COMMENTS = {
     "meta.projection_versions": "One row per projection version: state, code fingerprint, checkpoint, rows, build.",
     "meta.promotions": "Every promotion and rollback: which version became live, from which, who, when, gated by.",
-    "meta.dead_letters": "Events a live projection version skipped (poison policy skip), and why.",
 }
 
 
@@ -140,13 +135,13 @@ def _exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
 
 
 def ensure_version_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create ``meta.projection_versions``, ``meta.promotions`` and ``meta.dead_letters`` if missing."""
+    """Create ``meta.projection_versions`` and ``meta.promotions`` if missing (dead letters come with the lake)."""
     if all(_exists(con, "meta", t.split(".")[1]) for t in _TABLE_COMMENTS):
         return
 
     def create() -> None:
         with _transaction(con):
-            for ddl in (_VERSIONS_DDL, _PROMOTIONS_DDL, _DEAD_LETTERS_DDL):
+            for ddl in (_VERSIONS_DDL, _PROMOTIONS_DDL):
                 con.execute(ddl)
             for table, comment in _TABLE_COMMENTS.items():
                 con.execute(f"COMMENT ON TABLE {table} IS {quote_literal(comment)}")
