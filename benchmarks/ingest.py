@@ -65,29 +65,23 @@ def prepare(home: Path, events: int) -> str:
     return name
 
 
-def stage_raw(dbname: str) -> dict[str, Any]:
+def stage_raw(dbname: str, variant: str) -> dict[str, Any]:
     from eventstore.reader import START, NativeReader
 
     reader = NativeReader(_tcp_dsn(dbname))
     head = reader.head()
     con = reader.duckdb()
-    results = {}
-    for label, query in (
-        ("gap-safe query", reader.duckdb_relation_sql(START, head.safe_transaction_id)),
-        ("parallel table scan", "SELECT * FROM store.public.events"),
-    ):
-        started = time.monotonic()
-        rows = 0
-        for batch in con.sql(query).to_arrow_reader(1_000_000):
-            rows += batch.num_rows
-        results[label] = (time.monotonic() - started, rows)
-    best = min(results, key=lambda k: results[k][0])
-    return {
-        "seconds": results[best][0],
-        "events": results[best][1],
-        "variant": best,
-        "all": {k: round(v[0], 2) for k, v in results.items()},
-    }
+    query = {
+        "gap-safe query": reader.duckdb_relation_sql(START, head.safe_transaction_id),
+        "parallel table scan": "SELECT * FROM store.public.events",
+    }[variant]
+    cpu = time.process_time()
+    started = time.monotonic()
+    rows = 0
+    for batch in con.sql(query).to_arrow_reader(1_000_000):
+        rows += batch.num_rows
+    seconds = time.monotonic() - started
+    return {"seconds": seconds, "events": rows, "variant": variant, "cpu": time.process_time() - cpu}
 
 
 def stage_dlt(dbname: str, out: Path) -> dict[str, Any]:
@@ -105,14 +99,16 @@ def stage_dlt(dbname: str, out: Path) -> dict[str, Any]:
         dataset_name="shop",
         pipelines_dir=str(out / "dlt-pipelines"),
     )
+    cpu = time.process_time()
     started = time.monotonic()
     pipeline.run(table)
     seconds = time.monotonic() - started
+    cpu = time.process_time() - cpu
     import duckdb
 
     con = duckdb.connect(str(out / "dlt.duckdb"), read_only=True)
     rows = con.execute("SELECT count(*) FROM shop.events").fetchone()[0]  # type: ignore[index]
-    return {"seconds": seconds, "events": rows, "variant": f"sql_table, backend {backend}"}
+    return {"seconds": seconds, "events": rows, "variant": f"sql_table, backend {backend}", "cpu": cpu}
 
 
 def stage_ingest(dbname: str, out: Path, batch_size: int, partitioned: bool = True) -> dict[str, Any]:
@@ -130,9 +126,11 @@ def stage_ingest(dbname: str, out: Path, batch_size: int, partitioned: bool = Tr
         con = open_lake(config, memory_limit=os.environ.get("BENCH_MEMORY_LIMIT") or None)  # set up before the clock
         if not partitioned:
             con.execute("ALTER TABLE raw.events RESET PARTITIONED BY")
+        cpu = time.process_time()
         started = time.monotonic()
         result = ingest(con, NativeSource(reader), batch_size=batch_size, compact_after=None)
         seconds = time.monotonic() - started
+        cpu = time.process_time() - cpu
     rows = con.execute("SELECT count(*) FROM raw.events").fetchone()[0]  # type: ignore[index]
     assert rows == result.events
     layout = "month partitions" if partitioned else "unpartitioned"
@@ -141,11 +139,54 @@ def stage_ingest(dbname: str, out: Path, batch_size: int, partitioned: bool = Tr
         "seconds": seconds,
         "events": rows,
         "variant": f"{result.batches} commits of ≤ {batch_size:,}, {layout}, memory limit {limit}",
+        "cpu": cpu,
     }
 
 
-def run_stage(stage: str, dbname: str, out: Path, batch_size: int) -> dict[str, Any]:
-    """Run one contender in a child process; its result plus the child's peak RSS."""
+def stage_write(dbname: str, out: Path) -> dict[str, Any]:
+    """The lake write alone: the ingest's rows, already in DuckDB memory, into a fresh raw.events.
+
+    Not a contender: it says how much of the ingest's CPU goes to writing Parquet (and casting
+    to JSON), work the raw read does not do. The rows are read before the clock starts.
+    """
+    from eventstore.reader import START, NativeReader
+    from warehouse.ingest import NativeSource, _optional_columns, _select_raw
+    from warehouse.lake import LakeConfig, open_lake
+
+    lake_db = f"{dbname}_write"
+    admin = with_database(_tcp_dsn(dbname), "postgres")
+    with connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{lake_db}" WITH (FORCE)')
+    catalog = ensure_database(admin, lake_db)
+    with NativeReader(_tcp_dsn(dbname)) as reader:
+        con = open_lake(LakeConfig("postgres", catalog, str(out / "lake-data-write") + "/"))
+        source = NativeSource(reader)
+        source.attach(con)
+        bound = reader.head().safe_transaction_id
+        batch = source.batch_sql(START, bound, None)
+        con.execute(f"CREATE TEMP TABLE rows AS {_select_raw(source, batch, _optional_columns(con, source, bound))}")
+        cpu = time.process_time()
+        started = time.monotonic()
+        con.execute("INSERT INTO raw.events SELECT * FROM rows")
+        seconds = time.monotonic() - started
+        write_cpu = time.process_time() - cpu  # every thread of this process
+    rows = con.execute("SELECT count(*) FROM raw.events").fetchone()[0]  # type: ignore[index]
+    return {"seconds": seconds, "events": rows, "variant": "lake write of rows in memory", "cpu": write_cpu}
+
+
+def _server_cpu(home: Path) -> float | None:
+    """CPU seconds of the server's exited backends (the postmaster's reaped children), if on Linux."""
+    try:
+        postmaster = int((home / "postgres" / "postmaster.pid").read_text().split()[0])
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime + cstime
+
+
+def run_stage(stage: str, dbname: str, out: Path, batch_size: int, home: Path) -> dict[str, Any]:
+    """Run one contender in a child process; its result plus the child's peak RSS and CPU."""
+    server_before = _server_cpu(home)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -171,6 +212,9 @@ def run_stage(stage: str, dbname: str, out: Path, batch_size: int) -> dict[str, 
         raise SystemExit(f"stage {stage} failed ({proc.returncode})")
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     result["rss_mib"] = usage.ru_maxrss / 1024
+    time.sleep(0.3)  # let the postmaster reap the child's backends: their CPU then counts as its own
+    server_after = _server_cpu(home)
+    result["server_cpu"] = server_after - server_before if server_before is not None and server_after else None
     return result
 
 
@@ -187,10 +231,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        if args.stage == "raw":
-            result = stage_raw(args.db)
+        if args.stage == "raw-query":
+            result = stage_raw(args.db, "gap-safe query")
+        elif args.stage == "raw-scan":
+            result = stage_raw(args.db, "parallel table scan")
         elif args.stage == "dlt":
             result = stage_dlt(args.db, args.out)
+        elif args.stage == "write":
+            result = stage_write(args.db, args.out)
         elif args.stage == "ingest-unpartitioned":
             result = stage_ingest(args.db, args.out, args.batch_size, partitioned=False)
         else:
@@ -202,28 +250,42 @@ def main() -> None:
     dbname = prepare(args.home, args.events)
     out = Path(tempfile.mkdtemp(prefix="projectionist-bench-ingest-", dir="/tmp"))
     try:
-        results = {"raw read": run_stage("raw", dbname, out, args.batch_size)}
+        raws = [run_stage(stage, dbname, out, args.batch_size, args.home) for stage in ("raw-query", "raw-scan")]
+        results = {"raw read": min(raws, key=lambda r: r["seconds"])}
+        results["raw read"]["all"] = {r["variant"]: round(r["seconds"], 2) for r in raws}
         if not args.skip_dlt:
-            results["dlt"] = run_stage("dlt", dbname, out, args.batch_size)
-        results["ingest"] = run_stage("ingest", dbname, out, args.batch_size)
+            results["dlt"] = run_stage("dlt", dbname, out, args.batch_size, args.home)
+        results["ingest"] = run_stage("ingest", dbname, out, args.batch_size, args.home)
         if args.unpartitioned:
-            results["ingest, no partitions"] = run_stage("ingest-unpartitioned", dbname, out, args.batch_size)
+            results["ingest, no partitions"] = run_stage(
+                "ingest-unpartitioned", dbname, out, args.batch_size, args.home
+            )
+        write = run_stage("write", dbname, out, args.batch_size, args.home)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     for name, r in results.items():
         assert r["events"] == args.events, f"{name} read {r['events']} events, not {args.events}"
     ingest_rate = args.events / results["ingest"]["seconds"]
     print(f"events: {args.events:,} (PostgreSQL {dbname}, 2 cores)")
-    print(f"{'contender':<22} {'seconds':>8} {'events/s':>11} {'ingest ×':>9} {'peak RSS':>10}  variant")
+    print(f"{'contender':<22} {'seconds':>8} {'events/s':>11} {'ingest ×':>9} {'peak RSS':>10} {'CPU s':>13}  variant")
     for name, r in results.items():
         rate = args.events / r["seconds"]
+        cpu = f"{r['cpu']:.1f} + {r['server_cpu']:.1f}" if r.get("server_cpu") is not None else f"{r['cpu']:.1f}"
         print(
             f"{name:<22} {r['seconds']:>8.2f} {rate:>11,.0f} {ingest_rate / rate:>9.2f} "
-            f"{r['rss_mib']:>7,.0f} MiB  {r['variant']}"
+            f"{r['rss_mib']:>7,.0f} MiB {cpu:>13}  {r['variant']}"
         )
     raw = results["raw read"]
     ratio = ingest_rate / (args.events / raw["seconds"])
     print(f"ingest / raw read: {ratio:.2f} (goal ≥ 0.8; raw read variants, seconds: {raw['all']})")
+    raw_cpu = results["raw read"]["cpu"] + (results["raw read"].get("server_cpu") or 0.0)
+    ingest_cpu = results["ingest"]["cpu"] + (results["ingest"].get("server_cpu") or 0.0)
+    print(
+        f"CPU (client + server): raw read {raw_cpu:.1f} s, ingest {ingest_cpu:.1f} s, of which the lake write "
+        f"alone {write['cpu']:.1f} s ({write['seconds']:.2f} s wall from memory). Where client and server share "
+        f"the cores, ingest / raw read cannot exceed about raw CPU / (raw CPU + write CPU) = "
+        f"{raw_cpu / (raw_cpu + write['cpu']):.2f}."
+    )
     if "dlt" in results:
         print(f"ingest / dlt:      {ingest_rate / (args.events / results['dlt']['seconds']):.2f} (goal ≥ 3)")
 
