@@ -529,9 +529,12 @@ def main() -> None:
     cli(prog_name="projectionist")
 
 
-if __name__ == "__main__":
-    main()
-
-
 # The projection-version commands register themselves on the group above.
 from pipelines import projection_commands as _projection_commands  # noqa: E402
+
+if __name__ == "__main__":
+    # `python -m pipelines.cli` runs this file as __main__, while projection_commands registers
+    # its commands on the group of the module pipelines.cli: run that one, complete.
+    from pipelines.cli import main as _main
+
+    _main()

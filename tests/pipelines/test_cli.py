@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -19,6 +21,15 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert code == 0
     for command in ("init", "demo", "status"):
         assert command in output
+
+
+def test_python_dash_m_has_every_command() -> None:
+    """`python -m pipelines.cli` is the same CLI as `projectionist`, projection commands included."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "--help"], check=True, capture_output=True, text=True
+    ).stdout
+    for command in ("ingest", "rebuild", "promote", "rollback", "versions", "diff", "follow"):
+        assert f"  {command} " in out, (command, out)
 
 
 def test_init_demo_status(fresh_database: str, tmp_path: Path, lake_env: dict[str, str]) -> None:
