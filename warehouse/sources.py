@@ -82,7 +82,7 @@ class AdapterSource:
         return (int(row[0]), row[1]) if row else (0, None)
 
     def batch_sql(self, after: Checkpoint, bound: int, limit: int | None) -> str:
-        return self.adapter.duckdb_relation_sql(after, bound, limit)
+        return self.adapter.ingest_sql(after, bound, limit)
 
     def close(self) -> None:
         """Release the adapter's connections."""

@@ -61,6 +61,10 @@ class EventStoreAdapter(Protocol):
 
     def duckdb_relation_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str: ...
 
+    def ingest_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
+        """The rows of ``duckdb_relation_sql`` in any order (the ingest does not need DuckDB to sort them)."""
+        ...
+
     def duckdb(self) -> duckdb.DuckDBPyConnection: ...
 
     def close(self) -> None: ...
@@ -97,6 +101,11 @@ class SqlAdapter:
         at hand: the ingest then takes them as they are instead of parsing ``metadata`` again.
         """
         return f"SELECT * FROM postgres_query('store', {sql_quote(self.query(after, bound, limit))})"
+
+    def ingest_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
+        """The rows of :meth:`duckdb_relation_sql` in any order: for the ingest, which writes a
+        batch as a set and reads its end back from the rows, so DuckDB need not sort them."""
+        return self.duckdb_relation_sql(after, bound, limit)
 
     # -- shared -----------------------------------------------------------------------------
     def ref(self, table: str) -> str:

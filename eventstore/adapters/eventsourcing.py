@@ -142,7 +142,6 @@ SELECT notification_id::BIGINT AS global_position,
        f[3] AS correlation_id,
        f[4] AS causation_id
 FROM fields
-ORDER BY notification_id
 """
 
 
@@ -244,6 +243,10 @@ class EventsourcingAdapter(SqlAdapter):
 
     def duckdb_relation_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """DuckDB SQL returning ``ADAPTER_SCHEMA`` rows: decodes ``state``, derives ids and types."""
+        return f"{self.ingest_sql(after, bound, limit)}\nORDER BY notification_id"
+
+    def ingest_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
+        """:meth:`duckdb_relation_sql` without its final sort, which the decoding in parallel needs."""
         return _DUCK.format(
             pg_query=sql_quote(self.query(after, bound, limit)),
             namespace=EVENT_ID_NAMESPACE.hex,

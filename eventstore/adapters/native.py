@@ -58,6 +58,10 @@ class NativeAdapter:
         inner = self.reader.duckdb_relation_sql(after, bound, limit)
         return f"SELECT *, false AS is_archived, NULL::VARCHAR AS tenant_id FROM ({inner})"
 
+    def ingest_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
+        """Same as :meth:`duckdb_relation_sql` (DuckDB does not sort it: PostgreSQL does)."""
+        return self.duckdb_relation_sql(after, bound, limit)
+
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """The native reader's DuckDB connection (store attached as ``store``)."""
         return self.reader.duckdb()

@@ -160,5 +160,10 @@ def test_duckdb_relation_sql_returns_what_read_returns(kind: str, store_dsn: str
                 int(table.column("transaction_id")[last].as_py()), int(table.column("global_position")[last].as_py())
             )
         assert pa.concat_tables(pieces).to_pylist() == everything.to_pylist()
+        # The ingest's variant: the same rows, in whatever order DuckDB finishes them.
+        unordered = con.sql(reader.ingest_sql(START, head.safe_transaction_id, None)).arrow()
+        unordered = unordered.read_all() if hasattr(unordered, "read_all") else unordered
+        rows = unordered.select(ADAPTER_SCHEMA.names).cast(ADAPTER_SCHEMA).to_pylist()
+        assert sorted(rows, key=lambda r: r["global_position"]) == everything.to_pylist()
     finally:
         reader.close()
