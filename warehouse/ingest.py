@@ -66,7 +66,7 @@ class EventSource(Protocol):
         ...
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Attach the store read-only to ``con`` as ``store``."""
+        """Attach the store read-only to ``con`` as ``store`` (unless it already is)."""
         ...
 
     def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
@@ -97,7 +97,9 @@ class NativeSource:
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         try:
-            con.execute(f"ATTACH {quote_literal(self.reader.dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)")
+            con.execute(
+                f"ATTACH IF NOT EXISTS {quote_literal(self.reader.dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)"
+            )
         except duckdb.Error as exc:
             raise StoreUnavailableError(
                 f"cannot attach the event store {describe_dsn(self.reader.dsn)} to DuckDB: "
@@ -268,11 +270,9 @@ def ingest(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     started = time.monotonic()
-    attached = {str(row[0]) for row in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
     _check_source(con, source)
     head = source.head(lake_checkpoint(con)[0])  # first: an unreachable store fails here with a clear message
-    if STORE_ALIAS not in attached:
-        source.attach(con)
+    source.attach(con)  # ATTACH IF NOT EXISTS: a connection that already has the store keeps it
     optional = _optional_columns(con, source, head.safe_transaction_id)
     events = batches = 0
     while max_batches is None or batches < max_batches:
@@ -296,7 +296,8 @@ def ingest(
             progress(written)
         if written < batch_size:
             break  # a batch short of its LIMIT read every settled event below the bound: done
-    checkpoint, _ = lake_checkpoint(con)
+    if not batches:
+        checkpoint, _ = lake_checkpoint(con)
     compacted = False
     if compact_after is not None and batches and _data_files(con) > compact_after:
         compact(con)

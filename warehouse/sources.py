@@ -63,7 +63,7 @@ class AdapterSource:
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         dsn = self.adapter.dsn
         try:
-            con.execute(f"ATTACH {quote_literal(dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)")
+            con.execute(f"ATTACH IF NOT EXISTS {quote_literal(dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)")
         except duckdb.Error as exc:
             raise StoreUnavailableError(
                 f"cannot attach the event store {describe_dsn(dsn)} to DuckDB: "
