@@ -137,25 +137,28 @@ def _json_kinds(type_: str, precise: bool) -> tuple[str | None, bool]:
     return _JSON_KINDS["VARCHAR"], True  # dates, timestamps, uuids...: text that must parse
 
 
-def _checked_sql(projection: Projection, base: str, precise: bool = False) -> str:
+def _checked_sql(projection: Projection, base: str, precise: bool = False, root: bool = True) -> str:
     """``base`` plus ``_ok`` (the event can be projected) and the columns ``_poison_reason`` needs.
 
     One JSON parse per event gives the document's type and its required fields' types
     (``json_type(data, [paths])``): a missing field, a JSON null, a wrong type all show there.
     Events with fields that must also cast (dates; decimals when ``precise``) get a second parse,
-    ``json_extract_string``.
+    ``json_extract_string``. Without ``root`` (the single pass, which needs ``_ok`` only) the
+    document's own type is looked up only for event types with no required field: a path below
+    the root resolves in an object only, so checking the fields checks the document too.
     """
+    first = 2 if root else 1
     types: list[str] = []
     texts: list[str] = []
     conditions: list[str] = []
     for event_type, fields in sorted(projection.requires.items()):
         if not fields:
             continue
-        paths = ", ".join(_quote(f"$.{name}") for name in fields)
-        types.append(f"WHEN {_quote(event_type)} THEN try(json_type(data, ['$', {paths}]))")
+        paths = ", ".join(["'$'"] * root + [_quote(f"$.{name}") for name in fields])
+        types.append(f"WHEN {_quote(event_type)} THEN try(json_type(data, [{paths}]))")
         checks = []
         cast_paths = []
-        for i, (name, type_) in enumerate(fields.items(), start=2):
+        for i, (name, type_) in enumerate(fields.items(), start=first):
             kinds, cast = _json_kinds(type_, precise)
             checks.append(f"_t[{i}] IN {kinds}" if kinds else f"_t[{i}] IS NOT NULL AND _t[{i}] <> 'NULL'")
             if cast:
@@ -164,10 +167,18 @@ def _checked_sql(projection: Projection, base: str, precise: bool = False) -> st
         if cast_paths:
             texts.append(f"WHEN {_quote(event_type)} THEN try(json_extract_string(data, [{', '.join(cast_paths)}]))")
         conditions.append(f"WHEN {_quote(event_type)} THEN {' AND '.join(checks)}")
+    texts_expr = f"CASE event_type {' '.join(texts)} END" if texts else "CAST(NULL AS VARCHAR[])"
+    if not root:
+        types_expr = f"CASE event_type {' '.join(types)} END" if types else "CAST(NULL AS VARCHAR[])"
+        document_ok = "try(json_type(data)) = 'OBJECT'"
+        ok = f"CASE event_type {' '.join(conditions)} ELSE {document_ok} END" if conditions else document_ok
+        return (
+            f"SELECT *, coalesce({ok}, false) AS _ok FROM ("
+            f"SELECT *, {types_expr} AS _t, {texts_expr} AS _s FROM ({base}) AS consumed) AS typed"
+        )
     types_expr = (
         f"CASE event_type {' '.join(types)} ELSE [try(json_type(data))] END" if types else "[try(json_type(data))]"
     )
-    texts_expr = f"CASE event_type {' '.join(texts)} END" if texts else "CAST(NULL AS VARCHAR[])"
     fields_ok = f"CASE event_type {' '.join(conditions)} ELSE true END" if conditions else "true"
     return (
         f"SELECT *, coalesce(_t[1] = 'OBJECT' AND ({fields_ok}), false) AS _ok FROM ("
@@ -212,14 +223,15 @@ def _valid_sql(checked: str) -> str:
 _POISON_MARK = "projectionist: an event fails the projection's declared fields"
 
 
-def _guarded_sql(checked: str) -> str:
-    """Every event of ``checked``, raising at the first one that is not ``_ok``.
+def _guarded_sql(projection: Projection, base: str) -> str:
+    """Every event of ``base``, raising at the first one that fails the declared fields.
 
     The LIMIT (of more rows than a table can hold) is a barrier: DuckDB does not push a filter
     through it, so the body's own filters (``WHERE event_type = ...``) stay above the guard and
     every consumed event meets the check, as in the two-pass path; without it they reach the scan
     and events the body skips would go unchecked (seen in the plans of DuckDB 1.5).
     """
+    checked = _checked_sql(projection, base, root=False)
     return (
         f"SELECT * EXCLUDE (_t, _s, _ok) FROM ({checked}) AS checked "
         f"WHERE CASE WHEN _ok THEN true ELSE error({_quote(_POISON_MARK)}) END LIMIT 9223372036854775807"
@@ -313,7 +325,7 @@ class _Run:
         except _CONVERSION_ERRORS:  # see _compute
             return self.stream_keys(self.valid(base, self.poison(base, precise=True), precise=True))
 
-    def finish(self, relation: str, keys: str | None) -> str:
+    def finish(self, relation: str, keys: str | None, ordered: bool = True) -> str:
         """SQL: ``relation`` cast to the declared output columns, only ``keys`` if given, ordered by key."""
         have = self.con.sql(f"SELECT * FROM ({relation}) AS r LIMIT 0").columns
         missing = [c.name for c in self.projection.output_columns if c.name not in have]
@@ -324,8 +336,8 @@ class _Run:
         if keys is not None:
             relation = self.key_join(relation, keys)
         select = ", ".join(f"CAST({c.name} AS {c.type}) AS {c.name}" for c in self.projection.output_columns)
-        order = ", ".join(self.projection.key)
-        return f"SELECT {select} FROM ({relation}) AS result ORDER BY {order}"
+        order = f" ORDER BY {', '.join(self.projection.key)}" if ordered else ""
+        return f"SELECT {select} FROM ({relation}) AS result{order}"
 
 
 class _Sink:
@@ -334,6 +346,9 @@ class _Sink:
     def __init__(self, con: duckdb.DuckDBPyConnection, table: str | None) -> None:
         self.con = con
         self.table = table
+        # Rows returned are ordered by key; rows appended to a table need no order (sorting 400,000
+        # carts cost about 5 % of a rebuild, measured), a query orders them when it needs to.
+        self.ordered = table is None
 
     def write(self, query: str) -> pa.Table | int:
         if self.table is None:
@@ -443,7 +458,7 @@ def _compute_checked(
     projection = run.projection
     if check == "single_pass":
         poison: list[PoisonEvent] = []
-        valid = _guarded_sql(_checked_sql(projection, base))
+        valid = _guarded_sql(projection, base)
     else:
         precise = check == "precise"
         poison = run.poison(base, precise)
@@ -452,17 +467,17 @@ def _compute_checked(
         valid = run.valid(base, poison, precise)
     body = projection.body
     if isinstance(body, Sql):
-        rows = sink.write(run.finish(f"WITH events AS ({valid}) SELECT * FROM ({body.query}) AS body", key_view))
-        return rows, tuple(poison)
+        relation = f"WITH events AS ({valid}) SELECT * FROM ({body.query}) AS body"
+        return sink.write(run.finish(relation, key_view, sink.ordered)), tuple(poison)
     if isinstance(body, Polars):
         frame = body.function(_lazy_frame(run.con, valid))
         result = (frame.collect() if isinstance(frame, pl.LazyFrame) else frame).to_arrow()
         with run.registered(result) as view:
-            return sink.write(run.finish(f"SELECT * FROM {view}", key_view)), tuple(poison)
+            return sink.write(run.finish(f"SELECT * FROM {view}", key_view, sink.ordered)), tuple(poison)
     assert isinstance(body, Fold)
     folded, fold_poison = _fold(run, valid, body, policy)
     with run.registered(folded) as view:
-        return sink.write(run.finish(f"SELECT * FROM {view}", key_view)), (*poison, *fold_poison)
+        return sink.write(run.finish(f"SELECT * FROM {view}", key_view, sink.ordered)), (*poison, *fold_poison)
 
 
 _FOLD_COLUMNS = EVENT_COLUMNS  # a fold sees the columns every projection reads

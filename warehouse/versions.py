@@ -275,9 +275,11 @@ def _events_until(con: duckdb.DuckDBPyConnection, checkpoint: Checkpoint) -> Ite
     """A temporary view of the lake's events up to ``checkpoint`` (so a concurrent ingest cannot leak in)."""
     view = f"_events_{uuid.uuid4().hex[:12]}"
     tx, position = int(checkpoint.transaction_id), int(checkpoint.global_position)
+    # The plain bound on transaction_id reaches the Parquet scan (files and row groups beyond it are
+    # skipped); an OR of both columns alone would be applied after reading every row.
     con.execute(
-        f"CREATE TEMP VIEW {view} AS SELECT * FROM {EVENTS} WHERE transaction_id < {tx} "
-        f"OR (transaction_id = {tx} AND global_position <= {position})"
+        f"CREATE TEMP VIEW {view} AS SELECT * FROM {EVENTS} WHERE transaction_id <= {tx} "
+        f"AND (transaction_id < {tx} OR global_position <= {position})"
     )
     try:
         yield view
@@ -343,8 +345,9 @@ def _in_range(after: Checkpoint, until: Checkpoint) -> str:
     a_tx, a_pos = int(after.transaction_id), int(after.global_position)
     u_tx, u_pos = int(until.transaction_id), int(until.global_position)
     return (
-        f"(transaction_id > {a_tx} OR (transaction_id = {a_tx} AND global_position > {a_pos})) "
-        f"AND (transaction_id < {u_tx} OR (transaction_id = {u_tx} AND global_position <= {u_pos}))"
+        f"transaction_id >= {a_tx} AND transaction_id <= {u_tx} "
+        f"AND (transaction_id > {a_tx} OR global_position > {a_pos}) "
+        f"AND (transaction_id < {u_tx} OR global_position <= {u_pos})"
     )
 
 
@@ -491,11 +494,20 @@ def rebuild(
     projection = validate_target(registry, name, version)
     if chunk_events is not None and chunk_events < 1:
         raise ConfigurationError(f"chunk_events must be 1 or more, not {chunk_events}.")
-    ensure_version_tables(con)
     started = time.monotonic()
-    existing = con.execute(
-        "SELECT state FROM meta.projection_versions WHERE name = ? AND version = ?", [name, version]
-    ).fetchone()
+
+    def start() -> tuple[Any, _Plan]:
+        with _transaction(con):  # one snapshot for the reads (and one catalog round trip fewer each)
+            existing = con.execute(
+                "SELECT state FROM meta.projection_versions WHERE name = ? AND version = ?", [name, version]
+            ).fetchone()
+            return existing, _plan(con, registry, projection, chunk_events)
+
+    try:
+        existing, plan = start()
+    except duckdb.CatalogException:  # a new lake, or one from before a meta table was added
+        ensure_version_tables(con)
+        existing, plan = start()
     if existing is None or existing[0] in ("building", "dropped"):
 
         def mark() -> None:
@@ -503,7 +515,6 @@ def rebuild(
                 _upsert_version(con, projection, "building", START, 0, None, None)
 
         retry_conflicts(mark, f"marking {projection.label} as building")
-    plan = _plan(con, registry, projection, chunk_events)
     if plan.chunks_done and progress is not None:
         progress(plan.events_done)
     rows, dead = plan.rows, plan.dead_letters
@@ -577,7 +588,8 @@ def _write_chunk(
         with _transaction(con):
             row = con.execute(
                 "SELECT (SELECT [run_id, chunks_done::VARCHAR] FROM meta.rebuilds WHERE name = $1 AND version = $2), "
-                "(SELECT state FROM meta.projection_versions WHERE name = $1 AND version = $2)",
+                "(SELECT state FROM meta.projection_versions WHERE name = $1 AND version = $2), "
+                "(SELECT count(*) FROM meta.dead_letters WHERE projection = $1 AND version = $2)",
                 [name, version],
             ).fetchone()
             assert row is not None
@@ -606,8 +618,8 @@ def _write_chunk(
             at = datetime.now(UTC)
             rows, dead, seconds = done[0] + inserted.rows, done[1] + len(inserted.poison), done[2]
             if final:
-                live = row[1] == "live"
-                _swap_in(con, projection, inserted.poison, plan.until, rows, at, seconds, live=live, staged=staged)
+                live, letters = row[1] == "live", bool(row[2])
+                _swap_in(con, projection, inserted.poison, plan.until, rows, at, seconds, live, staged, letters)
                 return inserted
             _write_dead_letters(con, projection, inserted.poison, at, "meta.rebuild_dead_letters")
             if plan.fresh and chunk == 0:
@@ -659,13 +671,18 @@ def _swap_in(
     rows: int,
     at: datetime,
     seconds: float,
-    *,
     live: bool,
     staged: bool,
+    letters: bool,
 ) -> None:
-    """The last commit of a rebuild: staging table → ``projections.<name>_v<N>``, dead letters, state, checkpoint."""
+    """The last commit of a rebuild: staging table → ``projections.<name>_v<N>``, dead letters, state, checkpoint.
+
+    ``live``: the version is live (it stays so); ``staged``: earlier chunks or runs may have staged rows in
+    meta.rebuilds and meta.rebuild_dead_letters; ``letters``: the version has dead letters to replace.
+    """
     name, version = projection.name, projection.version
-    con.execute("DELETE FROM meta.dead_letters WHERE projection = ? AND version = ?", [name, version])
+    if letters:
+        con.execute("DELETE FROM meta.dead_letters WHERE projection = ? AND version = ?", [name, version])
     if staged:
         con.execute(
             "INSERT INTO meta.dead_letters SELECT * FROM meta.rebuild_dead_letters "
@@ -679,7 +696,15 @@ def _swap_in(
     # old table or the new one, never neither (tested under a reader loop).
     con.execute(f"DROP TABLE IF EXISTS {_table(name, version)}")
     con.execute(f"ALTER TABLE {_staging(name, version)} RENAME TO {projection.table_name}")
-    _upsert_version(con, projection, "live" if live else "ready", until, rows, at, seconds)
+    state = "live" if live else "ready"
+    updated = con.execute(
+        "UPDATE meta.projection_versions SET state = ?, fingerprint = ?, transaction_id = ?, global_position = ?, "
+        "rows = ?, built_at = ?, build_seconds = ?, updated_at = get_current_timestamp() "
+        "WHERE name = ? AND version = ?",
+        [state, projection.fingerprint, until.transaction_id, until.global_position, rows, at, seconds, name, version],
+    ).fetchone()
+    if not updated or not updated[0]:
+        _upsert_version(con, projection, state, until, rows, at, seconds)
 
 
 def resumable_rebuild(

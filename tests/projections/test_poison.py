@@ -195,3 +195,24 @@ def test_compute_into_appends_the_rows_compute_returns_at_every_check(
         assert check == "precise"
         assert {p.global_position for p in found.poison} == set(bad)
         assert con.sql("SELECT * FROM out ORDER BY cart_id").to_arrow_table().equals(expected.rows)
+
+
+@pytest.mark.parametrize("damaged_index", range(6))
+def test_the_single_pass_raises_for_every_kind_of_poison(
+    con: duckdb.DuckDBPyConnection, registry: Registry, damaged_index: int
+) -> None:
+    # The single pass checks less per event than the two-pass path (it needs no reason), so it
+    # must still stop at each kind of poison on its own; the next check then names it.
+    events = shop_events(list(generate_carts(600, seed=8)))
+    damaged = copy.deepcopy(events)
+    bad = sorted(_corrupt(damaged).items())
+    position, (event_id, reason) = bad[damaged_index]
+    one = [d if d.global_position == position else e for d, e in zip(damaged, events, strict=True)]
+    _table(con, "events", one)
+    projection = registry.get("cart_summary", 1)
+    columns = ", ".join(f"{c.name} {c.type}" for c in projection.output_columns)
+    con.execute(f"CREATE TABLE out ({columns})")
+    with pytest.raises(DATA_ERRORS):
+        compute_into(con, projection, "events", "out", upcasters=registry.upcasters)
+    result = compute(con, projection, "events", upcasters=registry.upcasters, policy="skip")
+    assert [(p.event_id, reason in p.reason) for p in result.poison] == [(event_id, True)]
