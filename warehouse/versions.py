@@ -586,10 +586,15 @@ def _write_chunk(
 
     def commit(check: Check) -> InsertResult:
         with _transaction(con):
+            # The last commit also needs the version's state and whether it has dead letters to replace.
             row = con.execute(
-                "SELECT (SELECT [run_id, chunks_done::VARCHAR] FROM meta.rebuilds WHERE name = $1 AND version = $2), "
-                "(SELECT state FROM meta.projection_versions WHERE name = $1 AND version = $2), "
-                "(SELECT count(*) FROM meta.dead_letters WHERE projection = $1 AND version = $2)",
+                "SELECT (SELECT [run_id, chunks_done::VARCHAR] FROM meta.rebuilds WHERE name = $1 AND version = $2)"
+                + (
+                    ", (SELECT state FROM meta.projection_versions WHERE name = $1 AND version = $2), "
+                    "(SELECT count(*) FROM meta.dead_letters WHERE projection = $1 AND version = $2)"
+                    if final
+                    else ""
+                ),
                 [name, version],
             ).fetchone()
             assert row is not None
@@ -619,7 +624,9 @@ def _write_chunk(
             rows, dead, seconds = done[0] + inserted.rows, done[1] + len(inserted.poison), done[2]
             if final:
                 live, letters = row[1] == "live", bool(row[2])
-                _swap_in(con, projection, inserted.poison, plan.until, rows, at, seconds, live, staged, letters)
+                # Dead letters staged by earlier chunks (of this run or an interrupted one) move in too.
+                moved = staged and done[1] > 0
+                _swap_in(con, projection, inserted.poison, plan.until, rows, at, seconds, live, staged, moved, letters)
                 return inserted
             _write_dead_letters(con, projection, inserted.poison, at, "meta.rebuild_dead_letters")
             if plan.fresh and chunk == 0:
@@ -673,23 +680,26 @@ def _swap_in(
     seconds: float,
     live: bool,
     staged: bool,
+    moved: bool,
     letters: bool,
 ) -> None:
     """The last commit of a rebuild: staging table → ``projections.<name>_v<N>``, dead letters, state, checkpoint.
 
-    ``live``: the version is live (it stays so); ``staged``: earlier chunks or runs may have staged rows in
-    meta.rebuilds and meta.rebuild_dead_letters; ``letters``: the version has dead letters to replace.
+    ``live``: the version is live (it stays so); ``staged``: an earlier chunk or run may have written its
+    row of meta.rebuilds; ``moved``: and dead letters to meta.rebuild_dead_letters; ``letters``: the version
+    has dead letters to replace.
     """
     name, version = projection.name, projection.version
     if letters:
         con.execute("DELETE FROM meta.dead_letters WHERE projection = ? AND version = ?", [name, version])
-    if staged:
+    if moved:
         con.execute(
             "INSERT INTO meta.dead_letters SELECT * FROM meta.rebuild_dead_letters "
             "WHERE projection = ? AND version = ?",
             [name, version],
         )
         con.execute("DELETE FROM meta.rebuild_dead_letters WHERE projection = ? AND version = ?", [name, version])
+    if staged:
         con.execute("DELETE FROM meta.rebuilds WHERE name = ? AND version = ?", [name, version])
     _write_dead_letters(con, projection, poison, at)
     # Dropping and renaming in one DuckLake commit: a reader (analytics.<name> included) sees the
