@@ -70,7 +70,7 @@ STATES = ("building", "ready", "live", "retired", "dropped")
 #: under its memory limit, so its chunks mostly bound the work a crash loses and pace the progress
 #: bar; a polars body holds its chunk's events in memory and a fold its chunk's rows. Measured in
 #: benchmarks/RESULTS.md ("Chunked rebuild").
-CHUNK_EVENTS: dict[str, int] = {"sql": 2_000_000, "polars": 1_000_000, "fold": 1_000_000}
+CHUNK_EVENTS: dict[str, int] = {"sql": 2_000_000, "polars": 500_000, "fold": 1_000_000}
 
 
 @dataclass(frozen=True)
