@@ -37,7 +37,7 @@ from eventstore.reader import START, Checkpoint
 from projections import CHECKS, DATA_ERRORS, InsertResult, Projection, Registry, compute, compute_into, touched_keys
 from projections.engine import Check, PoisonEvent, find_poison
 from warehouse.errors import FingerprintMismatchError, LakeUnavailableError, PromotionError
-from warehouse.ingest import lake_checkpoint
+from warehouse.ingest import INGEST_CONSUMER, lake_checkpoint
 from warehouse.lake import comment_column, quote_literal, retry_conflicts, set_view_column_comments
 
 __all__ = [
@@ -386,15 +386,27 @@ def _plan_fingerprint(registry: Registry) -> str:
     return hashlib.sha256(f"{registry.upcasters.fingerprint}/stream_id ranges".encode()).hexdigest()
 
 
+# What a rebuild reads first, in one statement (each read of the catalog costs a round trip): the
+# version's state, its row of meta.rebuilds (an interrupted run) and the lake's ingest checkpoint.
+_START = (
+    "SELECT (SELECT state FROM meta.projection_versions WHERE name = $1 AND version = $2), "
+    "(SELECT [fingerprint, plan, run_id, transaction_id::VARCHAR, global_position::VARCHAR, events::VARCHAR, "
+    "boundaries, chunks_done::VARCHAR, events_done::VARCHAR, rows::VARCHAR, dead_letters::VARCHAR, "
+    "seconds::VARCHAR] FROM meta.rebuilds WHERE name = $1 AND version = $2), "
+    "(SELECT [transaction_id, global_position, events] FROM meta.checkpoints WHERE consumer = $3)"
+)
+
+
 def _plan(
-    con: duckdb.DuckDBPyConnection, registry: Registry, projection: Projection, chunk_events: int | None
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    projection: Projection,
+    chunk_events: int | None,
+    row: list[str] | None,
+    checkpoint: list[int] | None,
 ) -> _Plan:
+    """Continue the interrupted run in ``row`` (of meta.rebuilds) if it built the same thing, else start afresh."""
     name, version = projection.name, projection.version
-    row = con.execute(
-        "SELECT fingerprint, plan, run_id, transaction_id, global_position, events, boundaries, chunks_done, "
-        "events_done, rows, dead_letters, seconds FROM meta.rebuilds WHERE name = ? AND version = ?",
-        [name, version],
-    ).fetchone()
     if (
         row is not None
         and row[0] == projection.fingerprint
@@ -415,7 +427,9 @@ def _plan(
             expected=(str(row[2]), int(row[7])),
         )
     # The ingest's checkpoint row counts the events up to it: no scan needed.
-    until, events = lake_checkpoint(con)
+    until, events = (
+        (Checkpoint(int(checkpoint[0]), int(checkpoint[1])), int(checkpoint[2])) if checkpoint else (START, 0)
+    )
     size = chunk_events or CHUNK_EVENTS[projection.kind]
     # A key gathering several streams (stream_keys) needs all of them in one computation.
     chunks = max(1, -(-events // size)) if projection.keyed_by_stream else 1
@@ -496,19 +510,15 @@ def rebuild(
         raise ConfigurationError(f"chunk_events must be 1 or more, not {chunk_events}.")
     started = time.monotonic()
 
-    def start() -> tuple[Any, _Plan]:
-        with _transaction(con):  # one snapshot for the reads (and one catalog round trip fewer each)
-            existing = con.execute(
-                "SELECT state FROM meta.projection_versions WHERE name = ? AND version = ?", [name, version]
-            ).fetchone()
-            return existing, _plan(con, registry, projection, chunk_events)
-
     try:
-        existing, plan = start()
+        read = con.execute(_START, [name, version, INGEST_CONSUMER]).fetchone()
     except duckdb.CatalogException:  # a new lake, or one from before a meta table was added
         ensure_version_tables(con)
-        existing, plan = start()
-    if existing is None or existing[0] in ("building", "dropped"):
+        read = con.execute(_START, [name, version, INGEST_CONSUMER]).fetchone()
+    assert read is not None
+    state, interrupted, checkpoint = read
+    plan = _plan(con, registry, projection, chunk_events, interrupted, checkpoint)
+    if state is None or state in ("building", "dropped"):
 
         def mark() -> None:
             with _transaction(con):
@@ -529,10 +539,10 @@ def rebuild(
                 if progress is not None:
                     progress(sizes[chunk])
         except PoisonEventError as exc:
-            first = _first_poison(con, registry, projection, events, plan, exc)
-            if first is exc:
+            named = _first_poison(con, registry, projection, events, plan, exc)
+            if named is exc:
                 raise
-            raise first from exc
+            raise named from exc
     return ProjectResult(
         name,
         version,
