@@ -223,7 +223,7 @@ def test_rebuilding_the_live_version_never_shows_readers_a_partial_table(
     ingest(con, source)  # not projected: the rebuild brings these carts in
     seen: list[int] = []
     failures: list[BaseException] = []
-    stop = threading.Event()
+    stop, reading = threading.Event(), threading.Event()
 
     def reader() -> None:
         reader_con = open_lake(lake_config, read_only=True)
@@ -232,14 +232,17 @@ def test_rebuilding_the_live_version_never_shows_readers_a_partial_table(
                 row = reader_con.execute("SELECT count(*) FROM analytics.cart_summary").fetchone()
                 assert row is not None
                 seen.append(int(row[0]))
+                reading.set()
         except BaseException as exc:
             failures.append(exc)
         finally:
+            reading.set()
             reader_con.close()
 
     thread = threading.Thread(target=reader)
     thread.start()
     try:
+        assert reading.wait(timeout=60)
         result = rebuild(con, registry, "cart_summary", 1, chunk_events=CHUNK)
     finally:
         stop.set()
