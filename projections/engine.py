@@ -350,7 +350,7 @@ class _Sink:
         self.con = con
         self.table = table
         # Rows returned are ordered by key; rows appended to a table need no order (sorting 400,000
-        # carts cost about 5 % of a rebuild, measured), a query orders them when it needs to.
+        # carts took about 0.08 s of a 1 s rebuild, measured), a query orders them when it needs to.
         self.ordered = table is None
 
     def write(self, query: str) -> pa.Table | int:
