@@ -72,7 +72,9 @@ def rebuild_version(
     registry, version = _target(config.name, config.version)
     assert version is not None
     with _as_failure(), projectionist.lake_connection() as con:
-        result = versions.rebuild(con, registry, config.name, version)
+        result = versions.rebuild(
+            con, registry, config.name, version, progress=lambda n: context.log.info(f"committed {n:,} events")
+        )
         info = {v.version: v for v in versions.list_versions(con, config.name)}[version]
     context.log.info(f"rebuilt {config.name} v{version}: {result.rows:,} rows from {result.events:,} events")
     context.log_event(

@@ -20,7 +20,7 @@ from eventstore.reader import NativeReader
 from pipelines.cli import _fail_cleanly, _settings, cli
 from projections import discover
 from warehouse.diff import check_expectation
-from warehouse.ingest import NativeSource, ingest
+from warehouse.ingest import NativeSource, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.version_diff import compare_versions, expectation_for, resolve_pair
 from warehouse.versions import (
@@ -31,8 +31,10 @@ from warehouse.versions import (
     project,
     promote,
     rebuild,
+    resumable_rebuild,
     retain,
     rollback,
+    unfinished_rebuilds,
     validate_target,
 )
 
@@ -72,20 +74,37 @@ def project_command(names: tuple[str, ...]) -> None:
 @cli.command("rebuild")
 @click.argument("name")
 @click.option("--version", "version", type=int, required=True, help="The version to build from the lake.")
+@click.option(
+    "--chunk-events",
+    type=click.IntRange(1),
+    help="Events per committed chunk (default: 2,000,000 for SQL bodies, 500,000 for polars, 1,000,000 for folds).",
+)
 @_fail_cleanly
-def rebuild_command(name: str, version: int) -> None:
+def rebuild_command(name: str, version: int, chunk_events: int | None) -> None:
     """Build projections.NAME_vN from every event in the lake while the live version keeps serving."""
     registry = discover()
     validate_target(registry, name, version)
     con = _lake()
     try:
-        click.echo(f"rebuilding {name} v{version} from raw.all_events …", err=True)
-        result = rebuild(con, registry, name, version)
+        unfinished = resumable_rebuild(con, registry, name, version)
+        continuing = f", continuing after chunk {unfinished.chunks_done} of {unfinished.chunks}" if unfinished else ""
+        click.echo(f"rebuilding {name} v{version} from raw.all_events{continuing} …", err=True)
+        if sys.stderr.isatty():
+            # The bar moves once per committed chunk; a resumed rebuild starts where the last run stopped.
+            total = unfinished.events if unfinished else lake_checkpoint(con)[1]
+            with click.progressbar(length=total, label=f"{name} v{version}", file=sys.stderr) as bar:
+                result = rebuild(con, registry, name, version, progress=bar.update, chunk_events=chunk_events)
+        else:
+            result = rebuild(con, registry, name, version, chunk_events=chunk_events)
         state = next(v.state for v in list_versions(con, name) if v.version == version)
     finally:
         con.close()
+    chunks = ""
+    if result.chunks > 1:
+        resumed = f", {result.resumed_chunks} of them committed by an earlier run" if result.resumed_chunks else ""
+        chunks = f" in {result.chunks} chunks{resumed}"
     click.echo(
-        f"{name} v{version} {state}: {result.rows:,} rows from {result.events:,} events, checkpoint "
+        f"{name} v{version} {state}: {result.rows:,} rows from {result.events:,} events{chunks}, checkpoint "
         f"{result.checkpoint} ({result.seconds:.1f} s)"
     )
 
@@ -179,6 +198,12 @@ def echo_projection_status(con: duckdb.DuckDBPyConnection) -> None:
     click.echo("projections:")
     for line in lines:
         click.echo(f"  {line}")
+    for unfinished in unfinished_rebuilds(con):
+        click.echo(
+            f"  rebuild of {unfinished.name} v{unfinished.version} unfinished: {unfinished.chunks_done} of "
+            f"{unfinished.chunks} chunks committed (last at {unfinished.updated_at:%Y-%m-%d %H:%M:%S}); "
+            f"`projectionist rebuild {unfinished.name} --version {unfinished.version}` continues it"
+        )
     letters = dead_letters(con, since=datetime.now(UTC) - timedelta(days=1))
     if letters:
         click.echo(f"  dead letters (last 24 h): {len(letters):,}")

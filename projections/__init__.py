@@ -3,8 +3,9 @@
 A projection is one Python module declaring ``PROJECTION = Projection(...)`` with a body of one of
 three kinds (:class:`Sql`, :class:`Polars`, :class:`Fold`); :func:`discover` finds the bundled ones
 (``projections/shop/``) and those in the folder named by ``PROJECTIONIST_PROJECTIONS``.
-:func:`compute` gives a projection's rows (all, or those of some keys), :func:`touched_keys` the
-keys a checkpoint range affects, :func:`upcast_events` the events read at their latest versions.
+:func:`compute` gives a projection's rows (all, or those of some keys), :func:`compute_into` appends
+them to a table (the rebuild's path), :func:`touched_keys` the keys a checkpoint range affects,
+:func:`upcast_events` the events read at their latest versions.
 This package imports ``eventstore`` types only. See docs/projections.md.
 """
 
@@ -19,11 +20,24 @@ from projections.definition import (
     Projection,
     Sql,
 )
-from projections.engine import ComputeResult, PoisonEvent, compute, expected_change_violations, touched_keys
+from projections.engine import (
+    CHECKS,
+    DATA_ERRORS,
+    ComputeResult,
+    InsertResult,
+    PoisonEvent,
+    compute,
+    compute_into,
+    expected_change_violations,
+    find_poison,
+    touched_keys,
+)
 from projections.registry import Registry, discover
 from projections.upcasting import EVENT_COLUMNS, Upcaster, Upcasters, upcast_events
 
 __all__ = [
+    "CHECKS",
+    "DATA_ERRORS",
     "EVENT_COLUMNS",
     "LAST_GLOBAL_POSITION",
     "Column",
@@ -31,6 +45,7 @@ __all__ = [
     "Event",
     "ExpectedChange",
     "Fold",
+    "InsertResult",
     "PoisonEvent",
     "PoisonPolicy",
     "Polars",
@@ -40,8 +55,10 @@ __all__ = [
     "Upcaster",
     "Upcasters",
     "compute",
+    "compute_into",
     "discover",
     "expected_change_violations",
+    "find_poison",
     "touched_keys",
     "upcast_events",
 ]

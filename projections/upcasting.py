@@ -22,6 +22,7 @@ import pyarrow as pa
 from duckdb.func import ARROW, SPECIAL
 
 from eventstore.errors import ConfigurationError, ProjectionDefinitionError
+from projections.definition import _function_source
 
 __all__ = ["EVENT_COLUMNS", "Upcaster", "Upcasters", "events_source", "upcast_events"]
 
@@ -102,6 +103,15 @@ class Upcasters:
     def get(self, event_type: str, from_version: int) -> Upcaster | None:
         """The upcaster of ``event_type`` at ``from_version``, if any."""
         return self._by_key.get((event_type, from_version))
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of every upcaster's key and code: changes when what events read as changes."""
+        declared = [
+            [u.event_type, u.from_version, u.sql, _function_source(u.function) if u.function is not None else None]
+            for u in self
+        ]
+        return hashlib.sha256(json.dumps(declared).encode()).hexdigest()
 
 
 def events_source(con: duckdb.DuckDBPyConnection, events: str) -> list[str]:

@@ -9,12 +9,20 @@ promotion swaps it, the state changes and ``meta.promotions`` in one DuckLake tr
 A version whose code changed without a version bump (fingerprint differs from the recorded one)
 is refused by :func:`project` and :func:`promote`; the fix is to bump the version, or to run
 :func:`rebuild` of the same version, which replaces its table (explicitly) from the lake.
-See docs/versions.md.
+
+A rebuild works in chunks (ranges of stream ids, sized from the event count) committed one by one
+to a staging table, ``projections._staging_<name>_v<N>``, with its progress in ``meta.rebuilds``; its
+last commit renames the staging table over ``projections.<name>_v<N>`` together with the rows
+count, state, checkpoint and dead letters. A rerun after a crash continues after the last
+committed chunk. See docs/versions.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -23,22 +31,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
-from eventstore.errors import ConfigurationError
+from eventstore.errors import ConfigurationError, PoisonEventError
 from eventstore.reader import START, Checkpoint
-from projections import Projection, Registry, compute, touched_keys
-from projections.engine import PoisonEvent
-from warehouse.errors import FingerprintMismatchError, PromotionError
-from warehouse.ingest import lake_checkpoint
-from warehouse.lake import comment_column, quote_literal, retry_conflicts, set_view_column_comments
+from projections import CHECKS, DATA_ERRORS, InsertResult, Projection, Registry, compute, compute_into, touched_keys
+from projections.engine import Check, PoisonEvent, find_poison
+from warehouse.errors import FingerprintMismatchError, LakeUnavailableError, PromotionError
+from warehouse.ingest import INGEST_CONSUMER, lake_checkpoint
+from warehouse.lake import (
+    DEAD_LETTER_COLUMNS,
+    comment_column,
+    quote_literal,
+    retry_conflicts,
+    set_view_column_comments,
+)
 
 __all__ = [
+    "CHUNK_EVENTS",
     "DeadLetter",
     "FingerprintMismatchError",
     "ProjectResult",
     "Promotion",
     "PromotionError",
+    "UnfinishedRebuild",
     "VersionInfo",
     "dead_letters",
     "ensure_version_tables",
@@ -47,13 +62,21 @@ __all__ = [
     "project",
     "promote",
     "rebuild",
+    "resumable_rebuild",
     "retain",
     "rollback",
+    "unfinished_rebuilds",
     "validate_target",
 ]
 
 EVENTS = "lake.raw.all_events"
 STATES = ("building", "ready", "live", "retired", "dropped")
+
+#: Events per chunk of a rebuild, by body kind. An SQL body runs inside DuckDB, which spills to disk
+#: under its memory limit, so its chunks mostly bound the work a crash loses and pace the progress
+#: bar; a polars body holds its chunk's events in memory and a fold its chunk's rows. Measured in
+#: benchmarks/RESULTS.md ("Chunked rebuild").
+CHUNK_EVENTS: dict[str, int] = {"sql": 2_000_000, "polars": 500_000, "fold": 1_000_000}
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,25 @@ class ProjectResult:
     checkpoint: Checkpoint
     dead_letters: int
     seconds: float
+    chunks: int = 1  # a rebuild's chunks
+    resumed_chunks: int = 0  # chunks an interrupted run of the same rebuild had committed
+
+
+@dataclass(frozen=True)
+class UnfinishedRebuild:
+    """A rebuild that committed some of its chunks and not the rest: running, or interrupted."""
+
+    name: str
+    version: int
+    fingerprint: str  # of the projection it builds; a rerun with other code starts over
+    checkpoint: Checkpoint  # the lake checkpoint it builds up to
+    events: int
+    chunks: int
+    chunks_done: int
+    events_done: int
+    rows: int
+    started_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -118,9 +160,22 @@ _PROMOTIONS_DDL = (
     "CREATE TABLE IF NOT EXISTS meta.promotions (name VARCHAR, from_version INTEGER, to_version INTEGER, "
     "promoted_at TIMESTAMPTZ, actor VARCHAR, comparison_id VARCHAR)"
 )
+_REBUILDS_DDL = (
+    "CREATE TABLE IF NOT EXISTS meta.rebuilds (name VARCHAR, version INTEGER, fingerprint VARCHAR, plan VARCHAR, "
+    "run_id VARCHAR, transaction_id BIGINT, global_position BIGINT, events BIGINT, chunks INTEGER, "
+    "boundaries VARCHAR, chunks_done INTEGER, events_done BIGINT, rows BIGINT, dead_letters BIGINT, "
+    "seconds DOUBLE, started_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)"
+)
+# Same columns as meta.dead_letters (created with the lake).
+_REBUILD_DEAD_LETTERS_DDL = (
+    "CREATE TABLE IF NOT EXISTS meta.rebuild_dead_letters "
+    f"({', '.join(f'{name} {kind}' for name, kind, _ in DEAD_LETTER_COLUMNS)})"
+)
 _TABLE_COMMENTS = {
     "meta.projection_versions": "One row per projection version: state, code fingerprint, checkpoint, rows, build.",
     "meta.promotions": "Every promotion and rollback: which version became live, from which, who, when, gated by.",
+    "meta.rebuilds": "Rebuilds under way or interrupted: their chunks, and how many their staging table holds.",
+    "meta.rebuild_dead_letters": "Dead letters of the committed chunks of a rebuild under way (poison policy skip).",
 }
 
 
@@ -135,13 +190,19 @@ def _exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
 
 
 def ensure_version_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create ``meta.projection_versions`` and ``meta.promotions`` if missing (dead letters come with the lake)."""
-    if all(_exists(con, "meta", t.split(".")[1]) for t in _TABLE_COMMENTS):
+    """Create ``meta.projection_versions``, ``meta.promotions`` and the rebuilds' tables if missing.
+
+    (``meta.dead_letters`` comes with the lake.)
+    """
+    found = con.execute(
+        "SELECT 'meta.' || table_name FROM duckdb_tables() WHERE database_name = 'lake' AND schema_name = 'meta'"
+    ).fetchall()
+    if {str(r[0]) for r in found} >= set(_TABLE_COMMENTS):
         return
 
     def create() -> None:
         with _transaction(con):
-            for ddl in (_VERSIONS_DDL, _PROMOTIONS_DDL):
+            for ddl in (_VERSIONS_DDL, _PROMOTIONS_DDL, _REBUILDS_DDL, _REBUILD_DEAD_LETTERS_DDL):
                 con.execute(ddl)
             for table, comment in _TABLE_COMMENTS.items():
                 con.execute(f"COMMENT ON TABLE {table} IS {quote_literal(comment)}")
@@ -221,9 +282,11 @@ def _events_until(con: duckdb.DuckDBPyConnection, checkpoint: Checkpoint) -> Ite
     """A temporary view of the lake's events up to ``checkpoint`` (so a concurrent ingest cannot leak in)."""
     view = f"_events_{uuid.uuid4().hex[:12]}"
     tx, position = int(checkpoint.transaction_id), int(checkpoint.global_position)
+    # The plain bound on transaction_id reaches the Parquet scan (files and row groups beyond it are
+    # skipped); an OR of both columns alone would be applied after reading every row.
     con.execute(
-        f"CREATE TEMP VIEW {view} AS SELECT * FROM {EVENTS} WHERE transaction_id < {tx} "
-        f"OR (transaction_id = {tx} AND global_position <= {position})"
+        f"CREATE TEMP VIEW {view} AS SELECT * FROM {EVENTS} WHERE transaction_id <= {tx} "
+        f"AND (transaction_id < {tx} OR global_position <= {position})"
     )
     try:
         yield view
@@ -232,11 +295,15 @@ def _events_until(con: duckdb.DuckDBPyConnection, checkpoint: Checkpoint) -> Ite
 
 
 def _write_dead_letters(
-    con: duckdb.DuckDBPyConnection, projection: Projection, poison: Sequence[PoisonEvent], at: datetime
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    poison: Sequence[PoisonEvent],
+    at: datetime,
+    table: str = "meta.dead_letters",
 ) -> None:
     if poison:
         con.executemany(
-            "INSERT INTO meta.dead_letters VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)",
             [[p.event_id, p.global_position, projection.name, projection.version, p.reason, at] for p in poison],
         )
 
@@ -285,14 +352,144 @@ def _in_range(after: Checkpoint, until: Checkpoint) -> str:
     a_tx, a_pos = int(after.transaction_id), int(after.global_position)
     u_tx, u_pos = int(until.transaction_id), int(until.global_position)
     return (
-        f"(transaction_id > {a_tx} OR (transaction_id = {a_tx} AND global_position > {a_pos})) "
-        f"AND (transaction_id < {u_tx} OR (transaction_id = {u_tx} AND global_position <= {u_pos}))"
+        f"transaction_id >= {a_tx} AND transaction_id <= {u_tx} "
+        f"AND (transaction_id > {a_tx} OR global_position > {a_pos}) "
+        f"AND (transaction_id < {u_tx} OR global_position <= {u_pos})"
     )
 
 
 def _count_events(con: duckdb.DuckDBPyConnection, after: Checkpoint, until: Checkpoint) -> int:
     row = con.execute(f"SELECT count(*) FROM {EVENTS} WHERE {_in_range(after, until)}").fetchone()
     return int(row[0]) if row else 0
+
+
+def _staging(name: str, version: int) -> str:
+    return f"projections._staging_{name}_v{version}"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a rebuild run does: a fresh build, or the rest of an interrupted run of the same build."""
+
+    until: Checkpoint
+    events: int
+    boundaries: tuple[str, ...]  # chunk i holds the streams with boundaries[i - 1] <= stream_id < boundaries[i]
+    chunks_done: int  # committed before this run
+    events_done: int
+    rows: int
+    dead_letters: int
+    seconds: float  # spent by earlier runs
+    run_id: str
+    fresh: bool
+    expected: tuple[str, int] | None  # the meta.rebuilds row (run_id, chunks_done) this run starts from
+
+    @property
+    def chunks(self) -> int:
+        return len(self.boundaries) + 1
+
+
+def _plan_fingerprint(registry: Registry) -> str:
+    """What else must not change for committed chunks to stay valid: the upcasters and the chunking scheme."""
+    return hashlib.sha256(f"{registry.upcasters.fingerprint}/stream_id ranges".encode()).hexdigest()
+
+
+# What a rebuild reads first, in one statement (each read of the catalog costs a round trip): the
+# version's state, its row of meta.rebuilds (an interrupted run) and the lake's ingest checkpoint.
+_START = (
+    "SELECT (SELECT state FROM meta.projection_versions WHERE name = $1 AND version = $2), "
+    "(SELECT [fingerprint, plan, run_id, transaction_id::VARCHAR, global_position::VARCHAR, events::VARCHAR, "
+    "boundaries, chunks_done::VARCHAR, events_done::VARCHAR, rows::VARCHAR, dead_letters::VARCHAR, "
+    "seconds::VARCHAR] FROM meta.rebuilds WHERE name = $1 AND version = $2), "
+    "(SELECT [transaction_id, global_position, events] FROM meta.checkpoints WHERE consumer = $3)"
+)
+
+
+def _plan(
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    projection: Projection,
+    chunk_events: int | None,
+    row: list[str] | None,
+    checkpoint: list[int] | None,
+) -> _Plan:
+    """Continue the interrupted run in ``row`` (of meta.rebuilds) if it built the same thing, else start afresh."""
+    name, version = projection.name, projection.version
+    if (
+        row is not None
+        and row[0] == projection.fingerprint
+        and row[1] == _plan_fingerprint(registry)
+        and _exists(con, "projections", _staging(name, version).split(".")[1])
+    ):
+        return _Plan(
+            until=Checkpoint(int(row[3]), int(row[4])),
+            events=int(row[5]),
+            boundaries=tuple(json.loads(row[6])),
+            chunks_done=int(row[7]),
+            events_done=int(row[8]),
+            rows=int(row[9]),
+            dead_letters=int(row[10]),
+            seconds=float(row[11]),
+            run_id=str(row[2]),
+            fresh=False,
+            expected=(str(row[2]), int(row[7])),
+        )
+    # The ingest's checkpoint row counts the events up to it: no scan needed.
+    until, events = (
+        (Checkpoint(int(checkpoint[0]), int(checkpoint[1])), int(checkpoint[2])) if checkpoint else (START, 0)
+    )
+    size = chunk_events or CHUNK_EVENTS[projection.kind]
+    # A key gathering several streams (stream_keys) needs all of them in one computation.
+    chunks = max(1, -(-events // size)) if projection.keyed_by_stream else 1
+    boundaries = _boundaries(con, until, chunks) if chunks > 1 else ()
+    stale = (str(row[2]), int(row[7])) if row is not None else None
+    return _Plan(until, events, boundaries, 0, 0, 0, 0, 0.0, uuid.uuid4().hex, True, stale)
+
+
+def _boundaries(con: duckdb.DuckDBPyConnection, until: Checkpoint, chunks: int) -> tuple[str, ...]:
+    """Stream ids splitting the events up to ``until`` into ``chunks`` ranges of about as many events.
+
+    Ranges rather than a hash of the stream: a range is a plain comparison DuckDB pushes into the
+    Parquet scan through the views, so each chunk decodes only its own events' columns (a hash
+    filter was applied after the scan, measured). Quantiles of a sample of events are close enough.
+    """
+    cuts = ", ".join(f"{i / chunks!r}" for i in range(1, chunks))
+    row = con.execute(
+        f"SELECT quantile_disc(stream_id, [{cuts}]) FROM (SELECT stream_id FROM {EVENTS} "
+        f"WHERE {_in_range(START, until)} USING SAMPLE reservoir(20000 ROWS) REPEATABLE (7)) AS sample"
+    ).fetchone()
+    return tuple(sorted({str(b) for b in row[0] if b is not None})) if row and row[0] else ()
+
+
+@contextlib.contextmanager
+def _chunk_of(con: duckdb.DuckDBPyConnection, events: str, chunk: int, plan: _Plan) -> Iterator[str]:
+    """A temporary view of the events of chunk ``chunk``: the streams of its range."""
+    if plan.chunks == 1:
+        yield events
+        return
+    view = f"_chunk_{uuid.uuid4().hex[:12]}"
+    con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {events} WHERE {_chunk_range(plan, chunk)}")
+    try:
+        yield view
+    finally:
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+
+
+def _chunk_range(plan: _Plan, chunk: int) -> str:
+    """SQL: the stream is in chunk ``chunk`` (the first chunk also takes NULL stream ids, should there be any)."""
+    bounds = plan.boundaries
+    low = f"stream_id >= {quote_literal(bounds[chunk - 1])}" if chunk > 0 else None
+    high = f"stream_id < {quote_literal(bounds[chunk])}" if chunk < len(bounds) else None
+    if low is None:
+        return f"({high} OR stream_id IS NULL)"
+    return low if high is None else f"{low} AND {high}"
+
+
+def _chunk_sizes(con: duckdb.DuckDBPyConnection, events: str, plan: _Plan) -> list[int]:
+    if plan.chunks == 1:
+        return [plan.events]
+    which = " ".join(f"WHEN {_chunk_range(plan, chunk)} THEN {chunk}" for chunk in range(plan.chunks))
+    counts = dict(con.execute(f"SELECT CASE {which} END, count(*) FROM {events} GROUP BY ALL").fetchall())
+    return [int(counts.get(chunk, 0)) for chunk in range(plan.chunks)]
 
 
 def rebuild(
@@ -302,53 +499,281 @@ def rebuild(
     version: int,
     *,
     progress: Callable[[int], None] | None = None,
+    chunk_events: int | None = None,
 ) -> ProjectResult:
     """Build ``projections.<name>_v<version>`` from the lake's events (building → ready; a live one stays live).
 
-    The table, its rows and its checkpoint are written in one commit, so a crash mid-rebuild
-    leaves the previous state (and a ``building`` mark); rerunning gives the same table.
-    Poison events follow the projection's ``poison.rebuild`` policy (default ``stop``).
+    The streams are split into chunks of about ``chunk_events`` events (default
+    :data:`CHUNK_EVENTS` of the body's kind), each committed to a staging table; ``progress`` is
+    called after each commit with that chunk's events. The last commit swaps the staging table in
+    with the row count, state, checkpoint and dead letters, so readers of the version see the old
+    table until then. A rerun after a crash continues after the last committed chunk (up to the
+    same checkpoint; ``progress`` first gets the events already done) unless the projection's code
+    or the upcasters changed, and gives the same table as an uninterrupted rebuild. Poison events
+    follow the projection's ``poison.rebuild`` policy (default ``stop``).
     """
     projection = validate_target(registry, name, version)
-    ensure_version_tables(con)
+    if chunk_events is not None and chunk_events < 1:
+        raise ConfigurationError(f"chunk_events must be 1 or more, not {chunk_events}.")
     started = time.monotonic()
-    existing = _version(con, name, version)
-    final_state = "live" if existing is not None and existing.state == "live" else "ready"
-    if existing is None or existing.state in ("building", "dropped"):
+
+    try:
+        read = con.execute(_START, [name, version, INGEST_CONSUMER]).fetchone()
+    except duckdb.CatalogException:  # a new lake, or one from before a meta table was added
+        ensure_version_tables(con)
+        read = con.execute(_START, [name, version, INGEST_CONSUMER]).fetchone()
+    assert read is not None
+    state, interrupted, checkpoint = read
+    plan = _plan(con, registry, projection, chunk_events, interrupted, checkpoint)
+    if state is None or state in ("building", "dropped"):
 
         def mark() -> None:
             with _transaction(con):
                 _upsert_version(con, projection, "building", START, 0, None, None)
 
         retry_conflicts(mark, f"marking {projection.label} as building")
-    until, _ = lake_checkpoint(con)
-    table = _table(name, version)
-    with _events_until(con, until) as events:
-        result = compute(con, projection, events, upcasters=registry.upcasters, policy=projection.poison.rebuild)
-        n_events = _count_events(con, START, until)
-    rows: pa.Table = result.rows
-    if progress is not None:
-        progress(n_events)
-    seconds = time.monotonic() - started
-    at = datetime.now(UTC)
-
-    def commit() -> None:
-        with _transaction(con):
-            for statement in _table_ddl(projection, table):
-                con.execute(statement)
-            con.register("_rebuild_rows", rows)
-            try:
-                con.execute(f"INSERT INTO {table} SELECT * FROM _rebuild_rows")
-            finally:
-                con.unregister("_rebuild_rows")
-            con.execute("DELETE FROM meta.dead_letters WHERE projection = ? AND version = ?", [name, version])
-            _write_dead_letters(con, projection, result.poison, at)
-            _upsert_version(con, projection, final_state, until, rows.num_rows, at, seconds)
-
-    retry_conflicts(commit, f"writing {table}")
+    if plan.chunks_done and progress is not None:
+        progress(plan.events_done)
+    rows, dead = plan.rows, plan.dead_letters
+    with _events_until(con, plan.until) as events:
+        sizes = _chunk_sizes(con, events, plan)
+        try:
+            for chunk in range(plan.chunks_done, plan.chunks):
+                with _chunk_of(con, events, chunk, plan) as chunk_view:
+                    done = rows, dead, plan.seconds + time.monotonic() - started
+                    inserted = _write_chunk(con, registry, projection, plan, chunk, chunk_view, sizes[chunk], done)
+                rows, dead = rows + inserted.rows, dead + len(inserted.poison)
+                if progress is not None:
+                    progress(sizes[chunk])
+        except PoisonEventError as exc:
+            named = _first_poison(con, registry, projection, events, plan, exc)
+            if named is exc:
+                raise
+            raise named from exc
     return ProjectResult(
-        name, version, n_events, rows.num_rows, rows.num_rows, until, len(result.poison), time.monotonic() - started
+        name,
+        version,
+        plan.events,
+        rows,
+        rows,
+        plan.until,
+        dead,
+        time.monotonic() - started,
+        plan.chunks,
+        plan.chunks_done,
     )
+
+
+def _first_poison(
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    projection: Projection,
+    events: str,
+    plan: _Plan,
+    error: PoisonEventError,
+) -> PoisonEventError:
+    """The error naming the first poison event of all chunks (a chunk only knows its own)."""
+    if plan.chunks == 1:
+        return error
+    poison = find_poison(con, projection, events, upcasters=registry.upcasters)
+    if not poison:
+        return error  # a fold's evolve raised: its chunk's first is all there is to say
+    first = poison[0]
+    return PoisonEventError(projection.label, first.event_id, first.global_position, first.reason, len(poison) - 1)
+
+
+def _write_chunk(
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    projection: Projection,
+    plan: _Plan,
+    chunk: int,
+    events: str,
+    size: int,
+    done: tuple[int, int, float],
+) -> InsertResult:
+    """Compute chunk ``chunk`` and commit it: to the staging table, or, the last one, swapped in with the rest."""
+    name, version = projection.name, projection.version
+    staging, table = _staging(name, version), _table(name, version)
+    final = chunk == plan.chunks - 1
+    expected = plan.expected if chunk == plan.chunks_done else (plan.run_id, chunk)
+    # Staged rows of meta.rebuilds and meta.rebuild_dead_letters exist only when an earlier chunk or an
+    # earlier run wrote them: a rebuild of one chunk, the common case, never touches those tables.
+    staged = plan.chunks > 1 or plan.expected is not None
+
+    def commit(check: Check) -> InsertResult:
+        with _transaction(con):
+            # The last commit also needs the version's state and whether it has dead letters to replace.
+            row = con.execute(
+                "SELECT (SELECT [run_id, chunks_done::VARCHAR] FROM meta.rebuilds WHERE name = $1 AND version = $2)"
+                + (
+                    ", (SELECT state FROM meta.projection_versions WHERE name = $1 AND version = $2), "
+                    "(SELECT count(*) FROM meta.dead_letters WHERE projection = $1 AND version = $2)"
+                    if final
+                    else ""
+                ),
+                [name, version],
+            ).fetchone()
+            assert row is not None
+            if (None if row[0] is None else (str(row[0][0]), int(row[0][1]))) != expected:
+                raise LakeUnavailableError(
+                    f"another rebuild of {projection.label} moved its progress in meta.rebuilds meanwhile: let it "
+                    f"finish, then rerun `projectionist rebuild {name} --version {version}` if needed."
+                )
+            if plan.fresh and chunk == 0:
+                if plan.expected is not None:  # an interrupted run of other code: start over
+                    con.execute("DELETE FROM meta.rebuilds WHERE name = ? AND version = ?", [name, version])
+                    con.execute(
+                        "DELETE FROM meta.rebuild_dead_letters WHERE projection = ? AND version = ?", [name, version]
+                    )
+                for statement in _table_ddl(projection, staging):
+                    con.execute(statement)
+            inserted = compute_into(
+                con,
+                projection,
+                events,
+                staging,
+                upcasters=registry.upcasters,
+                policy=projection.poison.rebuild,
+                check=check,
+            )
+            at = datetime.now(UTC)
+            rows, dead, seconds = done[0] + inserted.rows, done[1] + len(inserted.poison), done[2]
+            if final:
+                live, letters = row[1] == "live", bool(row[2])
+                # Dead letters staged by earlier chunks (of this run or an interrupted one) move in too.
+                moved = staged and done[1] > 0
+                _swap_in(con, projection, inserted.poison, plan.until, rows, at, seconds, live, staged, moved, letters)
+                return inserted
+            _write_dead_letters(con, projection, inserted.poison, at, "meta.rebuild_dead_letters")
+            if plan.fresh and chunk == 0:
+                con.execute(
+                    "INSERT INTO meta.rebuilds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+                    [
+                        name,
+                        version,
+                        projection.fingerprint,
+                        _plan_fingerprint(registry),
+                        plan.run_id,
+                        plan.until.transaction_id,
+                        plan.until.global_position,
+                        plan.events,
+                        plan.chunks,
+                        json.dumps(plan.boundaries),
+                        size,
+                        rows,
+                        dead,
+                        seconds,
+                        at,
+                        at,
+                    ],
+                )
+            else:
+                con.execute(
+                    "UPDATE meta.rebuilds SET chunks_done = chunks_done + 1, events_done = events_done + ?, "
+                    "rows = ?, dead_letters = ?, seconds = ?, updated_at = ? WHERE name = ? AND version = ?",
+                    [size, rows, dead, seconds, at, name, version],
+                )
+            return inserted
+
+    what = f"writing chunk {chunk + 1} of {plan.chunks} of {table}"
+    for check in CHECKS:
+        try:
+            return retry_conflicts(functools.partial(commit, check), what)
+        except DATA_ERRORS:
+            # The transaction is rolled back; the next check names the poison (or the overflowing value).
+            if check == CHECKS[-1]:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _swap_in(
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    poison: Sequence[PoisonEvent],
+    until: Checkpoint,
+    rows: int,
+    at: datetime,
+    seconds: float,
+    live: bool,
+    staged: bool,
+    moved: bool,
+    letters: bool,
+) -> None:
+    """The last commit of a rebuild: staging table → ``projections.<name>_v<N>``, dead letters, state, checkpoint.
+
+    ``live``: the version is live (it stays so); ``staged``: an earlier chunk or run may have written its
+    row of meta.rebuilds; ``moved``: and dead letters to meta.rebuild_dead_letters; ``letters``: the version
+    has dead letters to replace.
+    """
+    name, version = projection.name, projection.version
+    if letters:
+        con.execute("DELETE FROM meta.dead_letters WHERE projection = ? AND version = ?", [name, version])
+    if moved:
+        con.execute(
+            "INSERT INTO meta.dead_letters SELECT * FROM meta.rebuild_dead_letters "
+            "WHERE projection = ? AND version = ?",
+            [name, version],
+        )
+        con.execute("DELETE FROM meta.rebuild_dead_letters WHERE projection = ? AND version = ?", [name, version])
+    if staged:
+        con.execute("DELETE FROM meta.rebuilds WHERE name = ? AND version = ?", [name, version])
+    _write_dead_letters(con, projection, poison, at)
+    # Dropping and renaming in one DuckLake commit: a reader (analytics.<name> included) sees the
+    # old table or the new one, never neither (tested under a reader loop).
+    con.execute(f"DROP TABLE IF EXISTS {_table(name, version)}")
+    con.execute(f"ALTER TABLE {_staging(name, version)} RENAME TO {projection.table_name}")
+    state = "live" if live else "ready"
+    updated = con.execute(
+        "UPDATE meta.projection_versions SET state = ?, fingerprint = ?, transaction_id = ?, global_position = ?, "
+        "rows = ?, built_at = ?, build_seconds = ?, updated_at = get_current_timestamp() "
+        "WHERE name = ? AND version = ?",
+        [state, projection.fingerprint, until.transaction_id, until.global_position, rows, at, seconds, name, version],
+    ).fetchone()
+    if not updated or not updated[0]:
+        _upsert_version(con, projection, state, until, rows, at, seconds)
+
+
+def resumable_rebuild(
+    con: duckdb.DuckDBPyConnection, registry: Registry, name: str, version: int
+) -> UnfinishedRebuild | None:
+    """The unfinished rebuild that :func:`rebuild` of ``name`` v``version`` would continue, if any (reads only)."""
+    projection = validate_target(registry, name, version)
+    found = next((u for u in unfinished_rebuilds(con, name) if u.version == version), None)
+    if found is None or found.fingerprint != projection.fingerprint:
+        return None
+    row = con.execute("SELECT plan FROM meta.rebuilds WHERE name = ? AND version = ?", [name, version]).fetchone()
+    if row is None or row[0] != _plan_fingerprint(registry):
+        return None
+    return found if _exists(con, "projections", _staging(name, version).split(".")[1]) else None
+
+
+def unfinished_rebuilds(con: duckdb.DuckDBPyConnection, name: str | None = None) -> list[UnfinishedRebuild]:
+    """Rebuilds (of ``name``, or all) with committed chunks and more to go, by name and version (reads only)."""
+    if not _exists(con, "meta", "rebuilds"):
+        return []
+    rows = con.execute(
+        "SELECT name, version, fingerprint, transaction_id, global_position, events, chunks, chunks_done, "
+        "events_done, rows, started_at, updated_at FROM meta.rebuilds WHERE ?::VARCHAR IS NULL OR name = ? "
+        "ORDER BY name, version",
+        [name, name],
+    ).fetchall()
+    return [
+        UnfinishedRebuild(
+            str(r[0]),
+            int(r[1]),
+            str(r[2]),
+            Checkpoint(int(r[3]), int(r[4])),
+            int(r[5]),
+            int(r[6]),
+            int(r[7]),
+            int(r[8]),
+            int(r[9]),
+            r[10],
+            r[11],
+        )
+        for r in rows
+    ]
 
 
 def _delete_keys(con: duckdb.DuckDBPyConnection, table: str, projection: Projection, keys_view: str) -> None:

@@ -15,8 +15,10 @@ from click.testing import CliRunner
 
 from benchmarks._lake_data import bulk_append
 from pipelines.cli import cli
+from projections import discover
 from warehouse.errors import LakeConfigurationError
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.versions import rebuild
 
 
 def run(*args: str, home: Path, env: dict[str, str]) -> tuple[int, str]:
@@ -48,6 +50,8 @@ def test_gate_diff_promote_rollback_and_status(store_dsn: str, tmp_path: Path, l
     assert code == 2 and "run `projectionist diff cart_summary 1 2`" in output, output
     code, output = run("rebuild", "nope", "--version", "1", home=tmp_path, env=env)
     assert code == 2 and "unknown projection 'nope'" in output
+    code, output = run("rebuild", "cart_summary", "--version", "2", "--chunk-events", "300", home=tmp_path, env=env)
+    assert code == 0 and "cart_summary v2 ready: " in output and " events in 3 chunks, checkpoint" in output, output
     code, output = run("diff", "cart_summary", "--sample", "1", "--tolerance", "total_amount", home=tmp_path, env=env)
     assert code == 2 and "COLUMN=NUMBER" in output
     code, output = run("diff", "cart_summary", "--sample", "1", home=tmp_path, env=env)
@@ -163,3 +167,36 @@ def test_rebuild_killed_at_a_random_instant_then_rerun_gives_the_same_table(
         assert lake_rows(env, query) == reference
     code, output = run("rebuild", "cart_summary", "--version", "1", home=tmp_path, env=env)
     assert code == 0 and "cart_summary v1 ready" in output, output
+
+
+class _Interrupted(Exception):
+    """Stands for a crash after some chunks were committed."""
+
+
+def test_status_shows_an_unfinished_rebuild_and_rebuild_continues_it(
+    store_dsn: str, tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": store_dsn}
+    bulk_append(store_dsn, 800, transactions=2)
+    assert run("ingest", home=tmp_path, env=env)[0] == 0
+    assert run("project", home=tmp_path, env=env)[0] == 0
+    config = LakeConfig("postgres", env["PROJECTIONIST_LAKE"], env["PROJECTIONIST_LAKE_DATA"] + "/")
+    con = open_lake(config)
+    committed: list[int] = []
+
+    def stop_after_two(events: int) -> None:
+        committed.append(events)
+        if len(committed) == 2:
+            raise _Interrupted
+
+    try:
+        with pytest.raises(_Interrupted):
+            rebuild(con, discover(), "cart_summary", 2, progress=stop_after_two, chunk_events=200)
+    finally:
+        con.close()
+    code, output = run("status", home=tmp_path, env=env)
+    assert code == 0 and "rebuild of cart_summary v2 unfinished: 2 of 4 chunks committed" in output, output
+    code, output = run("rebuild", "cart_summary", "--version", "2", home=tmp_path, env=env)
+    assert code == 0 and "continuing after chunk 2 of 4" in output, output
+    assert "in 4 chunks, 2 of them committed by an earlier run" in output, output
+    assert "unfinished" not in run("status", home=tmp_path, env=env)[1]

@@ -11,7 +11,19 @@ import pytest
 
 from eventstore.demo import generate_carts
 from eventstore.errors import PoisonEventError
-from projections import Column, Event, Fold, PoisonPolicy, Projection, Registry, compute
+from projections import (
+    CHECKS,
+    DATA_ERRORS,
+    Column,
+    Event,
+    Fold,
+    PoisonPolicy,
+    Projection,
+    Registry,
+    Sql,
+    compute,
+    compute_into,
+)
 from tests.projections.rawevents import RawEvent, create_raw_events, insert_raw_events, shop_events
 
 NAMES = [("cart_summary", 1), ("cart_summary", 2), ("daily_revenue", 1), ("product_sales", 1)]
@@ -122,3 +134,85 @@ def test_fold_reports_events_its_evolve_refuses(con: duckdb.DuckDBPyConnection, 
     assert all(any(e.stream_id == cart for e in small) for cart in rows)
     with pytest.raises(PoisonEventError, match="above the limit"):
         compute(con, STRICT, "events", policy="stop")
+
+
+OPENED_ONLY = Projection(
+    name="opened_carts",
+    version=1,
+    description="Carts and who opened them; its body never looks at the items.",
+    key=("cart_id",),
+    consumes=("CartOpened", "ItemAdded"),
+    requires={"CartOpened": {"customer_id": "VARCHAR"}, "ItemAdded": {"quantity": "BIGINT"}},
+    columns=(Column("cart_id", "VARCHAR", "Cart."), Column("customer_id", "VARCHAR", "Who opened it.")),
+    body=Sql(
+        "SELECT stream_id AS cart_id, any_value(data->>'customer_id') AS customer_id, "
+        "max(global_position) AS last_global_position FROM events WHERE event_type = 'CartOpened' GROUP BY stream_id"
+    ),
+)
+
+
+def test_poison_the_body_filters_out_is_still_found(con: duckdb.DuckDBPyConnection, registry: Registry) -> None:
+    # The single pass validates inside the body's own query: the body's WHERE must not let events skip
+    # the check, or a clean-looking result would hide poison that the two-pass path reports.
+    events = shop_events(list(generate_carts(300, seed=4)))
+    item = next(e for e in events if e.event_type == "ItemAdded")
+    item.data = {"product_id": "SKU-001", "unit_price": 3.5}  # lacks quantity
+    _table(con, "events", events)
+    with pytest.raises(PoisonEventError, match=item.event_id):
+        compute(con, OPENED_ONLY, "events", upcasters=registry.upcasters)
+    skipped = compute(con, OPENED_ONLY, "events", upcasters=registry.upcasters, policy="skip")
+    assert [p.event_id for p in skipped.poison] == [item.event_id]
+
+
+def test_compute_into_appends_the_rows_compute_returns_at_every_check(
+    con: duckdb.DuckDBPyConnection, registry: Registry
+) -> None:
+    events = shop_events(list(generate_carts(600, seed=8)))
+    damaged = copy.deepcopy(events)
+    bad = _corrupt(damaged)
+    _table(con, "damaged", damaged)
+    _table(con, "healthy", [e for e in events if e.global_position not in bad])
+    projection = registry.get("cart_summary", 1)
+    columns = ", ".join(f"{c.name} {c.type}" for c in projection.output_columns)
+    expected = compute(con, projection, "damaged", policy="skip")
+    for check in CHECKS:
+        con.execute(f"CREATE OR REPLACE TABLE out ({columns})")
+        healthy = compute_into(con, projection, "healthy", "out", upcasters=registry.upcasters, check=check)
+        assert healthy.poison == () and healthy.rows == expected.rows.num_rows
+        assert con.sql("SELECT * FROM out ORDER BY cart_id").to_arrow_table().equals(expected.rows)
+        con.execute("DELETE FROM out")
+        if check == "single_pass":  # it does not name poison: it raises, and the caller tries the next check
+            with pytest.raises(DATA_ERRORS):
+                compute_into(con, projection, "damaged", "out", upcasters=registry.upcasters, policy="skip")
+            continue
+        try:
+            found = compute_into(
+                con, projection, "damaged", "out", upcasters=registry.upcasters, policy="skip", check=check
+            )
+        except DATA_ERRORS:
+            assert check == "two_pass"  # the overflowing price: only the precise check names it
+            continue
+        assert check == "precise"
+        assert {p.global_position for p in found.poison} == set(bad)
+        assert con.sql("SELECT * FROM out ORDER BY cart_id").to_arrow_table().equals(expected.rows)
+
+
+@pytest.mark.parametrize("damaged_index", range(6))
+def test_the_single_pass_raises_for_every_kind_of_poison(
+    con: duckdb.DuckDBPyConnection, registry: Registry, damaged_index: int
+) -> None:
+    # The single pass checks less per event than the two-pass path (it needs no reason), so it
+    # must still stop at each kind of poison on its own; the next check then names it.
+    events = shop_events(list(generate_carts(600, seed=8)))
+    damaged = copy.deepcopy(events)
+    bad = sorted(_corrupt(damaged).items())
+    position, (event_id, reason) = bad[damaged_index]
+    one = [d if d.global_position == position else e for d, e in zip(damaged, events, strict=True)]
+    _table(con, "events", one)
+    projection = registry.get("cart_summary", 1)
+    columns = ", ".join(f"{c.name} {c.type}" for c in projection.output_columns)
+    con.execute(f"CREATE TABLE out ({columns})")
+    with pytest.raises(DATA_ERRORS):
+        compute_into(con, projection, "events", "out", upcasters=registry.upcasters)
+    result = compute(con, projection, "events", upcasters=registry.upcasters, policy="skip")
+    assert [(p.event_id, reason in p.reason) for p in result.poison] == [(event_id, True)]
