@@ -54,6 +54,7 @@ __all__ = [
     "compute_into",
     "expected_change_violations",
     "find_poison",
+    "poison_stop_error",
     "touched_keys",
 ]
 
@@ -360,7 +361,8 @@ class _Sink:
         return int(row[0]) if row else 0
 
 
-def _stop(projection: Projection, poison: Sequence[PoisonEvent]) -> PoisonEventError:
+def poison_stop_error(projection: Projection, poison: Sequence[PoisonEvent]) -> PoisonEventError:
+    """The error of policy ``stop``: names the first poison event and counts the others."""
     first = poison[0]
     return PoisonEventError(projection.label, first.event_id, first.global_position, first.reason, len(poison) - 1)
 
@@ -466,7 +468,7 @@ def _compute_checked(
         precise = check == "precise"
         poison = run.poison(base, precise)
         if poison and policy == "stop":
-            raise _stop(projection, poison)
+            raise poison_stop_error(projection, poison)
         valid = run.valid(base, poison, precise)
     body = projection.body
     if isinstance(body, Sql):
@@ -547,7 +549,7 @@ def _fold(run: _Run, valid: str, body: Fold, policy: str) -> tuple[pa.Table, lis
                     reason,
                 )
                 if policy == "stop":
-                    raise _stop(projection, [found]) from exc
+                    raise poison_stop_error(projection, [found]) from exc
                 poison.append(found)
                 continue
             last = event.global_position

@@ -347,7 +347,17 @@ DEAD_LETTER_COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 
 def _columns_ddl(columns: tuple[tuple[str, str, str], ...]) -> str:
-    return ", ".join(f"{name} {kind}" for name, kind, _ in columns)
+    return ", ".join(f'"{name}" {kind}' for name, kind, _ in columns)
+
+
+def _create_table(
+    con: duckdb.DuckDBPyConnection, table: str, columns: tuple[tuple[str, str, str], ...], comment: str
+) -> None:
+    """CREATE TABLE with a comment on the table and on every column (inside the caller's transaction)."""
+    con.execute(f"CREATE TABLE {table} ({_columns_ddl(columns)})")
+    con.execute(f"COMMENT ON TABLE {table} IS {quote_literal(comment)}")
+    for name, _, column_comment in columns:
+        con.execute(comment_column(table, f'"{name}"', column_comment))
 
 
 def _existing(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -379,29 +389,17 @@ def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
             for schema in SCHEMAS:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             if "raw.events" not in existing:
-                con.execute(f"CREATE TABLE raw.events ({_columns_ddl(RAW_EVENT_COLUMNS)})")
+                _create_table(con, "raw.events", RAW_EVENT_COLUMNS, _RAW_EVENTS_COMMENT)
                 con.execute(f"ALTER TABLE raw.events SET PARTITIONED BY ({RAW_EVENTS_PARTITIONING})")
-                con.execute(f"COMMENT ON TABLE raw.events IS {quote_literal(_RAW_EVENTS_COMMENT)}")
-                for name, _, comment in RAW_EVENT_COLUMNS:
-                    con.execute(comment_column("raw.events", name, comment))
             if "meta.checkpoints" not in existing:
-                con.execute(f"CREATE TABLE meta.checkpoints ({_columns_ddl(_CHECKPOINT_COLUMNS)})")
-                con.execute(f"COMMENT ON TABLE meta.checkpoints IS {quote_literal(_CHECKPOINTS_COMMENT)}")
-                for name, _, comment in _CHECKPOINT_COLUMNS:
-                    con.execute(comment_column("meta.checkpoints", name, comment))
+                _create_table(con, "meta.checkpoints", _CHECKPOINT_COLUMNS, _CHECKPOINTS_COMMENT)
                 # Seeded with the table, so every ingest commit UPDATEs this row: two racing ingests
                 # then conflict in DuckLake instead of both appending (appends never conflict).
                 con.execute("INSERT INTO meta.checkpoints VALUES ('ingest', NULL, 0, 0, 0, 0, get_current_timestamp())")
             if "meta.column_comments" not in existing:
-                con.execute(f"CREATE TABLE meta.column_comments ({_columns_ddl(_COLUMN_COMMENT_COLUMNS)})")
-                con.execute(f"COMMENT ON TABLE meta.column_comments IS {quote_literal(_COLUMN_COMMENTS_COMMENT)}")
-                for name, _, comment in _COLUMN_COMMENT_COLUMNS:
-                    con.execute(comment_column("meta.column_comments", name, comment))
+                _create_table(con, "meta.column_comments", _COLUMN_COMMENT_COLUMNS, _COLUMN_COMMENTS_COMMENT)
             if "meta.dead_letters" not in existing:
-                con.execute(f"CREATE TABLE meta.dead_letters ({_columns_ddl(DEAD_LETTER_COLUMNS)})")
-                con.execute(f"COMMENT ON TABLE meta.dead_letters IS {quote_literal(_DEAD_LETTERS_COMMENT)}")
-                for name, _, comment in DEAD_LETTER_COLUMNS:
-                    con.execute(comment_column("meta.dead_letters", f'"{name}"', comment))
+                _create_table(con, "meta.dead_letters", DEAD_LETTER_COLUMNS, _DEAD_LETTERS_COMMENT)
             if "raw.all_events" not in existing:
                 con.execute("CREATE VIEW raw.all_events AS SELECT * FROM raw.events")
                 con.execute(f"COMMENT ON VIEW raw.all_events IS {quote_literal(_ALL_EVENTS_COMMENT)}")

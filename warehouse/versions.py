@@ -35,7 +35,7 @@ import duckdb
 from eventstore.errors import ConfigurationError, PoisonEventError
 from eventstore.reader import START, Checkpoint
 from projections import CHECKS, DATA_ERRORS, InsertResult, Projection, Registry, compute, compute_into, touched_keys
-from projections.engine import Check, PoisonEvent, find_poison
+from projections.engine import Check, PoisonEvent, find_poison, poison_stop_error
 from warehouse.errors import FingerprintMismatchError, LakeUnavailableError, PromotionError
 from warehouse.ingest import INGEST_CONSUMER, lake_checkpoint
 from warehouse.lake import (
@@ -578,8 +578,7 @@ def _first_poison(
     poison = find_poison(con, projection, events, upcasters=registry.upcasters)
     if not poison:
         return error  # a fold's evolve raised: its chunk's first is all there is to say
-    first = poison[0]
-    return PoisonEventError(projection.label, first.event_id, first.global_position, first.reason, len(poison) - 1)
+    return poison_stop_error(projection, poison)
 
 
 def _write_chunk(
