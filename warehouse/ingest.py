@@ -28,7 +28,7 @@ from eventstore.errors import StoreUnavailableError
 from eventstore.native import table_ref
 from eventstore.reader import START, Checkpoint, Head, NativeReader
 from warehouse.errors import LakeConfigurationError
-from warehouse.lake import RAW_EVENT_COLUMNS, _rollback, ensure_lake, quote_literal, retry_conflicts
+from warehouse.lake import RAW_EVENT_COLUMNS, _rollback, quote_literal, retry_conflicts
 
 __all__ = [
     "INGEST_CONSUMER",
@@ -36,8 +36,8 @@ __all__ = [
     "EventSource",
     "IngestResult",
     "NativeSource",
+    "attach_store",
     "compact",
-    "ensure_dead_letters",
     "ingest",
     "lake_checkpoint",
     "table_files",
@@ -82,6 +82,17 @@ class EventSource(Protocol):
         ...
 
 
+def attach_store(con: duckdb.DuckDBPyConnection, dsn: str) -> None:
+    """Attach the event store at ``dsn`` read-only to ``con`` as ``store``, unless it already is."""
+    try:
+        con.execute(f"ATTACH IF NOT EXISTS {quote_literal(dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)")
+    except duckdb.Error as exc:
+        raise StoreUnavailableError(
+            f"cannot attach the event store {describe_dsn(dsn)} to DuckDB: "
+            f"{str(exc).splitlines()[0].replace(dsn, redact(dsn))}"
+        ) from exc
+
+
 @dataclass
 class NativeSource:
     """The native events table, read through :class:`NativeReader`."""
@@ -96,15 +107,7 @@ class NativeSource:
         return self.reader.head()
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
-        try:
-            con.execute(
-                f"ATTACH IF NOT EXISTS {quote_literal(self.reader.dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)"
-            )
-        except duckdb.Error as exc:
-            raise StoreUnavailableError(
-                f"cannot attach the event store {describe_dsn(self.reader.dsn)} to DuckDB: "
-                f"{str(exc).splitlines()[0].replace(self.reader.dsn, redact(self.reader.dsn))}"
-            ) from exc
+        attach_store(con, self.reader.dsn)
 
     def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
         with connect(self.reader.dsn, autocommit=True) as conn:
@@ -226,11 +229,6 @@ def _commit_batch(
         raise
 
 
-def ensure_dead_letters(con: duckdb.DuckDBPyConnection) -> None:
-    """Make sure ``meta.dead_letters`` exists (idempotent): it is part of the lake, see ``ensure_lake``."""
-    ensure_lake(con)
-
-
 def _dead_letter_bad_rows(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> None:
     """List this batch's undecodable events (``data`` null) in meta.dead_letters, in the batch's transaction.
 
@@ -271,18 +269,26 @@ def ingest(
         raise ValueError("batch_size must be at least 1")
     started = time.monotonic()
     _check_source(con, source)
-    head = source.head(lake_checkpoint(con)[0])  # first: an unreachable store fails here with a clear message
+    checkpoint, _ = lake_checkpoint(con)
+    head = source.head(checkpoint)  # first: an unreachable store fails here with a clear message
     source.attach(con)  # ATTACH IF NOT EXISTS: a connection that already has the store keeps it
     optional = _optional_columns(con, source, head.safe_transaction_id)
-    events = batches = 0
-    while max_batches is None or batches < max_batches:
+
+    def batch_from(known: Checkpoint) -> Callable[[], tuple[int, Checkpoint]]:
+        tries = [known]
 
         def one_batch() -> tuple[int, Checkpoint]:
-            after, _ = lake_checkpoint(con)
+            # The first try starts where this run knows the lake stands (the batch's transaction
+            # checks it again); a retry after a conflict reads where another writer left it.
+            after = tries.pop() if tries else lake_checkpoint(con)[0]
             return _commit_batch(con, source, after, head.safe_transaction_id, batch_size, optional)
 
+        return one_batch
+
+    events = batches = 0
+    while max_batches is None or batches < max_batches:
         try:
-            written, checkpoint = retry_conflicts(one_batch, f"ingesting a batch of {source.name}")
+            written, checkpoint = retry_conflicts(batch_from(checkpoint), f"ingesting a batch of {source.name}")
         except duckdb.OutOfMemoryException as exc:
             raise LakeConfigurationError(
                 f"a batch of {batch_size:,} events did not fit DuckDB's memory limit ({str(exc).splitlines()[0]}): "
@@ -296,8 +302,6 @@ def ingest(
             progress(written)
         if written < batch_size:
             break  # a batch short of its LIMIT read every settled event below the bound: done
-    if not batches:
-        checkpoint, _ = lake_checkpoint(con)
     compacted = False
     if compact_after is not None and batches and _data_files(con) > compact_after:
         compact(con)

@@ -22,12 +22,10 @@ from datetime import datetime
 import duckdb
 
 from eventstore.adapters import EventStoreAdapter, open_reader
-from eventstore.connection import connect, describe_dsn, redact
-from eventstore.errors import StoreUnavailableError
+from eventstore.connection import connect
 from eventstore.reader import START, Checkpoint, Head, NativeReader
 from eventstore.settings import Settings
-from warehouse.ingest import STORE_ALIAS, EventSource, NativeSource
-from warehouse.lake import quote_literal
+from warehouse.ingest import EventSource, NativeSource, attach_store
 
 __all__ = ["AdapterSource", "close_source", "open_source", "source_name"]
 
@@ -61,14 +59,7 @@ class AdapterSource:
         return self.adapter.head(after)
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
-        dsn = self.adapter.dsn
-        try:
-            con.execute(f"ATTACH IF NOT EXISTS {quote_literal(dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)")
-        except duckdb.Error as exc:
-            raise StoreUnavailableError(
-                f"cannot attach the event store {describe_dsn(dsn)} to DuckDB: "
-                f"{str(exc).splitlines()[0].replace(dsn, redact(dsn))}"
-            ) from exc
+        attach_store(con, self.adapter.dsn)
 
     def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
         # The adapter's own query (bound: no limit) over everything after the checkpoint, counted in PostgreSQL.

@@ -14,10 +14,19 @@ from eventstore.native import NewEvent, append
 
 
 class _Readers:
-    dsn: str
+    """A store under test: its DSN, the readers it handed out (closed at the end), plain appends."""
 
-    def __init__(self) -> None:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
         self._readers: list[Any] = []
+
+    def append(self, conn: psycopg.Connection[Any], stream_id: str, count: int) -> list[str]:
+        return self.append_versioned(conn, stream_id, "Happened", [1] * count)
+
+    def append_versioned(
+        self, conn: psycopg.Connection[Any], stream_id: str, event_type: str, versions: list[int]
+    ) -> list[str]:
+        raise NotImplementedError
 
     def writer(self) -> psycopg.Connection[Any]:
         return connect(self.dsn)
@@ -32,13 +41,6 @@ class _Readers:
 
 
 class NativeAdapterStore(_Readers):
-    def __init__(self, dsn: str) -> None:
-        super().__init__()
-        self.dsn = dsn
-
-    def append(self, conn: psycopg.Connection[Any], stream_id: str, count: int) -> list[str]:
-        return self.append_versioned(conn, stream_id, "Happened", [1] * count)
-
     def append_versioned(
         self, conn: psycopg.Connection[Any], stream_id: str, event_type: str, versions: list[int]
     ) -> list[str]:
@@ -55,13 +57,6 @@ class NativeAdapterStore(_Readers):
 
 
 class EmmettStore(_Readers):
-    def __init__(self, dsn: str) -> None:
-        super().__init__()
-        self.dsn = dsn
-
-    def append(self, conn: psycopg.Connection[Any], stream_id: str, count: int) -> list[str]:
-        return self.append_versioned(conn, stream_id, "Happened", [1] * count)
-
     def append_versioned(
         self, conn: psycopg.Connection[Any], stream_id: str, event_type: str, versions: list[int]
     ) -> list[str]:
@@ -82,13 +77,6 @@ def marten_stream(stream_id: str) -> uuid.UUID:
 
 
 class MartenStore(_Readers):
-    def __init__(self, dsn: str) -> None:
-        super().__init__()
-        self.dsn = dsn
-
-    def append(self, conn: psycopg.Connection[Any], stream_id: str, count: int) -> list[str]:
-        return self.append_versioned(conn, stream_id, "Happened", [1] * count)
-
     def append_versioned(
         self, conn: psycopg.Connection[Any], stream_id: str, event_type: str, versions: list[int]
     ) -> list[str]:
