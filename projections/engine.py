@@ -256,13 +256,17 @@ class _Run:
         self.projection = projection
         self.columns = events_source(con, events)
         types = ", ".join(_quote(t) for t in sorted(projection.consumes))
-        self.consumed = upcast_sql(con, events, upcasters, where=f"event_type IN ({types})", columns=self.columns)
+        where = f"event_type IN ({types})"
+        self.consumed = upcast_sql(con, events, upcasters, where=where, columns=self.columns)
+        # For the single pass, which raises on any data error anyway (see upcast_sql's ``catch``).
+        self.consumed_raising = upcast_sql(con, events, upcasters, where=where, columns=self.columns, catch=False)
 
-    def restricted(self, streams: str | None) -> str:
+    def restricted(self, streams: str | None, raising: bool = False) -> str:
         """Consumed events, of the streams in query ``streams`` only when given."""
+        consumed = self.consumed_raising if raising else self.consumed
         if streams is None:
-            return self.consumed
-        return f"SELECT * FROM ({self.consumed}) AS e WHERE stream_id IN ({streams})"
+            return consumed
+        return f"SELECT * FROM ({consumed}) AS e WHERE stream_id IN ({streams})"
 
     def poison(self, base: str, precise: bool = False) -> list[PoisonEvent]:
         checked = _checked_sql(self.projection, base, precise)
@@ -387,7 +391,7 @@ def compute(
     policy = policy or (projection.poison.rebuild if keys is None else projection.poison.live)
     sink = _Sink(con, None)
     if keys is None:
-        return _result(_compute(run, run.consumed, None, policy, sink))
+        return _result(_compute(run, None, None, policy, sink))
     with run.registered(run.key_table(keys)) as key_view:
         if projection.keyed_by_stream:
             streams: str | None = f"SELECT {projection.key[0]} FROM {key_view}"
@@ -399,9 +403,8 @@ def compute(
                 streams_of_keys = run.con.sql(f"SELECT DISTINCT stream_id FROM ({contributing}) AS c").to_arrow_table()
             # Materialized: the contributions view is gone after this block.
             with run.registered(streams_of_keys) as streams_view:
-                base = run.restricted(f"SELECT stream_id FROM {streams_view}")
-                return _result(_compute(run, base, key_view, policy, sink))
-        return _result(_compute(run, run.restricted(streams), key_view, policy, sink))
+                return _result(_compute(run, f"SELECT stream_id FROM {streams_view}", key_view, policy, sink))
+        return _result(_compute(run, streams, key_view, policy, sink))
 
 
 def compute_into(
@@ -423,7 +426,7 @@ def compute_into(
     check, which names poison events and applies ``policy`` (default ``poison.rebuild``).
     """
     run = _Run(con, projection, events, upcasters)
-    inserted = _compute_checked(run, run.consumed, None, policy or projection.poison.rebuild, check, _Sink(con, table))
+    inserted = _compute_checked(run, None, None, policy or projection.poison.rebuild, check, _Sink(con, table))
     assert isinstance(inserted[0], int)
     return InsertResult(inserted[0], inserted[1])
 
@@ -443,11 +446,11 @@ def _result(computed: tuple[pa.Table | int, tuple[PoisonEvent, ...]]) -> Compute
 
 
 def _compute(
-    run: _Run, base: str, key_view: str | None, policy: str, sink: _Sink
+    run: _Run, streams: str | None, key_view: str | None, policy: str, sink: _Sink
 ) -> tuple[pa.Table | int, tuple[PoisonEvent, ...]]:
     for check in CHECKS:
         try:
-            return _compute_checked(run, base, key_view, policy, check, sink)
+            return _compute_checked(run, streams, key_view, policy, check, sink)
         except _CONVERSION_ERRORS:
             # single_pass: some event is poison (or a value overflows); two_pass names poison events;
             # perhaps a value of the right JSON kind overflows its type: the precise check finds and
@@ -458,9 +461,11 @@ def _compute(
 
 
 def _compute_checked(
-    run: _Run, base: str, key_view: str | None, policy: str, check: Check, sink: _Sink
+    run: _Run, streams: str | None, key_view: str | None, policy: str, check: Check, sink: _Sink
 ) -> tuple[pa.Table | int, tuple[PoisonEvent, ...]]:
+    """One computation over the consumed events (of the streams in query ``streams`` only, when given)."""
     projection = run.projection
+    base = run.restricted(streams, raising=check == "single_pass")
     if check == "single_pass":
         poison: list[PoisonEvent] = []
         valid = _guarded_sql(projection, base)

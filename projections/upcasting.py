@@ -174,9 +174,20 @@ def _python_udf(con: duckdb.DuckDBPyConnection, upcaster: Upcaster) -> str:
 
 
 def upcast_sql(
-    con: duckdb.DuckDBPyConnection, events: str, upcasters: Upcasters, where: str = "", columns: list[str] | None = None
+    con: duckdb.DuckDBPyConnection,
+    events: str,
+    upcasters: Upcasters,
+    where: str = "",
+    columns: list[str] | None = None,
+    *,
+    catch: bool = True,
 ) -> str:
-    """A query over ``events`` (optionally filtered by ``where``) reading every event at its latest version."""
+    """A query over ``events`` (optionally filtered by ``where``) reading every event at its latest version.
+
+    With ``catch`` (the default) an event an SQL upcaster cannot read stays at its stored version;
+    without, the query raises instead (the engine's single pass, which falls back to a checked
+    pass on any data error, saves the cost of ``try`` that way).
+    """
     columns = columns if columns is not None else events_source(con, events)
     # data becomes JSON text: a relation whose data is VARCHAR (a reader's batch) and one whose data is
     # JSON (the lake) then behave the same, and malformed text can still be reported instead of failing.
@@ -191,7 +202,8 @@ def upcast_sql(
         for upcaster in by_version[from_version]:
             match = f"event_type = {_quote(upcaster.event_type)} AND event_version = {from_version}"
             if upcaster.sql is not None:
-                new = f"try(CAST(({upcaster.sql}) AS VARCHAR))"
+                new = f"CAST(({upcaster.sql}) AS VARCHAR)"
+                new = f"try({new})" if catch else new
             else:
                 new = f"{_python_udf(con, upcaster)}(data)"
             cases.append(f"WHEN {match} THEN {new}")
