@@ -43,7 +43,13 @@ _RELATION = re.compile(r'^(?:"[^"]+"|[A-Za-z_][A-Za-z0-9_$]*)(?:\.(?:"[^"]+"|[A-
 
 @dataclass(frozen=True)
 class Upcaster:
-    """Reads ``event_type`` at ``from_version`` as ``from_version + 1``: SQL over ``data`` or a function."""
+    """Reads ``event_type`` at ``from_version`` as ``from_version + 1``: SQL over ``data``, a function, or defaults.
+
+    ``defaults`` (field → JSON value) is the commonest upcast, a field added with a default: each
+    field the stored event lacks, or holds as null, reads as its default; every other member is
+    kept as stored. It is vectorized like ``sql`` and cheaper than any JSON rewrite: an object that
+    lacks all of them only has the fields inserted in front of its text.
+    """
 
     event_type: str
     from_version: int
@@ -51,6 +57,7 @@ class Upcaster:
     function: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None
     description: str = ""
     source: str = ""  # the file it was loaded from, set by the registry
+    defaults: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         where = f"upcaster {self.event_type!r} v{self.from_version}"
@@ -58,8 +65,10 @@ class Upcaster:
             raise ProjectionDefinitionError(f"{where}: event type must be a name like 'ItemAdded'")
         if isinstance(self.from_version, bool) or not isinstance(self.from_version, int) or self.from_version < 1:
             raise ProjectionDefinitionError(f"{where}: from_version must be a positive integer")
-        if (self.sql is None) == (self.function is None):
-            raise ProjectionDefinitionError(f"{where}: give exactly one of sql=... or function=...")
+        if [self.sql, self.function, self.defaults].count(None) != 2:
+            raise ProjectionDefinitionError(f"{where}: give exactly one of sql=..., function=... or defaults=...")
+        if self.defaults is not None:
+            _check_defaults(where, self.defaults)
 
     @property
     def to_version(self) -> int:
@@ -109,6 +118,7 @@ class Upcasters:
         """SHA-256 of every upcaster's key and code: changes when what events read as changes."""
         declared = [
             [u.event_type, u.from_version, u.sql, _function_source(u.function) if u.function is not None else None]
+            + ([_json_text(dict(u.defaults))] if u.defaults is not None else [])
             for u in self
         ]
         return hashlib.sha256(json.dumps(declared).encode()).hexdigest()
@@ -136,6 +146,78 @@ def events_source(con: duckdb.DuckDBPyConnection, events: str) -> list[str]:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as compact JSON text; a Decimal is written digit for digit (a price stays exact)."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a JSON number")
+        return str(value)
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise ValueError("object keys must be strings")
+        return "{" + ",".join(f"{json.dumps(k)}:{_json_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_json_text(v) for v in value) + "]"
+    if isinstance(value, str | int | float) or value is None:  # bool is an int
+        return json.dumps(value, allow_nan=False)
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _check_defaults(where: str, defaults: Mapping[str, Any]) -> None:
+    if not isinstance(defaults, Mapping) or not defaults:
+        raise ProjectionDefinitionError(f"{where}: defaults must be a non-empty mapping of field name to JSON value")
+
+    def has_null(value: Any) -> bool:
+        if isinstance(value, Mapping):
+            return any(has_null(v) for v in value.values())
+        if isinstance(value, list | tuple):
+            return any(has_null(v) for v in value)
+        return value is None
+
+    for field, value in defaults.items():
+        if not isinstance(field, str) or not field:
+            raise ProjectionDefinitionError(f"{where}: default field names must be non-empty strings, not {field!r}")
+        if has_null(value):
+            raise ProjectionDefinitionError(
+                f"{where}: the default of {field!r} holds a null; a missing field reads as null already: give a value"
+            )
+        try:
+            _json_text(value)
+        except (TypeError, ValueError) as exc:
+            raise ProjectionDefinitionError(f"{where}: the default of {field!r} is not a JSON value ({exc})") from None
+
+
+def _pointer(field: str) -> str:
+    """The JSON pointer (RFC 6901) of top-level member ``field``, as an SQL literal."""
+    return _quote("/" + field.replace("~", "~0").replace("/", "~1"))
+
+
+def _defaults_sql(defaults: Mapping[str, Any]) -> str:
+    """SQL over ``data``: the object with every field of ``defaults`` it lacks or holds as null set to its default.
+
+    The common case, an object written without whitespace after its brace that lacks every field
+    (``{"`` starts its text; one JSON parse tells the rest), takes the fields inserted in front of
+    its text. Anything else goes through ``json_merge_patch`` with the fields to set; data that is
+    not a JSON object gives NULL (the event cannot be upcast).
+    """
+    members = {field: f"{_json_text(field)}:{_json_text(value)}" for field, value in defaults.items()}
+    pointers = [_pointer(field) for field in defaults]
+    if len(pointers) == 1:
+        lacks_all = f"json_type(data, {pointers[0]}) IS NULL"
+    else:
+        lacks_all = f"list_aggregate(json_type(data, [{', '.join(pointers)}]), 'count') = 0"
+    inserted = f"concat({_quote('{' + ','.join(members.values()) + ',')}, substr(data, 2))"
+    to_set = ", ".join(
+        f"CASE WHEN coalesce(json_type(data, {pointer}), 'NULL') = 'NULL' THEN {_quote(member)} END"
+        for pointer, member in zip(pointers, members.values(), strict=True)
+    )
+    merged = f"CAST(json_merge_patch(data, '{{' || concat_ws(',', {to_set}) || '}}') AS VARCHAR)"
+    return (
+        f"CASE WHEN starts_with(data, '{{\"') AND {lacks_all} THEN {inserted} "
+        f"WHEN json_type(data) = 'OBJECT' THEN {merged} END"
+    )
 
 
 _UDF_FUNCTIONS: dict[int, Callable[..., Any]] = {}
@@ -201,8 +283,9 @@ def upcast_sql(
         cases: list[str] = []
         for upcaster in by_version[from_version]:
             match = f"event_type = {_quote(upcaster.event_type)} AND event_version = {from_version}"
-            if upcaster.sql is not None:
-                new = f"CAST(({upcaster.sql}) AS VARCHAR)"
+            if upcaster.sql is not None or upcaster.defaults is not None:
+                expression = upcaster.sql if upcaster.sql is not None else _defaults_sql(upcaster.defaults or {})
+                new = f"CAST(({expression}) AS VARCHAR)"
                 new = f"try({new})" if catch else new
             else:
                 new = f"{_python_udf(con, upcaster)}(data)"

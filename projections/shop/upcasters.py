@@ -6,9 +6,9 @@ UPCASTERS = [
     Upcaster(
         "ItemAdded",
         1,
-        # The stored currency wins: a store that cannot record the schema version (Emmett writes
+        # A default, not an overwrite: a store that cannot record the schema version (Emmett writes
         # '1' for every event) hands out v2 events as v1, and their currency must survive.
-        sql="""json_merge_patch('{"currency": "EUR"}', data)""",
+        defaults={"currency": "EUR"},
         description="ItemAdded v1 predates multi-currency carts: every v1 price was in EUR (stored currency kept).",
     ),
 ]

@@ -9,9 +9,13 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventstore.errors import ProjectionDefinitionError
 from projections import Column, Projection, Registry, Sql, Upcaster, Upcasters, compute, upcast_events
+from projections.engine import DATA_ERRORS
+from projections.upcasting import upcast_sql
 from tests.projections.rawevents import RawEvent, create_raw_events, insert_raw_events
 
 AT = datetime(2026, 2, 1, tzinfo=UTC)
@@ -133,3 +137,90 @@ def test_upcasters_that_do_not_chain_or_repeat_are_refused() -> None:
         Upcaster("A", 1)
     with pytest.raises(ProjectionDefinitionError, match="positive integer"):
         Upcaster("A", 0, sql="data")
+
+
+def _defaults_reference(data: str, defaults: dict[str, Any]) -> Any:
+    """What ``defaults=`` means, in plain Python: None when the data is not a JSON object."""
+    try:
+        stored = json.loads(data, parse_float=Decimal)
+    except ValueError:
+        return None
+    if not isinstance(stored, dict):
+        return None
+    return {**stored, **{k: v for k, v in defaults.items() if stored.get(k) is None}}
+
+
+def _upcast_rows(con: duckdb.DuckDBPyConnection, upcasters: Upcasters, catch: bool) -> list[tuple[int, Any]]:
+    query = upcast_sql(con, "events", upcasters, catch=catch)
+    rows = con.sql(f"SELECT event_version, data FROM ({query}) ORDER BY global_position").fetchall()
+    return [(v, json.loads(d, parse_float=Decimal) if v == 2 else d) for v, d in rows]
+
+
+def test_defaults_fill_missing_and_null_fields_and_keep_the_rest(con: duckdb.DuckDBPyConnection) -> None:
+    defaults = {"currency": "EUR", "a/b~c": [1, {"x": True}], "rate": Decimal("0.10")}
+    stored = [
+        '{"price":4.99}',  # lacks every field: they are inserted in front of the text
+        '{"price":4.99,"currency":"USD"}',  # a stored value wins
+        '{"price":4.99,"currency":null,"note":null}',  # a null reads as the default; other nulls stay
+        '  { "price" : 1 }',  # whitespace before the first member: merged instead
+        "{}",
+        "{ }",
+        '{"a/b~c":"kept","rate":1,"currency":"GBP"}',  # nothing to set
+    ]
+    _load(con, *[("Priced", 1, text) for text in stored])
+    upcasters = Upcasters([Upcaster("Priced", 1, defaults=defaults)])
+    for catch in (True, False):  # the engine's single pass reads without try(): same result
+        assert _upcast_rows(con, upcasters, catch) == [(2, _defaults_reference(text, defaults)) for text in stored]
+    # Prices stay exact decimals; the fields are JSON values, not text.
+    first = con.sql(f"SELECT data FROM ({upcast_sql(con, 'events', upcasters)}) ORDER BY global_position").fetchone()
+    assert first is not None and json.loads(first[0]) == {
+        "a/b~c": [1, {"x": True}],
+        "currency": "EUR",
+        "price": 4.99,
+        "rate": 0.10,
+    }
+    assert '"rate":0.10' in first[0]
+
+
+def test_defaults_leave_what_is_not_an_object_as_stored(con: duckdb.DuckDBPyConnection) -> None:
+    _load(con, ("Priced", 1, '["not", "an object"]'), ("Priced", 1, '"text"'), ("Priced", 1, "{not json"))
+    upcasters = Upcasters([Upcaster("Priced", 1, defaults={"currency": "EUR"})])
+    assert _upcast_rows(con, upcasters, catch=True) == [(1, '["not", "an object"]'), (1, '"text"'), (1, "{not json")]
+    with pytest.raises(DATA_ERRORS, match="Malformed JSON"):
+        _upcast_rows(con, upcasters, catch=False)  # the single pass raises, then falls back to the checked pass
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    members=st.dictionaries(
+        st.sampled_from(["currency", "price", "note", "x"]),
+        st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.text(max_size=5)),
+        max_size=4,
+    ),
+    spaced=st.booleans(),
+    defaults=st.dictionaries(
+        st.sampled_from(["currency", "note", "y"]), st.one_of(st.text(max_size=3), st.integers(0, 9)), min_size=1
+    ),
+)
+def test_defaults_agree_with_their_plain_python_meaning(
+    con: duckdb.DuckDBPyConnection, members: dict[str, Any], spaced: bool, defaults: dict[str, Any]
+) -> None:
+    text = json.dumps(members) if spaced else json.dumps(members, separators=(",", ":"))
+    con.execute("DROP TABLE IF EXISTS events")
+    _load(con, ("Priced", 1, text))
+    upcasters = Upcasters([Upcaster("Priced", 1, defaults=defaults)])
+    for catch in (True, False):
+        assert _upcast_rows(con, upcasters, catch) == [(2, _defaults_reference(text, defaults))]
+
+
+def test_bad_defaults_are_refused() -> None:
+    with pytest.raises(ProjectionDefinitionError, match="exactly one of"):
+        Upcaster("A", 1, sql="data", defaults={"x": 1})
+    with pytest.raises(ProjectionDefinitionError, match="non-empty mapping"):
+        Upcaster("A", 1, defaults={})
+    with pytest.raises(ProjectionDefinitionError, match="holds a null"):
+        Upcaster("A", 1, defaults={"x": {"y": None}})
+    with pytest.raises(ProjectionDefinitionError, match="not a JSON value"):
+        Upcaster("A", 1, defaults={"x": object()})
+    with pytest.raises(ProjectionDefinitionError, match="not a JSON value"):
+        Upcaster("A", 1, defaults={"x": Decimal("NaN")})
