@@ -77,7 +77,7 @@ def project_command(names: tuple[str, ...]) -> None:
 @click.option(
     "--chunk-events",
     type=click.IntRange(1),
-    help="Events per committed chunk (default: 2,000,000 for SQL bodies, 500,000 for polars, 1,000,000 for folds).",
+    help="Events per committed chunk (default: 5,000,000 for SQL bodies, 500,000 for polars, 1,000,000 for folds).",
 )
 @_fail_cleanly
 def rebuild_command(name: str, version: int, chunk_events: int | None) -> None:

@@ -74,10 +74,11 @@ EVENTS = "lake.raw.all_events"
 STATES = ("building", "ready", "live", "retired", "dropped")
 
 #: Events per chunk of a rebuild, by body kind. An SQL body runs inside DuckDB, which spills to disk
-#: under its memory limit, so its chunks mostly bound the work a crash loses and pace the progress
-#: bar; a polars body holds its chunk's events in memory and a fold its chunk's rows. Measured in
-#: benchmarks/RESULTS.md ("Chunked rebuild").
-CHUNK_EVENTS: dict[str, int] = {"sql": 2_000_000, "polars": 500_000, "fold": 1_000_000}
+#: under its memory limit (its peak grows about 100 MiB per doubling of the chunk: 504 MiB for 4 M
+#: events), so its chunks mostly bound the work a crash loses (5 M events: about 2.5 s) and pace
+#: the progress bar, while each chunk costs about 0.2 s of its own; a polars body holds its chunk's
+#: events in memory and a fold its chunk's rows. Measured in benchmarks/RESULTS.md ("Chunked rebuild").
+CHUNK_EVENTS: dict[str, int] = {"sql": 5_000_000, "polars": 500_000, "fold": 1_000_000}
 
 
 @dataclass(frozen=True)
