@@ -401,14 +401,18 @@ def _plan_fingerprint(registry: Registry) -> str:
 
 # What a rebuild reads first, in one statement (each read of the catalog costs a round trip): the
 # version's state, its row of meta.rebuilds (an interrupted run), the lake's ingest checkpoint and
-# whether the version has dead letters (which its last commit replaces).
+# whether the version has dead letters (which its last commit replaces). The rows are picked by an
+# aggregate's FILTER rather than a WHERE: DuckLake answers a WHERE pushed into its scan with more
+# catalog queries (file statistics) than reading these small tables whole costs (20-33 ms against
+# 40-57 ms for the four, measured).
 _START = (
-    "SELECT (SELECT state FROM meta.projection_versions WHERE name = $1 AND version = $2), "
-    "(SELECT [fingerprint, plan, run_id, transaction_id::VARCHAR, global_position::VARCHAR, events::VARCHAR, "
-    "boundaries, chunks_done::VARCHAR, events_done::VARCHAR, rows::VARCHAR, dead_letters::VARCHAR, "
-    "seconds::VARCHAR] FROM meta.rebuilds WHERE name = $1 AND version = $2), "
-    "(SELECT [transaction_id, global_position, events] FROM meta.checkpoints WHERE consumer = $3), "
-    "(SELECT count(*) FROM meta.dead_letters WHERE projection = $1 AND version = $2)"
+    "SELECT (SELECT any_value(state) FILTER (WHERE name = $1 AND version = $2) FROM meta.projection_versions), "
+    "(SELECT any_value([fingerprint, plan, run_id, transaction_id::VARCHAR, global_position::VARCHAR, "
+    "events::VARCHAR, boundaries, chunks_done::VARCHAR, events_done::VARCHAR, rows::VARCHAR, "
+    "dead_letters::VARCHAR, seconds::VARCHAR]) FILTER (WHERE name = $1 AND version = $2) FROM meta.rebuilds), "
+    "(SELECT any_value([transaction_id, global_position, events]) FILTER (WHERE consumer = $3) "
+    "FROM meta.checkpoints), "
+    "(SELECT count(*) FILTER (WHERE projection = $1 AND version = $2) FROM meta.dead_letters)"
 )
 
 
@@ -718,9 +722,13 @@ def _write_chunk(
     name, version = projection.name, projection.version
     final = chunk == plan.chunks - 1
     # The last commit also needs the version's state and whether it has dead letters to replace.
-    read = "SELECT (SELECT [run_id, chunks_done::VARCHAR] FROM meta.rebuilds WHERE name = $1 AND version = $2)" + (
-        ", (SELECT state FROM meta.projection_versions WHERE name = $1 AND version = $2), "
-        "(SELECT count(*) FROM meta.dead_letters WHERE projection = $1 AND version = $2)"
+    # (FILTER rather than WHERE: see _START.)
+    read = (
+        "SELECT (SELECT any_value([run_id, chunks_done::VARCHAR]) FILTER (WHERE name = $1 AND version = $2) "
+        "FROM meta.rebuilds)"
+    ) + (
+        ", (SELECT any_value(state) FILTER (WHERE name = $1 AND version = $2) FROM meta.projection_versions), "
+        "(SELECT count(*) FILTER (WHERE projection = $1 AND version = $2) FROM meta.dead_letters)"
         if final
         else ""
     )
