@@ -550,8 +550,10 @@ def rebuild(
         if at_once:
             row = (None if interrupted is None else [interrupted[2], interrupted[7]], state, letters)
             with _events_until(con, plan.until) as events:
-                done = (0, 0, time.monotonic() - started)
-                inserted = _commit_chunk(con, registry, projection, plan, 0, events, plan.events, done, CHECKS[0], row)
+                work = _Chunk(
+                    con, registry, projection, plan, 0, events, plan.events, (0, 0, time.monotonic() - started)
+                )
+                inserted = _commit_chunk(work, CHECKS[0], row)
             con.execute("COMMIT")
             if progress is not None:
                 progress(plan.events)
@@ -584,9 +586,8 @@ def rebuild(
             for chunk in range(plan.chunks_done, plan.chunks):
                 with _chunk_of(con, events, chunk, plan) as chunk_view:
                     done = rows, dead, plan.seconds + time.monotonic() - started
-                    inserted = _write_chunk(
-                        con, registry, projection, plan, chunk, chunk_view, sizes[chunk], done, first_check
-                    )
+                    work = _Chunk(con, registry, projection, plan, chunk, chunk_view, sizes[chunk], done)
+                    inserted = _write_chunk(work, first_check)
                 rows, dead = rows + inserted.rows, dead + len(inserted.poison)
                 if progress is not None:
                     progress(sizes[chunk])
@@ -626,25 +627,30 @@ def _first_poison(
     return poison_stop_error(projection, poison)
 
 
-def _commit_chunk(
-    con: duckdb.DuckDBPyConnection,
-    registry: Registry,
-    projection: Projection,
-    plan: _Plan,
-    chunk: int,
-    events: str,
-    size: int,
-    done: tuple[int, int, float],
-    check: Check,
-    row: tuple[Any, ...],
-) -> InsertResult:
-    """Inside an open transaction: compute chunk ``chunk`` into the staging table, or, the last one, swap it in.
+@dataclass(frozen=True)
+class _Chunk:
+    """One chunk of a rebuild and what computing and committing it needs."""
+
+    con: duckdb.DuckDBPyConnection
+    registry: Registry
+    projection: Projection
+    plan: _Plan
+    index: int
+    events: str  # the relation of its events
+    size: int  # how many events it holds
+    done: tuple[int, int, float]  # what earlier chunks did: rows, dead letters, seconds
+
+
+def _commit_chunk(work: _Chunk, check: Check, row: tuple[Any, ...]) -> InsertResult:
+    """Inside an open transaction: compute the chunk into the staging table, or, the last one, swap it in.
 
     ``row`` is what the transaction read first: the ``[run_id, chunks_done]`` of the rebuild's row
     of meta.rebuilds, and for the last chunk the version's state and its count of dead letters.
-    ``done`` is what earlier chunks did: rows, dead letters, seconds.
     """
     started = time.monotonic()
+    con, registry, projection, plan, chunk, size, done = (
+        work.con, work.registry, work.projection, work.plan, work.index, work.size, work.done
+    )  # fmt: skip
     name, version = projection.name, projection.version
     staging = _staging(name, version)
     final = chunk == plan.chunks - 1
@@ -664,7 +670,13 @@ def _commit_chunk(
         for statement in _table_ddl(projection, staging):
             con.execute(statement)
     inserted = compute_into(
-        con, projection, events, staging, upcasters=registry.upcasters, policy=projection.poison.rebuild, check=check
+        con,
+        projection,
+        work.events,
+        staging,
+        upcasters=registry.upcasters,
+        policy=projection.poison.rebuild,
+        check=check,
     )
     at = datetime.now(UTC)
     rows, dead = done[0] + inserted.rows, done[1] + len(inserted.poison)
@@ -707,20 +719,10 @@ def _commit_chunk(
     return inserted
 
 
-def _write_chunk(
-    con: duckdb.DuckDBPyConnection,
-    registry: Registry,
-    projection: Projection,
-    plan: _Plan,
-    chunk: int,
-    events: str,
-    size: int,
-    done: tuple[int, int, float],
-    first_check: Check = CHECKS[0],
-) -> InsertResult:
-    """Compute chunk ``chunk`` and commit it: to the staging table, or, the last one, swapped in with the rest."""
-    name, version = projection.name, projection.version
-    final = chunk == plan.chunks - 1
+def _write_chunk(work: _Chunk, first_check: Check = CHECKS[0]) -> InsertResult:
+    """Compute the chunk and commit it: to the staging table, or, the last one, swapped in with the rest."""
+    con, name, version = work.con, work.projection.name, work.projection.version
+    final = work.index == work.plan.chunks - 1
     # The last commit also needs the version's state and whether it has dead letters to replace.
     # (FILTER rather than WHERE: see _START.)
     read = (
@@ -737,9 +739,9 @@ def _write_chunk(
         with _transaction(con):
             row = con.execute(read, [name, version]).fetchone()
             assert row is not None
-            return _commit_chunk(con, registry, projection, plan, chunk, events, size, done, check, row)
+            return _commit_chunk(work, check, row)
 
-    what = f"writing chunk {chunk + 1} of {plan.chunks} of {_table(name, version)}"
+    what = f"writing chunk {work.index + 1} of {work.plan.chunks} of {_table(name, version)}"
     checks = CHECKS[CHECKS.index(first_check) :]
     for check in checks:
         try:
