@@ -9,6 +9,7 @@ DuckDB scalar function, row by row, for the events of its type and version only)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -57,7 +58,8 @@ class Upcaster:
     function: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None
     description: str = ""
     source: str = ""  # the file it was loaded from, set by the registry
-    defaults: Mapping[str, Any] | None = None
+    # A mapping is not hashable: an upcaster hashes by its other fields.
+    defaults: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         where = f"upcaster {self.event_type!r} v{self.from_version}"

@@ -224,3 +224,8 @@ def test_bad_defaults_are_refused() -> None:
         Upcaster("A", 1, defaults={"x": object()})
     with pytest.raises(ProjectionDefinitionError, match="not a JSON value"):
         Upcaster("A", 1, defaults={"x": Decimal("NaN")})
+
+
+def test_an_upcaster_with_defaults_is_hashable_like_the_others() -> None:
+    assert hash(Upcaster("A", 1, defaults={"x": 1})) == hash(Upcaster("A", 1, defaults={"x": 1}))
+    assert Upcaster("A", 1, defaults={"x": 1}) != Upcaster("A", 1, defaults={"x": 2})
