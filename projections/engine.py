@@ -27,6 +27,7 @@ keys it contributed to before the range and those it contributes to after it.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterator, Sequence
@@ -255,11 +256,15 @@ class _Run:
         self.con = con
         self.projection = projection
         self.columns = events_source(con, events)
+        self.events, self.upcasters = events, upcasters
         types = ", ".join(_quote(t) for t in sorted(projection.consumes))
-        where = f"event_type IN ({types})"
-        self.consumed = upcast_sql(con, events, upcasters, where=where, columns=self.columns)
-        # For the single pass, which raises on any data error anyway (see upcast_sql's ``catch``).
-        self.consumed_raising = upcast_sql(con, events, upcasters, where=where, columns=self.columns, catch=False)
+        self.where = f"event_type IN ({types})"
+        self.consumed = upcast_sql(con, events, upcasters, where=self.where, columns=self.columns)
+
+    @functools.cached_property
+    def consumed_raising(self) -> str:
+        """The consumed events for the single pass, which raises on any data error anyway (upcast_sql's ``catch``)."""
+        return upcast_sql(self.con, self.events, self.upcasters, where=self.where, columns=self.columns, catch=False)
 
     def restricted(self, streams: str | None, raising: bool = False) -> str:
         """Consumed events, of the streams in query ``streams`` only when given."""

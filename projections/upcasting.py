@@ -204,16 +204,16 @@ def _defaults_sql(defaults: Mapping[str, Any]) -> str:
     its text. Anything else goes through ``json_merge_patch`` with the fields to set; data that is
     not a JSON object gives NULL (the event cannot be upcast).
     """
-    members = {field: f"{_json_text(field)}:{_json_text(value)}" for field, value in defaults.items()}
+    members = [f"{_json_text(field)}:{_json_text(value)}" for field, value in defaults.items()]
     pointers = [_pointer(field) for field in defaults]
     if len(pointers) == 1:
         lacks_all = f"json_type(data, {pointers[0]}) IS NULL"
     else:
         lacks_all = f"list_aggregate(json_type(data, [{', '.join(pointers)}]), 'count') = 0"
-    inserted = f"concat({_quote('{' + ','.join(members.values()) + ',')}, substr(data, 2))"
+    inserted = f"concat({_quote('{' + ','.join(members) + ',')}, substr(data, 2))"
     to_set = ", ".join(
         f"CASE WHEN coalesce(json_type(data, {pointer}), 'NULL') = 'NULL' THEN {_quote(member)} END"
-        for pointer, member in zip(pointers, members.values(), strict=True)
+        for pointer, member in zip(pointers, members, strict=True)
     )
     merged = f"CAST(json_merge_patch(data, '{{' || concat_ws(',', {to_set}) || '}}') AS VARCHAR)"
     return (

@@ -548,7 +548,7 @@ def rebuild(
         # commit of its own, so that `status` shows it while it builds.
         at_once = plan.chunks == 1 and plan.chunks_done == 0 and state not in (None, "building", "dropped")
         if at_once:
-            row = (None if interrupted is None else [interrupted[2], interrupted[7]], state, letters)
+            row = (plan.expected, state, letters)  # what _write_chunk's transaction would read
             with _events_until(con, plan.until) as events:
                 work = _Chunk(
                     con, registry, projection, plan, 0, events, plan.events, (0, 0, time.monotonic() - started)
