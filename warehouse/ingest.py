@@ -148,13 +148,19 @@ def lake_checkpoint(con: duckdb.DuckDBPyConnection, consumer: str = INGEST_CONSU
     return Checkpoint(int(row[0]), int(row[1])), int(row[2])
 
 
-def _check_source(con: duckdb.DuckDBPyConnection, source: EventSource) -> None:
-    row = con.execute("SELECT source FROM meta.checkpoints WHERE consumer = ?", [INGEST_CONSUMER]).fetchone()
-    if row is not None and row[0] is not None and row[0] != source.name:
+def _checked_checkpoint(con: duckdb.DuckDBPyConnection, source: EventSource) -> Checkpoint:
+    """The ingest checkpoint, after checking that the lake holds ``source``'s events (one read)."""
+    row = con.execute(
+        "SELECT source, transaction_id, global_position FROM meta.checkpoints WHERE consumer = ?", [INGEST_CONSUMER]
+    ).fetchone()
+    if row is None:
+        return START
+    if row[0] is not None and row[0] != source.name:
         raise LakeConfigurationError(
             f"this lake holds the events of {row[0]}, not of {source.name}: point PROJECTIONIST_LAKE "
             "(and PROJECTIONIST_LAKE_DATA) at another lake for this store. Nothing was written."
         )
+    return Checkpoint(int(row[1]), int(row[2]))
 
 
 def _select_raw(source: EventSource, batch: str, optional: set[str]) -> str:
@@ -268,9 +274,11 @@ def ingest(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     started = time.monotonic()
-    _check_source(con, source)
-    checkpoint, _ = lake_checkpoint(con)
+    checkpoint = _checked_checkpoint(con, source)
     head = source.head(checkpoint)  # first: an unreachable store fails here with a clear message
+    if (head.last.transaction_id, head.last.global_position) <= (checkpoint.transaction_id, checkpoint.global_position):
+        # Nothing settled after the checkpoint: no attach, no batch (an idle `follow` cycle stops here).
+        return IngestResult(0, 0, checkpoint, head, time.monotonic() - started)
     source.attach(con)  # ATTACH IF NOT EXISTS: a connection that already has the store keeps it
     optional = _optional_columns(con, source, head.safe_transaction_id)
 

@@ -14,7 +14,7 @@ from eventstore.native import NewEvent, StreamAppend, append_streams
 from eventstore.reader import NativeReader
 from tests.warehouse.conftest import append_shop, store_ids
 from warehouse.errors import LakeConfigurationError
-from warehouse.ingest import NativeSource, compact, ingest, lake_checkpoint, table_files
+from warehouse.ingest import STORE_ALIAS, NativeSource, compact, ingest, lake_checkpoint, table_files
 from warehouse.lake import RAW_EVENT_COLUMNS, LakeConfig, open_lake
 
 
@@ -72,6 +72,12 @@ def test_rerun_ingests_nothing_and_writes_no_snapshot(
     con.close()
     reopened = open_lake(lake_config)
     assert snapshot(reopened) == before  # opening an existing lake is no write either
+    # Nothing settled after the checkpoint: the store is not even attached (an idle `follow` cycle).
+    idle = ingest(reopened, source)
+    assert idle.events == 0 and idle.checkpoint == again.checkpoint == idle.head.last
+    attached = {str(r[0]) for r in reopened.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+    assert STORE_ALIAS not in attached
+    assert snapshot(reopened) == before
 
 
 def test_ingest_after_more_appends_adds_exactly_the_new_events(
