@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any, cast
 
 import duckdb
 import pytest
@@ -68,6 +69,43 @@ def test_incremental_project_equals_a_full_rebuild(
     assert table(con, f"projections.{name}_v{version}", key) == incremental
     assert rebuilt.rows == before.rows == len(incremental)
     assert rebuilt.checkpoint == before.checkpoint
+
+
+class _Counting:
+    """A lake connection that records the statements run through it."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.statements: list[str] = []
+
+    def execute(self, query: str, *args: Any) -> duckdb.DuckDBPyConnection:
+        self.statements.append(" ".join(query.split()))
+        return self.con.execute(query, *args)
+
+    def sql(self, query: str, *args: Any) -> duckdb.DuckDBPyRelation:
+        self.statements.append(" ".join(query.split()))
+        return self.con.sql(query, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.con, name)
+
+
+def test_project_with_nothing_new_reads_the_lake_once(
+    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+) -> None:
+    append_shop(store_dsn, 200)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    assert {r.name for r in project(con, registry)} == set(registry.names())  # first versions: built, promoted
+    counting = _Counting(con)
+    assert project(cast(duckdb.DuckDBPyConnection, counting), registry) == []
+    # One transaction reads every version and the checkpoint, however many projections there are: an
+    # idle `follow` cycle. (A statement per projection, each its own transaction, cost 85 ms, not 15.)
+    assert counting.statements[0] == "BEGIN" and counting.statements[-1] == "COMMIT"
+    assert len(counting.statements) == 4, counting.statements
+    append_shop(store_dsn, 50, seed=5, transactions=1)
+    ingest(con, source)
+    assert {r.name for r in project(con, registry)} == set(registry.names())  # and it still advances all
 
 
 def test_first_project_builds_and_promotes_then_gate_promote_rollback_retain(
