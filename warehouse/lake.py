@@ -40,6 +40,7 @@ __all__ = [
     "RAW_EVENT_COLUMNS",
     "SCHEMAS",
     "LakeConfig",
+    "columns_ddl",
     "comment_column",
     "ensure_lake",
     "is_conflict",
@@ -346,7 +347,8 @@ DEAD_LETTER_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _columns_ddl(columns: tuple[tuple[str, str, str], ...]) -> str:
+def columns_ddl(columns: tuple[tuple[str, str, str], ...]) -> str:
+    """The column list of a CREATE TABLE for ``(name, type, comment)`` columns (names quoted)."""
     return ", ".join(f'"{name}" {kind}' for name, kind, _ in columns)
 
 
@@ -354,7 +356,7 @@ def _create_table(
     con: duckdb.DuckDBPyConnection, table: str, columns: tuple[tuple[str, str, str], ...], comment: str
 ) -> None:
     """CREATE TABLE with a comment on the table and on every column (inside the caller's transaction)."""
-    con.execute(f"CREATE TABLE {table} ({_columns_ddl(columns)})")
+    con.execute(f"CREATE TABLE {table} ({columns_ddl(columns)})")
     con.execute(f"COMMENT ON TABLE {table} IS {quote_literal(comment)}")
     for name, _, column_comment in columns:
         con.execute(comment_column(table, f'"{name}"', column_comment))

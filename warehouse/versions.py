@@ -40,6 +40,7 @@ from warehouse.errors import FingerprintMismatchError, LakeUnavailableError, Pro
 from warehouse.ingest import INGEST_CONSUMER, lake_checkpoint
 from warehouse.lake import (
     DEAD_LETTER_COLUMNS,
+    columns_ddl,
     comment_column,
     is_conflict,
     quote_literal,
@@ -169,10 +170,7 @@ _REBUILDS_DDL = (
     "seconds DOUBLE, started_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)"
 )
 # Same columns as meta.dead_letters (created with the lake).
-_REBUILD_DEAD_LETTERS_DDL = (
-    "CREATE TABLE IF NOT EXISTS meta.rebuild_dead_letters "
-    f"({', '.join(f'{name} {kind}' for name, kind, _ in DEAD_LETTER_COLUMNS)})"
-)
+_REBUILD_DEAD_LETTERS_DDL = f"CREATE TABLE IF NOT EXISTS meta.rebuild_dead_letters ({columns_ddl(DEAD_LETTER_COLUMNS)})"
 _TABLE_COMMENTS = {
     "meta.projection_versions": "One row per projection version: state, code fingerprint, checkpoint, rows, build.",
     "meta.promotions": "Every promotion and rollback: which version became live, from which, who, when, gated by.",
