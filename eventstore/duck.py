@@ -79,6 +79,14 @@ def new_connection(*extensions: str, threads: int | None = None) -> duckdb.DuckD
     config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
+        # An INTERNAL error invalidates a DuckDB instance, and closing an invalidated instance
+        # whose transaction is open aborts the whole process ("terminate called after throwing an
+        # instance of 'duckdb::Exception'"). DuckLake 1.5.5 raises one when its catalog connection
+        # drops mid-scan (a PostgreSQL restart under an ingest, measured). Our instances are in
+        # memory: what they write lives in PostgreSQL and Parquet, whose transactions roll back on
+        # their own, so there is nothing for the invalidation to protect; callers drop the
+        # connection after such an error and open a new one.
+        "disable_database_invalidation": True,
     }
     if threads is not None:
         config["threads"] = threads

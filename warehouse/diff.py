@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterator, Sequence
@@ -392,8 +393,8 @@ class _Plan:
                     f"tolerance given for {name!r}, which is not a numeric column of both sides "
                     f"(numeric columns compared: {sorted(numeric)})."
                 )
-            if not tolerance >= 0:
-                raise ComparisonError(f"tolerance for {name!r} must be 0 or more, not {tolerance}.")
+            if not 0 <= tolerance < math.inf:
+                raise ComparisonError(f"tolerance for {name!r} must be a finite number, 0 or more, not {tolerance}.")
         schema = SchemaDiff(
             added=[ColumnType(n, t) for n, t in b_cols if n not in a_types],
             removed=[ColumnType(n, t) for n, t in a_cols if n not in b_types],

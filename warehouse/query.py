@@ -41,6 +41,11 @@ def run_query(con: duckdb.DuckDBPyConnection, query: str) -> QueryResult:
     """Run ``query`` (the last statement's rows are returned); SQL mistakes become a clear TerminalError."""
     try:
         cursor = con.execute(query)
+        if cursor is None:  # DuckDB found no statement: only whitespace, comments or semicolons
+            raise QuerySQLError(
+                f"the query {query.strip()[:40]!r} holds no SQL statement: give one, e.g. "
+                'projectionist sql "SELECT count(*) FROM raw.events"'
+            )
         columns = [str(d[0]) for d in cursor.description] if cursor.description else []
         return QueryResult(columns, cursor.fetchall() if columns else [])
     except duckdb.Error as exc:
