@@ -11,12 +11,14 @@ from typing import Any, TypeVar
 
 import click
 import duckdb
+import psycopg
 from psycopg import conninfo
 
 from eventstore.connection import (
     EMBEDDED_STORE_DATABASE,
     EmbeddedServer,
     connect,
+    connect_read_only,
     describe_dsn,
     ensure_database,
     event_store_dsn,
@@ -24,6 +26,7 @@ from eventstore.connection import (
 )
 from eventstore.duck import bundled_extension_path
 from eventstore.errors import ConfigurationError, ProjectionistError
+from eventstore.failures import translate
 from eventstore.native import create_schema, table_ref
 from eventstore.reader import START, NativeReader
 from eventstore.settings import STORE_KINDS, Settings
@@ -39,18 +42,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail_cleanly(func: F) -> F:
-    """Print ProjectionistErrors as one line and exit with the error's code, no traceback."""
+    """Print errors as one line and exit with the error's code (75 transient, 2 terminal), no traceback.
+
+    A PostgreSQL or DuckDB failure that no layer below turned into a ProjectionistError is
+    classified here (:mod:`eventstore.failures`): a server restarting mid-command is transient.
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (duckdb.Error, psycopg.Error) as exc:
+            if isinstance(exc, duckdb.InterruptException):
+                raise
+            _exit_with(translate(exc, f"{func.__name__.removesuffix('_command')} failed"))
         except ProjectionistError as exc:
-            hint = " (transient: retrying later may help)" if exc.retryable else ""
-            click.echo(f"error: {exc}{hint}", err=True)
-            sys.exit(exc.exit_code)
+            _exit_with(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _exit_with(exc: ProjectionistError) -> None:
+    hint = " (transient: retrying later may help)" if exc.retryable else ""
+    click.echo(f"error: {exc}{hint}", err=True)
+    sys.exit(exc.exit_code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,7 +124,12 @@ def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: 
     settings = _settings()
     dsn = event_store_dsn(settings)
     with connect(dsn) as conn:
-        create_schema(conn, settings.store_schema, settings.store_table)
+        ref = table_ref(settings.store_schema, settings.store_table).as_string(conn)
+        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (ref,)).fetchone()
+        if not (found and found[0]):
+            # The demo's own store: created like `init` does, only when missing. Its DDL takes locks that
+            # writers would queue behind, so an existing table is never touched (reading never writes).
+            create_schema(conn, settings.store_schema, settings.store_table)
         already = conn.execute(
             f"SELECT 1 FROM {table_ref(settings.store_schema, settings.store_table).as_string(conn)} "
             "WHERE stream_id = %s LIMIT 1",
@@ -149,15 +169,14 @@ def status() -> None:
     """Show the event store's safe head and size, and the lake's checkpoint, lag and tables."""
     settings = _settings()
     dsn = event_store_dsn(settings)
-    streams = ""
-    if settings.store_kind == "native":
-        with connect(dsn) as conn:
-            create_schema(conn, settings.store_schema, settings.store_table)
-            ref = table_ref(settings.store_schema, settings.store_table).as_string(conn)
-            row = conn.execute(f"SELECT count(DISTINCT stream_id) FROM {ref}").fetchone()
-            streams = f" in {row[0] if row else 0:,} streams"
-    source = open_source(settings, dsn)
+    source = open_source(settings, dsn)  # checks the store's tables (no DDL: reading never writes)
     try:
+        streams = ""
+        if settings.store_kind == "native":
+            with connect_read_only(dsn) as conn:
+                ref = table_ref(settings.store_schema, settings.store_table).as_string(conn)
+                row = conn.execute(f"SELECT count(DISTINCT stream_id) FROM {ref}").fetchone()
+                streams = f" in {row[0] if row else 0:,} streams"
         total, _ = source.pending(START)
         config = LakeConfig.from_settings(settings)
         con = open_lake(config)
@@ -176,9 +195,12 @@ def status() -> None:
     click.echo(f"event store: {describe_dsn(dsn)}, {source.name}")
     click.echo(f"  events:    {total:,}{streams}")
     click.echo(f"  safe head: {bound} {head.safe_transaction_id}; last settled event {head.last}")
-    if head.events_pending:
+    if state.holder is not None:
+        click.echo(f"  held back: {state.holder.describe()}")
+    elif head.events_pending:
         click.echo("  in flight: some events belong to transactions still open; they are read once settled")
     click.echo(f"lake: {config.describe()}")
+    click.echo(f"  holds:      {state.store or 'no store yet (the first ingest records which one)'}")
     click.echo(f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})")
     click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")
     for name, (files, size) in sorted(state.tables.items()):

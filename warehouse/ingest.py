@@ -23,8 +23,9 @@ from typing import Protocol
 
 import duckdb
 
-from eventstore.connection import connect, describe_dsn, redact
-from eventstore.errors import StoreUnavailableError
+from eventstore.connection import connect_read_only, describe_dsn, libpq_conninfo
+from eventstore.failures import translated
+from eventstore.identity import StoreIdentity, read_identity
 from eventstore.native import table_ref
 from eventstore.reader import START, Checkpoint, Head, NativeReader
 from warehouse.errors import LakeConfigurationError
@@ -37,9 +38,11 @@ __all__ = [
     "IngestResult",
     "NativeSource",
     "attach_store",
+    "check_store",
     "compact",
     "ingest",
     "lake_checkpoint",
+    "lake_store",
     "table_files",
 ]
 
@@ -69,6 +72,10 @@ class EventSource(Protocol):
         """Attach the store read-only to ``con`` as ``store`` (unless it already is)."""
         ...
 
+    def identity(self) -> StoreIdentity:
+        """Which store this is (server, database, schema, table): a lake holds one (read once per source)."""
+        ...
+
     def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
         """Events after ``after`` (settled or not) and the oldest one's ``recorded_at``: the lake's lag."""
         ...
@@ -82,15 +89,22 @@ class EventSource(Protocol):
         ...
 
 
+#: What to check when reading the store fails for good (wrong role, grants, table).
+READ_FIX = (
+    "Check PROJECTIONIST_EVENT_STORE_DSN and that its role holds the grants docs/stores.md lists "
+    "(CONNECT, USAGE, SELECT); retrying will not help"
+)
+
+
 def attach_store(con: duckdb.DuckDBPyConnection, dsn: str) -> None:
     """Attach the event store at ``dsn`` read-only to ``con`` as ``store``, unless it already is."""
-    try:
+    params = libpq_conninfo(dsn)
+    with translated(
+        f"cannot attach the event store {describe_dsn(dsn)} to DuckDB",
+        fix=READ_FIX,
+        secrets=(dsn, str(params.get("password") or "")),
+    ):
         con.execute(f"ATTACH IF NOT EXISTS {quote_literal(dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)")
-    except duckdb.Error as exc:
-        raise StoreUnavailableError(
-            f"cannot attach the event store {describe_dsn(dsn)} to DuckDB: "
-            f"{str(exc).splitlines()[0].replace(dsn, redact(dsn))}"
-        ) from exc
 
 
 @dataclass
@@ -98,10 +112,16 @@ class NativeSource:
     """The native events table, read through :class:`NativeReader`."""
 
     reader: NativeReader
+    _identity: StoreIdentity | None = None
 
     @property
     def name(self) -> str:
         return f"native:{self.reader.schema}.{self.reader.table}"
+
+    def identity(self) -> StoreIdentity:
+        if self._identity is None:
+            self._identity = read_identity(self.reader.dsn, "native", self.reader.schema, self.reader.table)
+        return self._identity
 
     def head(self, after: Checkpoint = START) -> Head:
         return self.reader.head()
@@ -110,7 +130,7 @@ class NativeSource:
         attach_store(con, self.reader.dsn)
 
     def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
-        with connect(self.reader.dsn, autocommit=True) as conn:
+        with connect_read_only(self.reader.dsn) as conn:
             table = table_ref(self.reader.schema, self.reader.table).as_string(conn)
             row = conn.execute(
                 f"SELECT count(*), min(recorded_at) FROM {table} "
@@ -148,19 +168,82 @@ def lake_checkpoint(con: duckdb.DuckDBPyConnection, consumer: str = INGEST_CONSU
     return Checkpoint(int(row[0]), int(row[1])), int(row[2])
 
 
-def _checked_checkpoint(con: duckdb.DuckDBPyConnection, source: EventSource) -> Checkpoint:
-    """The ingest checkpoint, after checking that the lake holds ``source``'s events (one read)."""
+# The ingest checkpoint and the store the lake holds, in one read. (FILTER rather than WHERE: DuckLake
+# answers a WHERE pushed into its scan with extra catalog queries, see warehouse.versions._START.)
+_START = (
+    "SELECT (SELECT any_value([source, transaction_id::VARCHAR, global_position::VARCHAR]) FILTER (WHERE consumer = ?) "
+    "FROM meta.checkpoints), (SELECT any_value([kind, system_identifier, database_name, schema_name, table_name]) "
+    "FROM meta.store)"
+)
+
+
+def lake_store(con: duckdb.DuckDBPyConnection) -> StoreIdentity | None:
+    """The store the lake holds (None before its first ingest)."""
     row = con.execute(
-        "SELECT source, transaction_id, global_position FROM meta.checkpoints WHERE consumer = ?", [INGEST_CONSUMER]
+        "SELECT any_value([kind, system_identifier, database_name, schema_name, table_name]) FROM meta.store"
     ).fetchone()
+    return _recorded_store(row[0] if row else None)
+
+
+def _recorded_store(row: list[str | None] | None) -> StoreIdentity | None:
     if row is None:
-        return START
-    if row[0] is not None and row[0] != source.name:
+        return None
+    kind, system, database, schema, table = row
+    return StoreIdentity(str(kind), system, str(database), str(schema), str(table))
+
+
+def check_store(recorded: StoreIdentity | None, source: EventSource) -> None:
+    """Refuse ``source`` when the lake holds another store's events (terminal: nothing is written)."""
+    if recorded is None:
+        return
+    reading = source.identity()
+    if not recorded.matches(reading):
         raise LakeConfigurationError(
-            f"this lake holds the events of {row[0]}, not of {source.name}: point PROJECTIONIST_LAKE "
+            f"this lake holds the events of {recorded}, not of {reading}: its checkpoint means nothing "
+            "there. Use another home for this store (PROJECTIONIST_HOME or --home; or PROJECTIONIST_LAKE and "
+            "PROJECTIONIST_LAKE_DATA), or point PROJECTIONIST_EVENT_STORE_DSN back at the store it holds. "
+            "Nothing was written."
+        )
+
+
+def _checked_checkpoint(con: duckdb.DuckDBPyConnection, source: EventSource) -> tuple[Checkpoint, bool]:
+    """The ingest checkpoint, after checking that the lake holds ``source``'s events; and whether it says so yet."""
+    row = con.execute(_START, [INGEST_CONSUMER]).fetchone()
+    checkpoint, store = row if row is not None else (None, None)
+    check_store(_recorded_store(store), source)
+    if checkpoint is None:
+        return START, store is not None
+    if checkpoint[0] is not None and checkpoint[0] != source.name:
+        raise LakeConfigurationError(
+            f"this lake holds the events of {checkpoint[0]}, not of {source.name}: point PROJECTIONIST_LAKE "
             "(and PROJECTIONIST_LAKE_DATA) at another lake for this store. Nothing was written."
         )
-    return Checkpoint(int(row[1]), int(row[2]))
+    return Checkpoint(int(str(checkpoint[1])), int(str(checkpoint[2]))), store is not None
+
+
+def _record_store(con: duckdb.DuckDBPyConnection, source: EventSource) -> None:
+    """Record the store the lake holds, once. Two first ingests of different stores race here: both also
+    write the checkpoint row, so DuckLake lets one commit and the other retries, finds the row and compares."""
+    identity = source.identity()
+
+    def record() -> None:
+        con.execute("BEGIN")
+        try:
+            row = con.execute(_START, [INGEST_CONSUMER]).fetchone()
+            recorded = _recorded_store(row[1] if row else None)
+            if recorded is None:
+                con.execute(
+                    "INSERT INTO meta.store VALUES (?, ?, ?, ?, ?, get_current_timestamp())",
+                    [identity.kind, identity.system_identifier, identity.database, identity.schema, identity.table],
+                )
+                con.execute("UPDATE meta.checkpoints SET source = ? WHERE consumer = ?", [source.name, INGEST_CONSUMER])
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+        check_store(recorded, source)
+
+    retry_conflicts(record, f"recording the store of this lake ({identity})")
 
 
 def _select_raw(source: EventSource, batch: str, optional: set[str]) -> str:
@@ -269,13 +352,29 @@ def ingest(
 
     ``con`` is a writable lake connection (``open_lake``). ``progress`` is called with the events
     of each committed batch. When ``compact_after`` is set and the run committed something, small
-    adjacent files are merged once raw.events holds more than that many data files.
+    adjacent files are merged once raw.events holds more than that many data files. A failure of
+    PostgreSQL or DuckDB is raised as a transient or terminal error (:mod:`eventstore.failures`);
+    the batches committed before it stay.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    with translated(f"ingesting {source.name} failed", fix=READ_FIX):
+        return _ingest(con, source, batch_size, max_batches, progress, compact_after)
+
+
+def _ingest(
+    con: duckdb.DuckDBPyConnection,
+    source: EventSource,
+    batch_size: int,
+    max_batches: int | None,
+    progress: Callable[[int], None] | None,
+    compact_after: int | None,
+) -> IngestResult:
     started = time.monotonic()
-    checkpoint = _checked_checkpoint(con, source)
+    checkpoint, known = _checked_checkpoint(con, source)
     head = source.head(checkpoint)  # first: an unreachable store fails here with a clear message
+    if not known:
+        _record_store(con, source)
     if (head.last.transaction_id, head.last.global_position) <= (checkpoint.transaction_id, checkpoint.global_position):
         # Nothing settled after the checkpoint: no attach, no batch (an idle `follow` cycle stops here).
         return IngestResult(0, 0, checkpoint, head, time.monotonic() - started)

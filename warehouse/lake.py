@@ -30,6 +30,7 @@ import duckdb
 
 from eventstore.connection import EmbeddedServer, ensure_database, libpq_conninfo, redact
 from eventstore.duck import new_connection
+from eventstore.failures import reason, scrub, verdict
 from eventstore.settings import Settings
 from warehouse.errors import LakeConfigurationError, LakeUnavailableError
 
@@ -233,17 +234,22 @@ def _attach(con: duckdb.DuckDBPyConnection, config: LakeConfig, read_only: bool)
             con.execute(config.attach_sql(read_only=read_only, with_data_path=False))
         con.execute(f"USE {LAKE_ALIAS}")  # the first read of the catalog: a damaged one fails here
     except duckdb.Error as exc:
-        message = config.scrub(_first_line(exc))
+        message = config.scrub(scrub(reason(exc)))
         lower = message.lower()
-        if config.catalog_kind == "postgres" and ("connect" in lower or "connection" in lower):
-            raise LakeUnavailableError(
-                f"cannot reach the lake's catalog ({config.describe()}): {message}. Check that the "
-                "PostgreSQL server runs and the database exists (PROJECTIONIST_LAKE)."
-            ) from exc
         if "locked" in lower:
             raise LakeUnavailableError(
                 f"the lake's catalog ({config.describe()}) is locked by another process: {message}. "
                 "Retry when it has finished; use a PostgreSQL catalog for concurrent writers."
+            ) from exc
+        if verdict(exc) == "transient":
+            raise LakeUnavailableError(
+                f"cannot reach the lake's catalog ({config.describe()}): {message}. Check that the "
+                "PostgreSQL server runs and accepts connections (PROJECTIONIST_LAKE)."
+            ) from exc
+        if config.catalog_kind == "postgres" and _REFUSED.search(lower):
+            raise LakeConfigurationError(
+                f"the lake's catalog ({config.describe()}) refuses the connection: {message}. Fix the user, "
+                "password, database or SSL settings of PROJECTIONIST_LAKE; retrying will not help."
             ) from exc
         if read_only and ("does not exist" in lower or "not initialized" in lower or "no such" in lower):
             raise LakeConfigurationError(
@@ -253,6 +259,13 @@ def _attach(con: duckdb.DuckDBPyConnection, config: LakeConfig, read_only: bool)
             f"cannot open the lake's catalog ({config.describe()}): {message}. If the catalog is "
             "damaged, restore it from a backup or point PROJECTIONIST_LAKE at another catalog."
         ) from exc
+
+
+# A catalog server that answers but will not let us in: the DSN is wrong, not the lake.
+_REFUSED = re.compile(
+    r"authentication failed|no pg_hba\.conf entry|role \".*\" does not exist|database \".*\" does not exist"
+    r"|permission denied|ssl|sslmode|no password supplied"
+)
 
 
 def open_lake(
@@ -372,7 +385,32 @@ def _existing(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
-_REQUIRED = {*SCHEMAS, "raw.events", "raw.all_events", "meta.checkpoints", "meta.column_comments", "meta.dead_letters"}
+_STORE_COMMENT = (
+    "The event store this lake holds (one row, written by the first ingest): an ingest or status against "
+    "any other store is refused, since this lake's checkpoint means nothing there."
+)
+_STORE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("kind", "VARCHAR", "Store kind: native, marten, emmett or eventsourcing."),
+    (
+        "system_identifier",
+        "VARCHAR",
+        "The PostgreSQL cluster's system identifier (pg_control_system()); NULL if the reading role may not read it.",
+    ),
+    ("database_name", "VARCHAR", "The store's database."),
+    ("schema_name", "VARCHAR", "The schema of its event table."),
+    ("table_name", "VARCHAR", "Its event table, e.g. events or mt_events."),
+    ("recorded_at", "TIMESTAMPTZ", "When the first ingest recorded it."),
+)
+
+_REQUIRED = {
+    *SCHEMAS,
+    "raw.events",
+    "raw.all_events",
+    "meta.checkpoints",
+    "meta.column_comments",
+    "meta.dead_letters",
+    "meta.store",
+}
 
 
 def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
@@ -402,6 +440,8 @@ def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
                 _create_table(con, "meta.column_comments", _COLUMN_COMMENT_COLUMNS, _COLUMN_COMMENTS_COMMENT)
             if "meta.dead_letters" not in existing:
                 _create_table(con, "meta.dead_letters", DEAD_LETTER_COLUMNS, _DEAD_LETTERS_COMMENT)
+            if "meta.store" not in existing:
+                _create_table(con, "meta.store", _STORE_COLUMNS, _STORE_COMMENT)
             if "raw.all_events" not in existing:
                 con.execute("CREATE VIEW raw.all_events AS SELECT * FROM raw.events")
                 con.execute(f"COMMENT ON VIEW raw.all_events IS {quote_literal(_ALL_EVENTS_COMMENT)}")

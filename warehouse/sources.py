@@ -22,21 +22,27 @@ from datetime import datetime
 import duckdb
 
 from eventstore.adapters import EventStoreAdapter, open_reader
-from eventstore.connection import connect
-from eventstore.reader import START, Checkpoint, Head, NativeReader
+from eventstore.connection import connect_read_only
+from eventstore.identity import StoreIdentity, read_identity
+from eventstore.reader import START, Checkpoint, Head, Holder, NativeReader, open_transaction
 from eventstore.settings import Settings
 from warehouse.ingest import EventSource, NativeSource, attach_store
 
-__all__ = ["AdapterSource", "close_source", "open_source", "source_name"]
+__all__ = ["AdapterSource", "close_source", "head_holder", "open_source", "source_name"]
 
 #: A bound above every transaction id and position: ``pending`` counts settled and in-flight events.
 _UNBOUNDED = 2**62
 
 
-def source_name(adapter: EventStoreAdapter) -> str:
-    """``<kind>:<schema>.<table>``, the value of ``raw.events.source`` for ``adapter``'s events."""
+def _schema_table(adapter: EventStoreAdapter) -> tuple[str, str]:
     schema = str(getattr(adapter, "schema", "public"))
     table = {"marten": "mt_events", "emmett": "emt_messages"}.get(adapter.kind) or str(getattr(adapter, "table", ""))
+    return schema, table
+
+
+def source_name(adapter: EventStoreAdapter) -> str:
+    """``<kind>:<schema>.<table>``, the value of ``raw.events.source`` for ``adapter``'s events."""
+    schema, table = _schema_table(adapter)
     return f"{adapter.kind}:{schema}.{table}"
 
 
@@ -45,10 +51,16 @@ class AdapterSource:
     """Any :class:`EventStoreAdapter` as an ingest source: its DuckDB SQL runs inside the lake connection."""
 
     adapter: EventStoreAdapter
+    _identity: StoreIdentity | None = None
 
     @property
     def name(self) -> str:
         return source_name(self.adapter)
+
+    def identity(self) -> StoreIdentity:
+        if self._identity is None:
+            self._identity = read_identity(self.adapter.dsn, self.adapter.kind, *_schema_table(self.adapter))
+        return self._identity
 
     @property
     def bound_kind(self) -> str:
@@ -64,7 +76,7 @@ class AdapterSource:
     def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
         # The adapter's own query (bound: no limit) over everything after the checkpoint, counted in PostgreSQL.
         query = self.adapter.query(after, _UNBOUNDED)
-        with connect(self.adapter.dsn, autocommit=True) as conn:
+        with connect_read_only(self.adapter.dsn) as conn:
             if self.adapter.kind == "eventsourcing":
                 # Its query leaves decoding (and recorded_at) to DuckDB: count rows, age from the lake's view.
                 row = conn.execute(f"SELECT count(*), NULL::timestamptz FROM ({query}) AS q").fetchone()
@@ -94,3 +106,19 @@ def close_source(source: EventSource) -> None:
         source.reader.close()
     elif isinstance(source, AdapterSource):
         source.close()
+
+
+def head_holder(source: EventSource, head: Head) -> Holder | None:
+    """The open transaction holding ``head`` back (events wait above it), if the reading role can see it.
+
+    Where the bound is a transaction id (native, Emmett) it is exactly the transaction with that
+    id; where it is a high-water mark (Marten, ``eventsourcing``), the oldest open writing transaction.
+    """
+    if not head.events_pending:
+        return None
+    if isinstance(source, NativeSource):
+        return open_transaction(source.reader.dsn, head.safe_transaction_id)
+    if isinstance(source, AdapterSource):
+        bound = head.safe_transaction_id if source.bound_kind == "transaction_id" else None
+        return open_transaction(source.adapter.dsn, bound)
+    return None

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 from psycopg import sql
 
-from eventstore.connection import connect, describe_dsn
+from eventstore.connection import connect_read_only, describe_dsn
 from eventstore.duck import new_connection
 from eventstore.errors import ConfigurationError, UndecodableEventError
 from eventstore.reader import EVENT_SCHEMA, START, Checkpoint, Head
@@ -147,7 +147,7 @@ class SqlAdapter:
 
     def columns(self, table: str) -> dict[str, str]:
         """Column name → type of ``schema.table`` (empty if it does not exist)."""
-        with connect(self.dsn, autocommit=True) as conn:
+        with connect_read_only(self.dsn) as conn:
             rows = conn.execute(
                 "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
                 "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eventstore.connection import connect
+from eventstore.connection import connect_read_only
 
 __all__ = ["FoundStore", "describe_found", "detect_stores"]
 
@@ -47,7 +47,7 @@ ORDER BY n.nspname, c.relname
 def detect_stores(dsn: str, schema: str | None = None) -> list[FoundStore]:
     """Event tables of the four known kinds in the database (optionally one schema)."""
     found: list[FoundStore] = []
-    with connect(dsn, autocommit=True) as conn:
+    with connect_read_only(dsn) as conn:
         for row in conn.execute(_DETECT, (schema, schema)).fetchall():
             nsp, table, xid8, global_position, stream_version, kind_col, seq_id, dotnet, notification, orig, state = row
             if table == "emt_messages" and xid8 and kind_col:

@@ -36,7 +36,7 @@ archived event is never read twice.
 from __future__ import annotations
 
 from eventstore.adapters._base import SqlAdapter, sql_quote
-from eventstore.connection import connect
+from eventstore.connection import connect_read_only
 from eventstore.errors import ConfigurationError
 from eventstore.reader import START, Checkpoint, Head
 
@@ -112,7 +112,7 @@ class EmmettAdapter(SqlAdapter):
 
     def head(self, after: Checkpoint = START) -> Head:
         """The safe head: the snapshot's xmin and the last event below it."""
-        with connect(self.dsn, autocommit=True) as conn:
+        with connect_read_only(self.dsn) as conn:
             bound_row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
             assert bound_row is not None
             bound = int(bound_row[0])

@@ -59,7 +59,7 @@ import psycopg
 
 from eventstore.adapters._base import SqlAdapter, sql_quote
 from eventstore.adapters.highwater import WRITE_LOCK_MODES, SequenceHighWater
-from eventstore.connection import connect
+from eventstore.connection import connect_read_only
 from eventstore.errors import ConfigurationError
 from eventstore.reader import START, Checkpoint, Head
 
@@ -162,7 +162,7 @@ class EventsourcingAdapter(SqlAdapter):
             "set PROJECTIONIST_EVENT_STORE_TABLE.",
         )
         self.table_sql = self.ref(self.table)
-        with connect(self.dsn, autocommit=True) as conn:
+        with connect_read_only(self.dsn) as conn:
             row = conn.execute("SELECT pg_get_serial_sequence(%s, 'notification_id')", (self.table_sql,)).fetchone()
         if not row or not row[0]:
             raise ConfigurationError(
@@ -203,7 +203,7 @@ class EventsourcingAdapter(SqlAdapter):
 
     def head(self, after: Checkpoint = START) -> Head:
         """The safe position: the highest visible notification id while every writer holds the table lock."""
-        with connect(self.dsn, autocommit=True) as conn:
+        with connect_read_only(self.dsn) as conn:
             top = conn.execute(f"SELECT max(notification_id) FROM {self.table_sql}").fetchone()
             highest = int(top[0]) if top and top[0] is not None else 0
             if self._unlocked_writers(conn):  # read after max: see the module docstring

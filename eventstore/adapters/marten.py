@@ -62,7 +62,7 @@ from __future__ import annotations
 
 from eventstore.adapters._base import SqlAdapter, sql_quote
 from eventstore.adapters.highwater import SequenceHighWater
-from eventstore.connection import connect
+from eventstore.connection import connect_read_only
 from eventstore.errors import ConfigurationError
 from eventstore.reader import START, Checkpoint, Head
 
@@ -157,7 +157,7 @@ class MartenAdapter(SqlAdapter):
         self.high_water = SequenceHighWater(self.events_sql, "seq_id", self.sequence_sql)
 
     def _check_sequence(self) -> None:
-        with connect(self.dsn, autocommit=True) as conn:
+        with connect_read_only(self.dsn) as conn:
             row = conn.execute(
                 "SELECT increment_by, cache_size FROM pg_sequences WHERE schemaname = %s AND sequencename = %s",
                 (self.schema, "mt_events_sequence"),
@@ -185,7 +185,7 @@ class MartenAdapter(SqlAdapter):
             )
 
     def _stream_key_has_tenant(self) -> bool:
-        with connect(self.dsn, autocommit=True) as conn:
+        with connect_read_only(self.dsn) as conn:
             row = conn.execute(
                 "SELECT bool_or(a.attname = 'tenant_id') FROM pg_index i "
                 "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
@@ -196,7 +196,7 @@ class MartenAdapter(SqlAdapter):
 
     def head(self, after: Checkpoint = START) -> Head:
         """The proven safe position (see the module docstring) and the last event at or below it."""
-        with connect(self.dsn, autocommit=True) as conn:
+        with connect_read_only(self.dsn) as conn:
             proven, in_flight = self.high_water.prove(conn, int(after.global_position))
             last = conn.execute(f"SELECT max(seq_id) FROM {self.events_sql} WHERE seq_id <= %s", (proven,)).fetchone()
             pending = conn.execute(
