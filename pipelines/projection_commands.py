@@ -14,13 +14,12 @@ from typing import Any
 import click
 import duckdb
 
-from eventstore.connection import event_store_dsn
-from eventstore.errors import ConfigurationError, TransientError
-from eventstore.reader import NativeReader
+from eventstore.errors import ConfigurationError
 from pipelines.cli import _fail_cleanly, _settings, cli
+from pipelines.follow import Follower
 from projections import discover
 from warehouse.diff import check_expectation
-from warehouse.ingest import NativeSource, ingest, lake_checkpoint
+from warehouse.ingest import lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.version_diff import compare_versions, expectation_for, resolve_pair
 from warehouse.versions import (
@@ -284,53 +283,48 @@ class _Stop:
 
 @cli.command("follow")
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.05), help="Seconds between polls.")
+@click.option(
+    "--report-held-after",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Name an open transaction that holds the safe head back for this many seconds.",
+)
 @click.option("--max-cycles", type=click.IntRange(1), hidden=True, help="Stop after this many cycles (tests).")
 @_fail_cleanly
-def follow_command(interval: float, max_cycles: int | None) -> None:
-    """Ingest and project continuously (polling) until SIGINT or SIGTERM; one line per cycle that did something."""
+def follow_command(interval: float, report_held_after: float, max_cycles: int | None) -> None:
+    """Ingest and project continuously until SIGINT or SIGTERM; survives restarts of the store and the lake.
+
+    One line per cycle that did something, one per outage (then retried with backoff) and one when it
+    recovers; it exits only on a terminal error (exit 2) or a signal.
+    """
     settings = _settings()
     registry = discover()
     stop = _Stop()
     previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, stop)
-    dsn = event_store_dsn(settings)
+    follower = Follower(
+        settings,
+        registry,
+        log=click.echo,  # flushes: a service's log is read as it is written
+        warn=lambda line: click.echo(line, err=True),
+        interval=interval,
+        holder_after=report_held_after,
+    )
     cycles = 0
     try:
-        with NativeReader(dsn, settings.store_schema, settings.store_table) as reader:
-            source = NativeSource(reader)
-            con = _lake()
-            try:
-                table = f"{settings.store_schema}.{settings.store_table}"
-                click.echo(f"following {table} every {interval:g} s; Ctrl-C stops")
-                while not stop.requested:
-                    started = time.monotonic()
-                    try:
-                        ingested = ingest(con, source)
-                        results = project(con, registry)
-                    except TransientError as exc:
-                        # A busy catalog or an unreachable store: the next cycle retries; terminal errors stop.
-                        click.echo(f"{datetime.now(UTC):%H:%M:%S} {exc} (retrying next cycle)", err=True)
-                        results, ingested = [], None
-                    if ingested is not None and (ingested.events or results):
-                        projected = ", ".join(f"{r.name} v{r.version} {r.keys:,} keys" for r in results) or "nothing"
-                        letters = sum(r.dead_letters for r in results)
-                        click.echo(
-                            f"{datetime.now(UTC):%H:%M:%S} ingested {ingested.events:,} events (checkpoint "
-                            f"{ingested.checkpoint}); projected {projected}"
-                            + (f"; {letters:,} dead-lettered" if letters else "")
-                            + f" ({time.monotonic() - started:.1f} s)"
-                        )
-                        sys.stdout.flush()
-                    cycles += 1
-                    if max_cycles is not None and cycles >= max_cycles:
-                        break
-                    deadline = time.monotonic() + interval
-                    while not stop.requested and time.monotonic() < deadline:
-                        time.sleep(min(0.05, interval))
-            finally:
-                con.close()
+        click.echo(f"following the {settings.store_kind} event store every {interval:g} s; Ctrl-C stops")
+        while not stop.requested:
+            wait = follower.cycle()
+            cycles += 1
+            if max_cycles is not None and cycles >= max_cycles:
+                break
+            deadline = time.monotonic() + wait
+            while not stop.requested and time.monotonic() < deadline:
+                time.sleep(min(0.05, wait))
     finally:
+        follower.close()
         for restored, handler in previous.items():
             signal.signal(restored, handler)
     click.echo("stopped" if stop.requested else f"stopped after {cycles} cycles")
