@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from pipelines.failures import RETRY_POLICY, as_failure
 from pipelines.resources import ProjectionistResource
 from projections import Projection, Registry
 from warehouse.analytics import refresh_analytics
@@ -43,6 +44,7 @@ def analytics_key(name: str) -> dg.AssetKey:
     group_name="raw",
     kinds={"postgres", "ducklake"},
     pool=INGEST_POOL,
+    retry_policy=RETRY_POLICY,
     description=(
         "Every settled event of the event store, once, in raw.events (DuckLake): read gap-safe below the "
         "oldest open transaction and committed with its checkpoint in the same DuckLake commit."
@@ -52,7 +54,11 @@ def analytics_key(name: str) -> dg.AssetKey:
 def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
     """Ingest new events from the store into raw.events and refresh the analytics views."""
     started = time.monotonic()
-    with projectionist.event_source() as source, projectionist.lake_connection() as con:
+    with (
+        as_failure("ingesting raw/events"),
+        projectionist.event_source() as source,
+        projectionist.lake_connection() as con,
+    ):
         before, _ = lake_checkpoint(con)
         result = ingest(con, source, progress=lambda n: context.log.info(f"committed a batch of {n:,} events"))
         views = refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold)
@@ -78,11 +84,12 @@ def _stream_health_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinit
         deps=[RAW_EVENTS],
         group_name="stream_health",
         kinds={"duckdb"},
+        retry_policy=RETRY_POLICY,
         description=description,
         tags={"projectionist/layer": "analytics"},
     )
     def _health(projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
-        with projectionist.lake_connection() as con:
+        with as_failure(f"refreshing {key.to_user_string()}"), projectionist.lake_connection() as con:
             refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold)
             table = f"analytics.{key.path[-1]}"
             row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
@@ -117,6 +124,7 @@ def _version_asset(projection: Projection) -> dg.AssetsDefinition:
         group_name="projections",
         kinds={"ducklake", _KIND_TAG[projection.kind]},
         pool=WRITER_POOL,
+        retry_policy=RETRY_POLICY,
         code_version=f"v{version}-{projection.fingerprint[:12]}",
         description=f"{projection.description}\n\nTable `projections.{name}_v{version}`, key {list(projection.key)}.",
         metadata={"dagster/column_schema": _column_schema(projection), "key": list(projection.key)},
@@ -126,15 +134,24 @@ def _version_asset(projection: Projection) -> dg.AssetsDefinition:
         from warehouse import versions
 
         registry = _registry()
-        with projectionist.lake_connection() as con:
+        with as_failure(f"materializing {name} v{version}"), projectionist.lake_connection() as con:
             known = {v.version: v for v in versions.list_versions(con, name)}
             if version not in known:
                 context.log.info(f"{name} v{version} is not in the lake yet: rebuilding it from raw.events")
                 result = versions.rebuild(con, registry, name, version)
+                if version == max(registry.versions(name)) and not any(v.state == "live" for v in known.values()):
+                    # As `projectionist project` does: a projection's first version goes live when built.
+                    versions.promote(
+                        con, registry, name, version, force=True, actor=f"dagster run {context.run.run_id} (first)"
+                    )
+                    context.log.info(f"{name} v{version} is the first live version of {name}")
             else:
-                result = next(r for r in versions.project(con, registry, names=[name]) if r.version == version)
+                result = versions.advance_version(con, registry, name, version)
             info = {v.version: v for v in versions.list_versions(con, name)}[version]
             lag_events, lag_seconds = versions.lag(con, name, version)
+        if not result.events and version in known:
+            why = "is up to date" if info.state in ("live", "ready") else f"is {info.state} and does not advance"
+            context.log.info(f"{name} v{version} {why} (checkpoint {info.checkpoint}): nothing to do")
         return dg.MaterializeResult(
             metadata={
                 "rows": dg.MetadataValue.int(info.rows),
@@ -166,12 +183,13 @@ def _analytics_asset(name: str, projections: Sequence[Projection]) -> dg.AssetsD
             "(switched atomically by promote, back by rollback)."
         ),
         metadata={"dagster/column_schema": _column_schema(described)},
+        retry_policy=RETRY_POLICY,
         tags={"projectionist/projection": name, "projectionist/layer": "analytics"},
     )
     def _live(projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
         from warehouse import versions
 
-        with projectionist.lake_connection(read_only=True) as con:
+        with as_failure(f"reading analytics.{name}"), projectionist.lake_connection(read_only=True) as con:
             live = [v for v in versions.list_versions(con, name) if v.state == "live"]
             if not live:
                 raise dg.Failure(

@@ -1,15 +1,18 @@
 """Jobs (typed config), the ingest schedule and the sensor on the event store's safe head."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
+import duckdb
+import psycopg
 
 from eventstore.errors import ProjectionistError
-from pipelines.assets import RAW_EVENTS, WRITER_POOL, version_key
+from eventstore.failures import translate
+from pipelines.assets import RAW_EVENTS, WRITER_POOL, analytics_key, version_key
+from pipelines.failures import RETRY_POLICY, as_failure
 from pipelines.resources import ProjectionistResource
 from projections import Registry
+from warehouse.errors import PromotionError
 
 __all__ = ["build_automation", "build_jobs"]
 
@@ -44,26 +47,21 @@ def _registry() -> Registry:
     return discover()
 
 
-@contextmanager
-def _as_failure() -> Iterator[None]:
-    """Turn Projectionist's errors into a run failure whose reason is the error's message."""
-    try:
-        yield
-    except ProjectionistError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=exc.retryable) from exc
-
-
 def _target(name: str, version: int | None) -> tuple[Registry, int | None]:
     """Refuse an unknown projection or version before anything is written (terminal: no retry)."""
     from warehouse import versions
 
     registry = _registry()
-    with _as_failure():
+    with as_failure(f"checking {name} v{version}" if version else f"checking {name}"):
         projection = versions.validate_target(registry, name, version)
     return registry, projection.version
 
 
-@dg.op(pool=WRITER_POOL, description="Rebuild a projection version from raw.events beside the live one.")
+@dg.op(
+    pool=WRITER_POOL,
+    retry_policy=RETRY_POLICY,
+    description="Rebuild a projection version from raw.events beside the live one.",
+)
 def rebuild_version(
     context: dg.OpExecutionContext, config: RebuildConfig, projectionist: ProjectionistResource
 ) -> None:
@@ -71,7 +69,7 @@ def rebuild_version(
 
     registry, version = _target(config.name, config.version)
     assert version is not None
-    with _as_failure(), projectionist.lake_connection() as con:
+    with as_failure(f"rebuilding {config.name} v{version}"), projectionist.lake_connection() as con:
         result = versions.rebuild(
             con, registry, config.name, version, progress=lambda n: context.log.info(f"committed {n:,} events")
         )
@@ -91,7 +89,9 @@ def rebuild_version(
     )
 
 
-@dg.op(description="Compare two versions of a projection row by row and record the comparison.")
+@dg.op(
+    retry_policy=RETRY_POLICY, description="Compare two versions of a projection row by row and record the comparison."
+)
 def compare_two_versions(
     context: dg.OpExecutionContext, config: CompareConfig, projectionist: ProjectionistResource
 ) -> None:
@@ -100,7 +100,7 @@ def compare_two_versions(
     from warehouse.version_diff import compare_versions, expectation_for, resolve_pair
 
     registry, _ = _target(config.name, None)
-    with _as_failure(), projectionist.lake_connection() as con:
+    with as_failure(f"comparing versions of {config.name}"), projectionist.lake_connection() as con:
         _, b = resolve_pair(con, registry, config.name, config.a, config.b)
         comparison, comparison_id = compare_versions(
             con, registry, config.name, config.a, config.b, sample_size=config.sample_size
@@ -109,7 +109,17 @@ def compare_two_versions(
     context.log.info(f"comparison {comparison_id} recorded\n{render_markdown(comparison)}\n\n{expected}")
 
 
-@dg.op(pool=WRITER_POOL, description="Swap analytics.<name> to a version atomically (gated by a comparison).")
+def _is_live(con: duckdb.DuckDBPyConnection, name: str, version: int) -> bool:
+    from warehouse import versions
+
+    return any(v.version == version and v.state == "live" for v in versions.list_versions(con, name))
+
+
+@dg.op(
+    pool=WRITER_POOL,
+    retry_policy=RETRY_POLICY,
+    description="Swap analytics.<name> to a version atomically (gated by a comparison).",
+)
 def promote_version(
     context: dg.OpExecutionContext, config: PromoteConfig, projectionist: ProjectionistResource
 ) -> None:
@@ -118,11 +128,31 @@ def promote_version(
     registry, version = _target(config.name, config.version)
     assert version is not None
     actor = f"dagster run {context.run.run_id}"
-    with _as_failure(), projectionist.lake_connection() as con:
-        promotion = versions.promote(con, registry, config.name, version, force=config.force, actor=actor)
+    with as_failure(f"promoting {config.name} v{version}"), projectionist.lake_connection() as con:
+        if _is_live(con, config.name, version):
+            context.log.info(f"{config.name} v{version} is already live: nothing to do")
+            return
+        try:
+            promotion = versions.promote(con, registry, config.name, version, force=config.force, actor=actor)
+        except PromotionError:
+            if _is_live(con, config.name, version):  # a concurrent run promoted it first: the same outcome
+                context.log.info(f"{config.name} v{version} was made live by another run meanwhile")
+                return
+            raise
     context.log.info(
         f"analytics.{config.name} now shows v{promotion.to_version} (was v{promotion.from_version}); "
         f"comparison {promotion.comparison_id}"
+    )
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=analytics_key(config.name),
+            description=f"promoted v{promotion.to_version}",
+            metadata={
+                "live_version": dg.MetadataValue.int(promotion.to_version),
+                "previous_version": str(promotion.from_version) if promotion.from_version else "none",
+                "comparison_id": promotion.comparison_id or "none (forced or first)",
+            },
+        )
     )
 
 
@@ -173,8 +203,14 @@ def build_automation() -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefin
         ),
     )
     def event_store_head(context: dg.SensorEvaluationContext, projectionist: ProjectionistResource) -> dg.SensorResult:
-        with projectionist.event_source() as source:
-            head = str(source.head().last)
+        try:
+            with projectionist.event_source() as source:
+                head = str(source.head().last)
+        except (ProjectionistError, duckdb.Error, psycopg.Error) as exc:
+            error = translate(exc, "reading the event store's head")
+            if not error.retryable:
+                raise error from exc
+            return dg.SensorResult(skip_reason=f"{error} (transient: the next tick tries again)")
         if head == context.cursor:
             return dg.SensorResult(skip_reason=f"safe head unchanged at {head}")
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"head-{head}")], cursor=head)

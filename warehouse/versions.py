@@ -57,6 +57,7 @@ __all__ = [
     "PromotionError",
     "UnfinishedRebuild",
     "VersionInfo",
+    "advance_version",
     "dead_letters",
     "ensure_version_tables",
     "lag",
@@ -970,6 +971,54 @@ def project(
             if progress is not None:
                 progress(projection.table_name, result.events)
     return results
+
+
+def _idle(info: VersionInfo) -> ProjectResult:
+    """The result of a call that found nothing to do for ``info``: no event, no key, its rows and checkpoint."""
+    return ProjectResult(info.name, info.version, 0, 0, info.rows, info.checkpoint, 0, 0.0)
+
+
+def advance_version(con: duckdb.DuckDBPyConnection, registry: Registry, name: str, version: int) -> ProjectResult:
+    """Bring one recorded version of ``name`` up to the lake's ingest checkpoint, as :func:`project` does.
+
+    Always a result: one with zero events when the version is already there, is not advancing
+    (``retired``, ``building``, ``dropped``) or was advanced by another process meanwhile, so a
+    scheduled run against an idle store records "nothing to do" instead of failing. A version the
+    lake does not hold is refused (:class:`ConfigurationError`): it needs a rebuild first.
+    """
+    projection = validate_target(registry, name, version)
+
+    def read() -> tuple[tuple[Any, ...] | None, Checkpoint]:
+        with _transaction(con):
+            row = con.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM meta.projection_versions WHERE name = ? AND version = ?",
+                [name, version],
+            ).fetchone()
+            return row, lake_checkpoint(con)[0]
+
+    try:
+        row, until = read()
+    except duckdb.CatalogException:  # a lake from before the version tables
+        row = None
+    if row is None:
+        raise ConfigurationError(
+            f"{projection.table_name} is not in the lake yet: rebuild it first "
+            f"(`projectionist rebuild {name} --version {version}`)."
+        )
+    info = _info(row)
+    if info.state not in ("live", "ready"):
+        return _idle(info)
+    _check_fingerprint(projection, info)
+    if (until.transaction_id, until.global_position) <= (
+        info.checkpoint.transaction_id,
+        info.checkpoint.global_position,
+    ):
+        return _idle(info)
+    result = _advance(con, registry, projection, info, until)
+    if result is not None:
+        return result
+    now = _version(con, name, version)  # another process advanced it first: report where it is now
+    return _idle(now if now is not None else info)
 
 
 def _actor(actor: str | None) -> str:
