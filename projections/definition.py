@@ -147,7 +147,9 @@ class Projection:
     function) returns ``stream_id`` plus the key columns each stream contributes to, and the body
     must be decomposable by stream: a key's row depends only on the streams contributing to it.
     ``requires`` declares, per event type, the payload fields the body reads and their DuckDB
-    types; events that miss one are poison.
+    types; events that miss one are poison. ``event_versions`` declares, per consumed event type,
+    the highest version the body reads as stored: events of a version no upcaster reaches and no
+    projection declares (above it, or below 1) are poison.
     """
 
     name: str
@@ -161,6 +163,7 @@ class Projection:
     stream_keys: Sql | Polars | None = None
     poison: PoisonPolicy = PoisonPolicy()
     expected_changes: tuple[ExpectedChange, ...] = ()
+    event_versions: Mapping[str, int] = field(default_factory=dict)
     source: str = ""  # the file it was loaded from, set by the registry
 
     def __post_init__(self) -> None:
@@ -202,7 +205,7 @@ class Projection:
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the body's source and the declared schema; changes when either changes."""
-        declared = {
+        declared: dict[str, Any] = {
             "kind": self.kind,
             "body": _body_source(self.body),
             "stream_keys": _body_source(self.stream_keys) if self.stream_keys is not None else None,
@@ -211,6 +214,8 @@ class Projection:
             "requires": {t: dict(sorted(f.items())) for t, f in sorted(self.requires.items())},
             "columns": [[c.name, _normalize_type(c.type)] for c in self.output_columns],
         }
+        if self.event_versions:  # only when declared: the fingerprints of projections without it stay as they were
+            declared["event_versions"] = dict(sorted(self.event_versions.items()))
         return hashlib.sha256(json.dumps(declared, sort_keys=True).encode()).hexdigest()
 
     def _fail(self, problem: str) -> ProjectionDefinitionError:
@@ -248,6 +253,11 @@ class Projection:
             for name in fields:
                 if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
                     raise self._fail(f"required field name {name!r} of {event_type!r} is not a plain identifier")
+        for event_type, version in self.event_versions.items():
+            if event_type not in self.consumes:
+                raise self._fail(f"declares the version of {event_type!r}, which it does not consume")
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise self._fail(f"version {version!r} of {event_type!r} is invalid: use a positive integer")
         if self.stream_keys is None and len(self.key) != 1:
             raise self._fail("a key of several columns needs stream_keys (which keys each stream contributes to)")
         if isinstance(self.body, Fold) and self.stream_keys is not None:

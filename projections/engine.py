@@ -7,7 +7,9 @@
 The pipeline, all of it SQL until a polars or fold body takes over:
 
 1. upcast (``upcasting.upcast_sql``) and keep the event types the projection consumes;
-2. validate the declared required fields: events failing it are *poison*, reported as
+2. validate each event's envelope (``recorded_at`` a Python datetime can hold, an
+   ``event_version`` an upcaster or the projection declares: comparisons of its own columns) and
+   its declared required fields: events failing it are *poison*, reported as
    ``(event_id, reason)``; policy ``skip`` computes without them, ``stop`` raises
    :class:`~eventstore.errors.PoisonEventError` naming the first one;
 3. run the body; a fold also reports as poison an event whose ``evolve`` raises;
@@ -30,7 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -139,8 +141,55 @@ def _json_kinds(type_: str, precise: bool) -> tuple[str | None, bool]:
     return _JSON_KINDS["VARCHAR"], True  # dates, timestamps, uuids...: text that must parse
 
 
-def _checked_sql(projection: Projection, base: str, precise: bool = False, root: bool = True) -> str:
+# recorded_at a fold can be handed: Python's datetime holds years 1 to 9999, and a day of margin at
+# each end keeps the bounds in range in any session time zone. PostgreSQL and DuckDB hold far more
+# (infinity, -infinity, years up to 294,000 and BC).
+_EARLIEST = "TIMESTAMPTZ '0001-01-02 00:00:00+00'"
+_LATEST = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
+
+
+def _versions_sql(versions: Mapping[str, int]) -> str:
+    """SQL: the event's version is one an upcaster or the projection declares (1 up to its type's highest)."""
+    higher = {t: v for t, v in sorted(versions.items()) if v > 1}
+    if not higher:
+        return "event_version = 1"
+    cases = " ".join(f"WHEN {_quote(t)} THEN {v}" for t, v in higher.items())
+    return f"event_version BETWEEN 1 AND CASE event_type {cases} ELSE 1 END"
+
+
+def _envelope_sql(versions: Mapping[str, int]) -> str:
+    """SQL: the event's own columns can be projected, by plain comparisons (no parse).
+
+    The same for every kind of body: what is poison must not depend on the kind (a version written
+    as a fold beside one in SQL would otherwise differ by the events each dropped).
+    """
+    return f"coalesce(recorded_at BETWEEN {_EARLIEST} AND {_LATEST}, true) AND {_versions_sql(versions)}"
+
+
+def _envelope_reasons(versions: Mapping[str, int]) -> list[str]:
+    """``WHEN ... THEN reason`` clauses for the events failing :func:`_envelope_sql`, first to last."""
+    at = "CAST(recorded_at AS VARCHAR)"
+    return [
+        f"WHEN NOT isfinite(recorded_at) THEN 'recorded_at is ' || {at}",
+        f"WHEN recorded_at NOT BETWEEN {_EARLIEST} AND {_LATEST} "
+        f"THEN 'recorded_at ' || {at} || ' is out of range (years 1 to 9999)'",
+        f"WHEN NOT coalesce({_versions_sql(versions)}, false) THEN event_type || ' v' || "
+        "coalesce(CAST(event_version AS VARCHAR), 'NULL') || ': no upcaster or projection declares this version'",
+    ]
+
+
+def _known_versions(projection: Projection, upcasters: Upcasters) -> dict[str, int]:
+    """The highest version of each event type ``projection`` consumes that an upcaster or the projection declares."""
+    return {t: max(upcasters.latest(t) or 1, projection.event_versions.get(t, 1)) for t in sorted(projection.consumes)}
+
+
+def _checked_sql(
+    projection: Projection, base: str, versions: Mapping[str, int], precise: bool = False, root: bool = True
+) -> str:
     """``base`` plus ``_ok`` (the event can be projected) and the columns ``_poison_reason`` needs.
+
+    ``versions`` are the highest known versions of the consumed types (:func:`_known_versions`):
+    with ``recorded_at``, checked by comparisons of the event's own columns (:func:`_envelope_sql`).
 
     One JSON parse per event gives the document's type and its required fields' types
     (``json_type(data, [paths])``): a missing field, a JSON null, a wrong type all show there.
@@ -152,6 +201,7 @@ def _checked_sql(projection: Projection, base: str, precise: bool = False, root:
     """
     first = 2 if root else 1
     caught = "try" if root else ""
+    envelope = _envelope_sql(versions)
     types: list[str] = []
     texts: list[str] = []
     conditions: list[str] = []
@@ -180,7 +230,7 @@ def _checked_sql(projection: Projection, base: str, precise: bool = False, root:
         document_ok = "json_type(data) = 'OBJECT'"
         ok = f"CASE event_type {' '.join(conditions)} ELSE {document_ok} END" if conditions else document_ok
         return (
-            f"SELECT *, coalesce({ok}, false) AS _ok FROM ("
+            f"SELECT *, coalesce({envelope} AND {ok}, false) AS _ok FROM ("
             f"SELECT *, {types_expr} AS _t, {texts_expr} AS _s FROM ({base}) AS consumed) AS typed"
         )
     types_expr = (
@@ -188,14 +238,15 @@ def _checked_sql(projection: Projection, base: str, precise: bool = False, root:
     )
     fields_ok = f"CASE event_type {' '.join(conditions)} ELSE true END" if conditions else "true"
     return (
-        f"SELECT *, coalesce(_t[1] = 'OBJECT' AND ({fields_ok}), false) AS _ok FROM ("
+        f"SELECT *, coalesce({envelope} AND _t[1] = 'OBJECT' AND ({fields_ok}), false) AS _ok FROM ("
         f"SELECT *, {types_expr} AS _t, {texts_expr} AS _s FROM ({base}) AS consumed) AS typed"
     )
 
 
-def _poison_reason(projection: Projection, precise: bool = False) -> str:
+def _poison_reason(projection: Projection, versions: Mapping[str, int], precise: bool = False) -> str:
     """SQL over ``_checked_sql`` columns: why an event that is not ``_ok`` cannot be projected."""
     reasons = [
+        *_envelope_reasons(versions),
         "WHEN data IS NULL THEN 'data is NULL'",
         "WHEN _t[1] IS NULL THEN 'data is not valid JSON'",
         "WHEN _t[1] <> 'OBJECT' THEN 'data is not a JSON object but ' || _t[1]",
@@ -230,7 +281,7 @@ def _valid_sql(checked: str) -> str:
 _POISON_MARK = "projectionist: an event fails the projection's declared fields"
 
 
-def _guarded_sql(projection: Projection, base: str) -> str:
+def _guarded_sql(projection: Projection, base: str, versions: Mapping[str, int]) -> str:
     """Every event of ``base``, raising at the first one that fails the declared fields.
 
     The LIMIT (of more rows than a table can hold) is a barrier: DuckDB does not push a filter
@@ -238,7 +289,7 @@ def _guarded_sql(projection: Projection, base: str) -> str:
     every consumed event meets the check, as in the two-pass path; without it they reach the scan
     and events the body skips would go unchecked (seen in the plans of DuckDB 1.5).
     """
-    checked = _checked_sql(projection, base, root=False)
+    checked = _checked_sql(projection, base, versions, root=False)
     return (
         f"SELECT * EXCLUDE (_t, _s, _ok) FROM ({checked}) AS checked "
         f"WHERE CASE WHEN _ok THEN true ELSE error({_quote(_POISON_MARK)}) END LIMIT 9223372036854775807"
@@ -262,6 +313,7 @@ class _Run:
         types = ", ".join(_quote(t) for t in sorted(projection.consumes))
         self.where = f"event_type IN ({types})"
         self.consumed = upcast_sql(con, events, upcasters, where=self.where, columns=self.columns)
+        self.versions = _known_versions(projection, upcasters)
 
     @functools.cached_property
     def consumed_raising(self) -> str:
@@ -276,7 +328,7 @@ class _Run:
         return f"SELECT * FROM ({consumed}) AS e WHERE stream_id IN ({streams})"
 
     def poison(self, base: str, precise: bool = False) -> list[PoisonEvent]:
-        checked = _checked_sql(self.projection, base, precise)
+        checked = _checked_sql(self.projection, base, self.versions, precise)
         # Counting through an aggregate FILTER first: a WHERE on _ok would be pushed down into the
         # projection and re-parse the JSON once per reference to _t (four times slower, measured).
         found = self.con.sql(f"SELECT count(*) FILTER (WHERE NOT _ok) FROM ({checked}) AS checked").fetchone()
@@ -284,13 +336,13 @@ class _Run:
             return []
         rows = self.con.sql(
             f"SELECT event_id::VARCHAR, global_position, transaction_id, stream_id, event_type, event_version, "
-            f"{_poison_reason(self.projection, precise)} FROM ({checked}) AS checked WHERE NOT _ok "
+            f"{_poison_reason(self.projection, self.versions, precise)} FROM ({checked}) AS checked WHERE NOT _ok "
             "ORDER BY transaction_id, global_position"
         ).fetchall()
         return [PoisonEvent(*row) for row in rows]
 
     def valid(self, base: str, poison: Sequence[PoisonEvent], precise: bool = False) -> str:
-        return _valid_sql(_checked_sql(self.projection, base, precise)) if poison else base
+        return _valid_sql(_checked_sql(self.projection, base, self.versions, precise)) if poison else base
 
     @contextmanager
     def registered(self, table: pa.Table) -> Iterator[str]:
@@ -475,7 +527,7 @@ def _compute_checked(
     base = run.restricted(streams, raising=check == "single_pass")
     if check == "single_pass":
         poison: list[PoisonEvent] = []
-        valid = _guarded_sql(projection, base)
+        valid = _guarded_sql(projection, base, run.versions)
     else:
         precise = check == "precise"
         poison = run.poison(base, precise)
