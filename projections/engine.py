@@ -12,7 +12,8 @@ The pipeline, all of it SQL until a polars or fold body takes over:
    its declared required fields: events failing it are *poison*, reported as
    ``(event_id, reason)``; policy ``skip`` computes without them, ``stop`` raises
    :class:`~eventstore.errors.PoisonEventError` naming the first one;
-3. run the body; a fold also reports as poison an event whose ``evolve`` raises;
+3. run the body; a fold also reports as poison an event it cannot decode (nested too deeply for
+   Python, say) or whose ``evolve`` raises;
 4. cast the result to the declared column types, keep the requested keys, order by key.
 
 The validation runs inside the body's own pass first (``single_pass``: an event failing it raises
@@ -582,43 +583,52 @@ def _fold(run: _Run, valid: str, body: Fold, policy: str) -> tuple[pa.Table, lis
         for position, transaction, stream_id, version, event_id, kind, event_version, data, at, cid, caid in zip(
             *batch.to_pydict().values(), strict=True
         ):
-            event = new_event(
-                Event,
-                position,
-                transaction,
-                stream_id,
-                version,
-                event_id,
-                kind,
-                event_version,
-                decode(data),
-                at,
-                cid,
-                caid,
-            )
             if stream_id != stream:
                 emit()
-                stream, state, last = event.stream_id, initial(), None
+                stream, state, last = stream_id, initial(), None
+            # Each event is decoded and applied apart: whatever one raises makes it poison, never the
+            # computation fail (data nested deeper than Python's recursion limit, an integer of more
+            # digits than int() takes, an error in evolve).
             try:
-                state = evolve(state, event)
-            except Exception as exc:
-                reason = f"{type(exc).__name__} in evolve: {exc}"
-                found = PoisonEvent(
-                    event.event_id,
-                    event.global_position,
-                    event.transaction_id,
-                    event.stream_id,
-                    event.event_type,
-                    event.event_version,
-                    reason,
+                event = new_event(
+                    Event,
+                    position,
+                    transaction,
+                    stream_id,
+                    version,
+                    event_id,
+                    kind,
+                    event_version,
+                    decode(data),
+                    at,
+                    cid,
+                    caid,
                 )
-                if policy == "stop":
-                    raise poison_stop_error(projection, [found]) from exc
-                poison.append(found)
-                continue
-            last = event.global_position
+            except RecursionError as exc:
+                error: Exception = exc
+                reason = "data is nested too deeply for Python (RecursionError)"
+            except Exception as exc:
+                error, reason = exc, f"data cannot be decoded in Python: {type(exc).__name__}: {_one_line(exc)}"
+            else:
+                try:
+                    state = evolve(state, event)
+                except Exception as exc:
+                    error, reason = exc, f"{type(exc).__name__} in evolve: {_one_line(exc)}"
+                else:
+                    last = position
+                    continue
+            found = PoisonEvent(event_id, position, transaction, stream_id, kind, event_version, reason)
+            if policy == "stop":
+                raise poison_stop_error(projection, [found]) from error
+            poison.append(found)
     emit()
     return _rows_table(run, rows), poison
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """``error``'s message on one line, cut at ``limit`` characters: a reason is a line of a dead letter."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _rows_table(run: _Run, rows: list[dict[str, Any]]) -> pa.Table:
