@@ -66,12 +66,19 @@ Keys: TypeAlias = pa.Table | Sequence[Any]
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 _NUMBER_TYPES = {"FLOAT", "DOUBLE"}
 
-# What a value overflowing its declared type raises, in DuckDB (casts, json_transform) or polars.
+
+class _FoldRowsError(ProjectionDefinitionError):
+    """Raised when a fold's rows hold a value its column's type cannot take (perhaps an event's overflowing field)."""
+
+
+# What a value overflowing its declared type raises, in DuckDB (casts, json_transform), polars, or
+# the Arrow conversion of a fold's rows (a Decimal of 400 digits from a JSON number like 1e400).
 _CONVERSION_ERRORS = (
     duckdb.ConversionException,
     duckdb.OutOfRangeException,
     duckdb.InvalidInputException,
     pl.exceptions.PolarsError,
+    _FoldRowsError,
 )
 #: What a computation raises when an event's data cannot be used (a poison event in the single pass,
 #: a value overflowing its type): the next, more thorough check of ``CHECKS`` names the event.
@@ -136,7 +143,8 @@ def _json_kinds(type_: str, precise: bool) -> tuple[str | None, bool]:
     if normalized in ("VARCHAR", "BOOLEAN"):
         return _JSON_KINDS[normalized], False
     if normalized in _INTEGER_TYPES:
-        return _JSON_KINDS["integer"], precise and normalized not in ("BIGINT", "HUGEINT")
+        # A JSON integer reads as UBIGINT when positive: one above 2**63 - 1 passes for a BIGINT until cast.
+        return _JSON_KINDS["integer"], precise and normalized != "HUGEINT"
     if normalized.startswith("DECIMAL") or normalized in _NUMBER_TYPES:
         return _JSON_KINDS["number"], precise and normalized.startswith("DECIMAL")
     return _JSON_KINDS["VARCHAR"], True  # dates, timestamps, uuids...: text that must parse
@@ -641,11 +649,11 @@ def _rows_table(run: _Run, rows: list[dict[str, Any]]) -> pa.Table:
         values = [row.get(column.name) for row in rows]
         try:
             arrays[column.name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             try:
                 arrays[column.name] = pa.array(values, type=declared.schema.field(column.name).type)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise ProjectionDefinitionError(
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+                raise _FoldRowsError(
                     f"the fold of {run.projection.label} returns values of column {column.name!r} that are not "
                     f"{column.type}: {exc}"
                 ) from None
