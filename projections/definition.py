@@ -118,10 +118,12 @@ class PoisonPolicy:
     """What to do with an event the body cannot process: ``skip`` (dead-letter it) or ``stop`` (raise).
 
     ``live`` applies to incremental updates (``compute`` with keys), ``rebuild`` to full computations.
+    Both skip by default: no event may block a projection, and each skipped one is a dead letter
+    with its reason. ``stop`` is for a projection that must never run without an event.
     """
 
     live: Policy = "skip"
-    rebuild: Policy = "stop"
+    rebuild: Policy = "skip"
 
 
 @dataclass(frozen=True)

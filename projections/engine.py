@@ -290,7 +290,7 @@ def _valid_sql(checked: str) -> str:
 _POISON_MARK = "projectionist: an event fails the projection's declared fields"
 
 
-def _guarded_sql(projection: Projection, base: str, versions: Mapping[str, int]) -> str:
+def _guarded_sql(projection: Projection, base: str, versions: Mapping[str, int], precise: bool = False) -> str:
     """Every event of ``base``, raising at the first one that fails the declared fields.
 
     The LIMIT (of more rows than a table can hold) is a barrier: DuckDB does not push a filter
@@ -298,7 +298,7 @@ def _guarded_sql(projection: Projection, base: str, versions: Mapping[str, int])
     every consumed event meets the check, as in the two-pass path; without it they reach the scan
     and events the body skips would go unchecked (seen in the plans of DuckDB 1.5).
     """
-    checked = _checked_sql(projection, base, versions, root=False)
+    checked = _checked_sql(projection, base, versions, precise, root=False)
     return (
         f"SELECT * EXCLUDE (_t, _s, _ok) FROM ({checked}) AS checked "
         f"WHERE CASE WHEN _ok THEN true ELSE error({_quote(_POISON_MARK)}) END LIMIT 9223372036854775807"
@@ -396,8 +396,9 @@ class _Run:
 
     def contributions(self, base: str) -> pa.Table:
         """``stream_keys`` over the valid events of ``base`` (poison left out, whatever the policy)."""
+        precise = isinstance(self.projection.stream_keys, Polars)  # see _compute_checked
         try:
-            return self.stream_keys(self.valid(base, self.poison(base)))
+            return self.stream_keys(self.valid(base, self.poison(base, precise), precise))
         except _CONVERSION_ERRORS:  # see _compute
             return self.stream_keys(self.valid(base, self.poison(base, precise=True), precise=True))
 
@@ -534,11 +535,14 @@ def _compute_checked(
     """One computation over the consumed events (of the streams in query ``streams`` only, when given)."""
     projection = run.projection
     base = run.restricted(streams, raising=check == "single_pass")
+    # polars reads a number beyond its type (1e400 in a DECIMAL field) as null instead of failing,
+    # so no later check would run: for a polars body the casts are tried from the first check on.
+    always_precise = isinstance(projection.body, Polars)
     if check == "single_pass":
         poison: list[PoisonEvent] = []
-        valid = _guarded_sql(projection, base, run.versions)
+        valid = _guarded_sql(projection, base, run.versions, always_precise)
     else:
-        precise = check == "precise"
+        precise = check == "precise" or always_precise
         poison = run.poison(base, precise)
         if poison and policy == "stop":
             raise poison_stop_error(projection, poison)

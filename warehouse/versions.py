@@ -286,16 +286,21 @@ def _check_fingerprint(projection: Projection, info: VersionInfo) -> None:
 
 
 @contextlib.contextmanager
-def _events_until(con: duckdb.DuckDBPyConnection, checkpoint: Checkpoint) -> Iterator[str]:
-    """A temporary view of the lake's events up to ``checkpoint`` (so a concurrent ingest cannot leak in)."""
+def _events_until(
+    con: duckdb.DuckDBPyConnection, checkpoint: Checkpoint, after: Checkpoint | None = None
+) -> Iterator[str]:
+    """A temporary view of the lake's events up to ``checkpoint`` (so a concurrent ingest cannot leak in).
+
+    With ``after``, of the events in ``(after, checkpoint]`` only.
+    """
     view = f"_events_{uuid.uuid4().hex[:12]}"
     tx, position = int(checkpoint.transaction_id), int(checkpoint.global_position)
     # The plain bound on transaction_id reaches the Parquet scan (files and row groups beyond it are
     # skipped); an OR of both columns alone would be applied after reading every row.
-    con.execute(
-        f"CREATE TEMP VIEW {view} AS SELECT * FROM {EVENTS} WHERE transaction_id <= {tx} "
-        f"AND (transaction_id < {tx} OR global_position <= {position})"
-    )
+    where = f"transaction_id <= {tx} AND (transaction_id < {tx} OR global_position <= {position})"
+    if after is not None:
+        where = _in_range(after, checkpoint)
+    con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {EVENTS} WHERE {where}")
     try:
         yield view
     finally:
@@ -314,6 +319,23 @@ def _write_dead_letters(
             f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)",
             [[p.event_id, p.global_position, projection.name, projection.version, p.reason, at] for p in poison],
         )
+
+
+def _unrecorded(
+    con: duckdb.DuckDBPyConnection, projection: Projection, poison: Sequence[PoisonEvent]
+) -> list[PoisonEvent]:
+    """The events of ``poison`` not yet dead-lettered for this version (a stream touched again reports its old ones)."""
+    if not poison:
+        return []
+    recorded = {
+        str(r[0])
+        for r in con.execute(
+            "SELECT event_id FROM meta.dead_letters WHERE projection = ? AND version = ? AND event_id IN "
+            "(SELECT unnest(?::VARCHAR[]))",
+            [projection.name, projection.version, [p.event_id for p in poison]],
+        ).fetchall()
+    }
+    return [p for p in poison if p.event_id not in recorded]
 
 
 def _table_ddl(projection: Projection, table: str) -> list[str]:
@@ -865,6 +887,16 @@ def _advance(
             if keys.num_rows
             else None
         )
+        # A poison event of a stream that contributes to no key without it (a cart whose only item is
+        # poison, in a projection of confirmed carts' items) is in no computation above: the new
+        # events are checked on their own too, so each one is projected or dead-lettered, as in a rebuild.
+        computed = {p.event_id for p in result.poison} if result else set()
+        with _events_until(con, until, after) as new_events:
+            found = find_poison(con, projection, new_events, upcasters=registry.upcasters)
+        stray = [p for p in found if p.event_id not in computed]
+        if stray and projection.poison.live == "stop":
+            raise poison_stop_error(projection, stray)
+        poison = [*(result.poison if result else ()), *stray]
         n_events = _count_events(con, after, until)
     at = datetime.now(UTC)
 
@@ -886,7 +918,7 @@ def _advance(
                 finally:
                     con.unregister("_touched_keys")
                     con.unregister("_touched_rows")
-                _write_dead_letters(con, projection, result.poison, at)
+            _write_dead_letters(con, projection, _unrecorded(con, projection, poison), at)
             row = con.execute(f"SELECT count(*) FROM {info.table}").fetchone()
             rows = int(row[0]) if row else 0
             con.execute(
@@ -906,7 +938,7 @@ def _advance(
         keys.num_rows,
         rows,
         until,
-        len(result.poison) if result else 0,
+        len(poison),
         time.monotonic() - started,
     )
 

@@ -64,7 +64,7 @@ def _note(value_sql: str) -> str:
     return f"""SET data = substr(data, 1, length(data) - 1) || ', "note": ' || {value_sql} || '}}'"""
 
 
-POLARS_READS_NULL = "polars' JSON functions read the whole document as null: the body sees no field"
+POLARS_READS_NULL = "polars' JSON functions read a document nested 127 deep as null: the body sees no field"
 CASES = {
     "recorded_at_infinity": Case("SET recorded_at = 'infinity'", "recorded_at is infinity"),
     "recorded_at_minus_infinity": Case("SET recorded_at = '-infinity'", "recorded_at is -infinity"),
@@ -93,18 +93,15 @@ CASES = {
     "price_1e400": Case(
         _price("1e400"),
         "ItemAdded field 'unit_price' is not DECIMAL(18,2): 1e400",
-        gaps={"polars": POLARS_READS_NULL},
     ),
     "price_minus_1e400": Case(
         _price("-1e400"),
         "ItemAdded field 'unit_price' is not DECIMAL(18,2): -1e400",
-        gaps={"polars": POLARS_READS_NULL},
     ),
     # How PostgreSQL's jsonb stores 1e400: numeric, written out in full.
     "price_400_digits": Case(
         _price("1" + "0" * 400),
         "ItemAdded field 'unit_price' is not DECIMAL(18,2): 1000000000",
-        gaps={"polars": POLARS_READS_NULL},
     ),
     "quantity_1e30": Case(_quantity("1" + "0" * 30), "ItemAdded field 'quantity' is not BIGINT: JSON DOUBLE"),
     # A positive JSON integer reads as UBIGINT: this one passes for a BIGINT until it is cast.

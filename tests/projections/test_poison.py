@@ -79,10 +79,10 @@ def test_poison_is_reported_skipped_or_stopped_on(
         assert bad[position][1] in reported[position][1]
     assert skipped.rows.to_pylist() == compute(con, projection, "healthy").rows.to_pylist()
 
-    # Rebuilds stop by default; the error names the event (the first in reading order) and the fix.
+    # The stop policy refuses; the error names the event (the first in reading order) and the fix.
     first = next(e for e in damaged if e.global_position in checked)
     with pytest.raises(PoisonEventError, match=first.event_id) as caught:
-        compute(con, projection, "damaged")
+        compute(con, projection, "damaged", policy="stop")
     assert caught.value.global_position == first.global_position and not caught.value.retryable
     assert "skip" in str(caught.value) and projection.name in str(caught.value)
 
@@ -159,7 +159,7 @@ def test_poison_the_body_filters_out_is_still_found(con: duckdb.DuckDBPyConnecti
     item.data = {"product_id": "SKU-001", "unit_price": 3.5}  # lacks quantity
     _table(con, "events", events)
     with pytest.raises(PoisonEventError, match=item.event_id):
-        compute(con, OPENED_ONLY, "events", upcasters=registry.upcasters)
+        compute(con, OPENED_ONLY, "events", upcasters=registry.upcasters, policy="stop")
     skipped = compute(con, OPENED_ONLY, "events", upcasters=registry.upcasters, policy="skip")
     assert [p.event_id for p in skipped.poison] == [item.event_id]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from benchmarks._lake_data import bulk_append
 from eventstore.connection import connect, ensure_database
 from eventstore.reader import NativeReader
+from projections import Registry
 from warehouse.ingest import NativeSource
 from warehouse.lake import LakeConfig
 
@@ -44,3 +46,10 @@ def store_ids(dsn: str) -> list[str]:
     with connect(dsn) as conn:
         rows = conn.execute("SELECT event_id::text FROM events ORDER BY transaction_id, global_position").fetchall()
     return [str(r[0]) for r in rows]
+
+
+def with_projection(registry: Registry, name: str, version: int, **changes: object) -> Registry:
+    """``registry`` with projection ``name`` v``version`` changed as given (same upcasters)."""
+    projections = {(p.name, p.version): p for p in registry}
+    projections[(name, version)] = dataclasses.replace(projections[(name, version)], **changes)  # type: ignore[arg-type]
+    return Registry(projections, registry.upcasters)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 
 from eventstore.errors import PoisonEventError
 from projections import PoisonPolicy, Registry, Sql, discover
-from tests.warehouse.conftest import append_shop
+from tests.warehouse.conftest import append_shop, with_projection
 from warehouse.ingest import NativeSource, ingest
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.versions import (
@@ -43,13 +42,6 @@ def lake_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
         "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = 'lake'"
     ).fetchall()
     return {str(r[0]) for r in found}
-
-
-def with_projection(registry: Registry, name: str, version: int, **changes: object) -> Registry:
-    """``registry`` with projection ``name`` v``version`` changed as given (same upcasters)."""
-    projections = {(p.name, p.version): p for p in registry}
-    projections[(name, version)] = dataclasses.replace(projections[(name, version)], **changes)  # type: ignore[arg-type]
-    return Registry(projections, registry.upcasters)
 
 
 def test_ducklake_swaps_a_table_for_a_renamed_one_in_one_commit(lake_config: LakeConfig) -> None:
@@ -274,16 +266,16 @@ def test_poison_stops_a_chunked_rebuild_naming_the_first_event_and_skip_lists_th
     for event_id, _ in poisoned:
         con.execute("UPDATE raw.events SET data = '{\"oops\": 1}' WHERE event_id = ?", [event_id])
     first = min(poisoned, key=lambda r: int(r[1]))  # one transaction here: reading order is by position
+    stopping = with_projection(registry, "cart_summary", 1, poison=PoisonPolicy(live="skip", rebuild="stop"))
     with pytest.raises(PoisonEventError, match=f"{first[0]}.*2 more poison events") as raised:
-        rebuild(con, registry, "cart_summary", 1, chunk_events=CHUNK)
+        rebuild(con, stopping, "cart_summary", 1, chunk_events=CHUNK)
     assert raised.value.event_id == first[0]
     assert rows_of(con, "analytics.cart_summary") == served  # nothing live changed
     assert [v.state for v in list_versions(con, "cart_summary")] == ["live"]
 
-    skipping = with_projection(registry, "cart_summary", 1, poison=PoisonPolicy(live="skip", rebuild="skip"))
-    result = rebuild(con, skipping, "cart_summary", 1, chunk_events=CHUNK)
+    result = rebuild(con, registry, "cart_summary", 1, chunk_events=CHUNK)  # skips by default
     assert result.chunks > 2 and result.dead_letters == 3
     assert {d.event_id for d in dead_letters(con, name="cart_summary")} == {str(e) for e, _ in poisoned}
-    whole = rebuild(con, skipping, "cart_summary", 1)
+    whole = rebuild(con, registry, "cart_summary", 1)
     assert whole.chunks == 1 and whole.dead_letters == 3 and whole.rows == result.rows
     assert len(dead_letters(con, name="cart_summary")) == 3

@@ -10,8 +10,8 @@ import duckdb
 import pytest
 
 from eventstore.errors import ConfigurationError, PoisonEventError, ProjectionDefinitionError
-from projections import Registry, discover
-from tests.warehouse.conftest import append_shop
+from projections import PoisonPolicy, Registry, discover
+from tests.warehouse.conftest import append_shop, with_projection
 from warehouse.diff import check_expectation
 from warehouse.ingest import NativeSource, ingest
 from warehouse.lake import LakeConfig, open_lake
@@ -212,9 +212,12 @@ def test_poison_is_dead_lettered_live_and_stops_a_rebuild(
     assert {letter.event_id for letter in letters} == {bad[0][0], bad[1][0]}
     assert all(letter.version == 1 and letter.reason for letter in letters)
     rows_before = list_versions(con, "cart_summary")[0].rows
+    stopping = with_projection(registry, "cart_summary", 1, poison=PoisonPolicy(live="skip", rebuild="stop"))
     with pytest.raises(PoisonEventError, match=f"{bad[1][0]}|{bad[0][0]}"):
-        rebuild(con, registry, "cart_summary", 1)
+        rebuild(con, stopping, "cart_summary", 1)
     assert list_versions(con, "cart_summary")[0].rows == rows_before
+    rebuilt = rebuild(con, registry, "cart_summary", 1)  # the default skips, as live updates do
+    assert rebuilt.dead_letters == 2 and rebuilt.rows == rows_before
 
 
 def test_readers_never_miss_the_view_during_promotions(
