@@ -123,6 +123,13 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+#: libpq's reasons that only make sense with the preamble it had (which socket, which host).
+_TERSE = {
+    "no such file or directory": "the server is not running (its Unix socket is gone)",
+    "connection refused": "connection refused (the server is not running or not listening there)",
+}
+
+
 def reason(exc: BaseException) -> str:
     """The first line of ``exc``'s message without libpq's preamble (which server, which socket).
 
@@ -133,6 +140,7 @@ def reason(exc: BaseException) -> str:
     # DuckDB's postgres extension quotes the whole DSN before libpq's reason: the caller names the server.
     line = _DUCKDB_CONNECT.sub("", line)
     line = _LIBPQ_PREFIX.sub("", line) or line
+    line = _TERSE.get(line.strip().lower(), line)
     first = first_line(exc).lower()
     if _TERMINAL_TEXT.search(first) or _TRANSIENT_TEXT.search(first):
         return line
