@@ -32,7 +32,7 @@ from eventstore.connection import EmbeddedServer, ensure_database, libpq_conninf
 from eventstore.duck import new_connection
 from eventstore.failures import reason, scrub, verdict
 from eventstore.settings import Settings
-from warehouse.errors import LakeConfigurationError, LakeUnavailableError
+from warehouse.errors import LakeConfigurationError, LakeNotCreatedError, LakeUnavailableError
 
 __all__ = [
     "DEAD_LETTER_COLUMNS",
@@ -223,16 +223,36 @@ def _check_data_path(config: LakeConfig) -> None:
         ) from exc
 
 
+def _attach_once(con: duckdb.DuckDBPyConnection, config: LakeConfig, read_only: bool) -> None:
+    try:
+        con.execute(config.attach_sql(read_only=read_only))
+    except duckdb.Error as exc:
+        if "data path" not in str(exc).lower() and "data_path" not in str(exc).lower():
+            raise
+        # An existing lake remembers its data path; attaching it with another one is refused.
+        con.execute(config.attach_sql(read_only=read_only, with_data_path=False))
+    con.execute(f"USE {LAKE_ALIAS}")  # the first read of the catalog: a damaged one fails here
+
+
+#: What PostgreSQL says when two processes create a new lake's catalog at once (its schema, its tables).
+_CREATION_RACE = re.compile(
+    r"duplicate key value violates unique constraint|initialize DuckLake.*already exists", re.DOTALL
+)
+
+
 def _attach(con: duckdb.DuckDBPyConnection, config: LakeConfig, read_only: bool) -> None:
     try:
-        try:
-            con.execute(config.attach_sql(read_only=read_only))
-        except duckdb.Error as exc:
-            if "data path" not in str(exc).lower() and "data_path" not in str(exc).lower():
-                raise
-            # An existing lake remembers its data path; attaching it with another one is refused.
-            con.execute(config.attach_sql(read_only=read_only, with_data_path=False))
-        con.execute(f"USE {LAKE_ALIAS}")  # the first read of the catalog: a damaged one fails here
+        for attempt in range(5):
+            try:
+                _attach_once(con, config, read_only)
+                return
+            except duckdb.Error as exc:
+                if not _CREATION_RACE.search(str(exc)) or attempt == 4:
+                    raise
+                # Another process is creating the same new catalog: once it has, attaching finds it.
+                with contextlib.suppress(duckdb.Error):
+                    con.execute(f"DETACH {LAKE_ALIAS}")
+                time.sleep(0.2 * (attempt + 1))
     except duckdb.Error as exc:
         message = config.scrub(scrub(reason(exc)))
         lower = message.lower()
@@ -252,7 +272,7 @@ def _attach(con: duckdb.DuckDBPyConnection, config: LakeConfig, read_only: bool)
                 "password, database or SSL settings of PROJECTIONIST_LAKE; retrying will not help."
             ) from exc
         if read_only and ("does not exist" in lower or "not initialized" in lower or "no such" in lower):
-            raise LakeConfigurationError(
+            raise LakeNotCreatedError(
                 f"the lake ({config.describe()}) has not been created yet: run `projectionist ingest` first."
             ) from exc
         raise LakeConfigurationError(

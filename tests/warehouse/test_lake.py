@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
-from eventstore.connection import EmbeddedServer, connect, libpq_conninfo
+from eventstore.connection import EmbeddedServer, connect, ensure_database, libpq_conninfo
 from eventstore.settings import Settings
 from warehouse.errors import LakeConfigurationError
 from warehouse.lake import SCHEMAS, LakeConfig, _rollback, open_lake, retry_conflicts
@@ -107,3 +110,31 @@ def test_conflicting_commits_of_concurrent_writers_are_retried_not_lost(lake_con
     assert errors == []
     con = open_lake(lake_config, read_only=True)
     assert con.execute("SELECT n FROM projections.counter").fetchone() == (writers * increments,)
+
+
+_OPEN = """
+import sys
+from eventstore.settings import Settings
+from warehouse.lake import LakeConfig, open_lake
+open_lake(LakeConfig.from_settings(Settings(home=sys.argv[1], lake=sys.argv[2], lake_data=sys.argv[3]))).close()
+"""
+
+
+def test_processes_creating_the_same_new_lake_at_once_all_succeed(pg_server: str, tmp_path: Path) -> None:
+    # DuckLake creates a new catalog's tables on the first ATTACH; two processes doing it at once
+    # collide in PostgreSQL ("relation ducklake_metadata already exists", a duplicate key in
+    # pg_namespace): seen as a terminal error by the second of two first ingests.
+    for round_ in range(4):
+        name = f"race_{uuid.uuid4().hex[:10]}"
+        dsn = ensure_database(pg_server, name)
+        try:
+            args = [str(tmp_path / "home"), dsn, str(tmp_path / f"data{round_}")]
+            racers = [
+                subprocess.Popen([sys.executable, "-c", _OPEN, *args], stderr=subprocess.PIPE, text=True)
+                for _ in range(4)
+            ]
+            errors = [racer.communicate(timeout=120)[1] for racer in racers]
+            assert [r.returncode for r in racers] == [0] * 4, errors
+        finally:
+            with connect(pg_server, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
