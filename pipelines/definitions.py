@@ -21,7 +21,7 @@ __all__ = ["build_definitions", "defs"]
 def build_definitions(registry: Registry | None = None) -> dg.Definitions:
     """The definitions for ``registry`` (default: the discovered projections)."""
     registry = discover() if registry is None else registry
-    schedules, sensors = build_automation()
+    schedules, sensors = build_automation(registry)
     return dg.Definitions(
         assets=build_assets(registry),
         asset_checks=build_checks(registry),

@@ -12,7 +12,7 @@ from pipelines.assets import RAW_EVENTS, WRITER_POOL, analytics_key, version_key
 from pipelines.failures import RETRY_POLICY, as_failure
 from pipelines.resources import ProjectionistResource
 from projections import Registry
-from warehouse.errors import PromotionError
+from warehouse.errors import LakeNotCreatedError, PromotionError
 
 __all__ = ["build_automation", "build_jobs"]
 
@@ -178,12 +178,23 @@ def build_jobs(registry: Registry) -> list[Any]:
         "ingest_and_project",
         selection=project_selection,
         description="Ingest new events into the lake, then bring every projection version up to date.",
+        # One process for every step: a process per step (the default) re-imports Dagster, DuckDB and
+        # the projections about twenty times, which made a scheduled run on an idle store take about
+        # two minutes of a 2-core machine; the steps of a run wait on one another anyway (the pools).
+        executor_def=dg.in_process_executor,
     )
     return [ingest_and_project, rebuild_projection, compare_versions, promote_projection]
 
 
-def build_automation() -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
-    """The schedule (every 5 minutes) and the head sensor, both stopped until turned on."""
+def build_automation(
+    registry: Registry | None = None,
+) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+    """The schedule (every 5 minutes) and the head sensor, both stopped until turned on, and the lake observer.
+
+    The observer runs by default: it launches nothing, it reports to the instance what was done to
+    the lake outside Dagster (:mod:`pipelines.lake_sync`).
+    """
+    assets = {(p.name, p.version) for p in (registry if registry is not None else _registry())}
     schedule = dg.ScheduleDefinition(
         name="ingest_and_project_every_5_minutes",
         job_name="ingest_and_project",
@@ -215,4 +226,30 @@ def build_automation() -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefin
             return dg.SensorResult(skip_reason=f"safe head unchanged at {head}")
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"head-{head}")], cursor=head)
 
-    return [schedule], [event_store_head]
+    @dg.sensor(
+        name="lake_observer",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Reports what the CLI or `projectionist follow` did to the lake (ingest, project, rebuild, promote) "
+            "as runless materializations, so the assets show the lake as it is; it never launches a run."
+        ),
+    )
+    def lake_observer(context: dg.SensorEvaluationContext, projectionist: ProjectionistResource) -> dg.SensorResult:
+        from pipelines.lake_sync import lake_events
+
+        try:
+            with projectionist.lake_connection(read_only=True) as con:
+                events = lake_events(context.instance, con, assets)
+        except LakeNotCreatedError:
+            return dg.SensorResult(skip_reason="the lake has not been created yet (nothing ingested)")
+        except (ProjectionistError, duckdb.Error, psycopg.Error) as exc:
+            error = translate(exc, "reading the lake")
+            if not error.retryable:
+                raise error from exc
+            return dg.SensorResult(skip_reason=f"{error} (transient: the next tick tries again)")
+        if not events:
+            return dg.SensorResult(skip_reason="the assets show the lake as it is")
+        return dg.SensorResult(asset_events=list(events))
+
+    return [schedule], [event_store_head, lake_observer]

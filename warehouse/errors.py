@@ -4,6 +4,7 @@ TransientError
  └── LakeUnavailableError     the catalog cannot be reached, or a commit kept losing conflicts
 TerminalError
  ├── LakeConfigurationError   the catalog or data path is unusable as configured (corrupt, unwritable)
+ │    └── LakeNotCreatedError  a read-only open of a lake nothing was ever ingested into
  ├── PromotionError           a promotion or rollback that cannot be done as asked (not ready, no diff)
  └── FingerprintMismatchError a projection's code changed without a version bump
 """
@@ -12,7 +13,13 @@ from __future__ import annotations
 
 from eventstore.errors import ConfigurationError, ProjectionDefinitionError, TransientError
 
-__all__ = ["FingerprintMismatchError", "LakeConfigurationError", "LakeUnavailableError", "PromotionError"]
+__all__ = [
+    "FingerprintMismatchError",
+    "LakeConfigurationError",
+    "LakeNotCreatedError",
+    "LakeUnavailableError",
+    "PromotionError",
+]
 
 
 class LakeUnavailableError(TransientError):
@@ -21,6 +28,10 @@ class LakeUnavailableError(TransientError):
 
 class LakeConfigurationError(ConfigurationError):
     """Raised when the lake's catalog or data path cannot work as configured (corrupt, unwritable, wrong kind)."""
+
+
+class LakeNotCreatedError(LakeConfigurationError):
+    """Raised when a lake is opened read-only before its first ingest created it."""
 
 
 class PromotionError(ConfigurationError):

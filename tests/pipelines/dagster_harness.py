@@ -56,6 +56,22 @@ query {
 """
 
 
+_LATEST = """
+query Latest($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    __typename
+    ... on Asset {
+      assetMaterializations(limit: 1) {
+        runId
+        description
+        metadataEntries { label ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text } }
+      }
+    }
+  }
+}
+"""
+
+
 @dataclass
 class DagsterWeb:
     """GraphQL access to a running webserver."""
@@ -123,3 +139,13 @@ class DagsterWeb:
                 if text:
                     messages.append(str(text))
         return messages
+
+    def latest_materialization(self, path: list[str]) -> dict[str, Any] | None:
+        """The latest materialization of the asset at ``path``: runId, description, metadata by label."""
+        asset = self.graphql(_LATEST, {"path": path})["assetOrError"]
+        found = asset.get("assetMaterializations") or []
+        if not found:
+            return None
+        latest = found[0]
+        metadata = {e["label"]: e.get("intValue", e.get("text")) for e in latest["metadataEntries"]}
+        return {"runId": latest["runId"], "description": latest["description"], "metadata": metadata}

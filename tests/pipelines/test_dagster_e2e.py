@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from eventstore.demo import append_demo_shop
 from eventstore.settings import Settings
+from pipelines.cli import cli
+from pipelines.lake_sync import OUTSIDE_DAGSTER
 from pipelines.ui import free_port, start_dagster_dev, stop_process_group
 from tests.pipelines.dagster_harness import DagsterWeb
 
@@ -91,6 +95,24 @@ def test_rebuild_through_graphql_then_the_ui_shows_it(dagster_dev: tuple[Dagster
     assert web.wait_for_run(bad, timeout=120) == "FAILURE"
     assert any("version 9" in m or "v9" in m for m in web.run_messages(bad))
 
+    # Work done with the CLI, outside Dagster, reaches the UI through the lake observer (running by default).
+    env = {
+        "PROJECTIONIST_HOME": str(settings.home),
+        "PROJECTIONIST_EVENT_STORE_DSN": str(settings.event_store_dsn),
+        "PROJECTIONIST_LAKE": str(settings.lake),
+        "PROJECTIONIST_LAKE_DATA": str(settings.lake_data),
+    }
+    for args in (["diff", "cart_summary", "2", "1"], ["promote", "cart_summary", "1"]):
+        done = CliRunner().invoke(cli, args, env=env)
+        assert done.exit_code == 0, done.output
+    deadline = time.monotonic() + 150
+    latest = web.latest_materialization(["analytics", "cart_summary"])
+    while time.monotonic() < deadline and not (latest and latest["metadata"].get("live_version") == 1):
+        time.sleep(3)
+        latest = web.latest_materialization(["analytics", "cart_summary"])
+    assert latest is not None and latest["metadata"].get("live_version") == 1, latest
+    assert latest["description"] == OUTSIDE_DAGSTER
+
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is not installed (.ci/run installs it): the UI check cannot run")
     from playwright.sync_api import sync_playwright
@@ -131,6 +153,12 @@ def test_rebuild_through_graphql_then_the_ui_shows_it(dagster_dev: tuple[Dagster
             page.screenshot(path=str(folder / "cart_summary_v2.png"), full_page=True)
             text = page.inner_text("body")
             assert "rows" in text and "checkpoint" in text and "state" in text
+
+            page.goto(f"{web.url}/assets/analytics/cart_summary", wait_until="networkidle")
+            _dismiss_welcome(page)
+            page.get_by_text("live_version").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(folder / "analytics_cart_summary.png"), full_page=True)
+            assert "Never materialized" not in page.inner_text("body"), "the CLI's promotion shows in the UI"
         finally:
             browser.close()
     _publish(folder)
