@@ -186,6 +186,14 @@ def build_jobs(registry: Registry) -> list[Any]:
     return [ingest_and_project, rebuild_projection, compare_versions, promote_projection]
 
 
+def _skip_tick(exc: Exception, what: str) -> dg.SensorResult:
+    """A transient failure skips a sensor's tick (the next one tries again); a terminal one is raised."""
+    error = translate(exc, what)
+    if not error.retryable:
+        raise error from exc
+    return dg.SensorResult(skip_reason=f"{error} (transient: the next tick tries again)")
+
+
 def build_automation(
     registry: Registry | None = None,
 ) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
@@ -218,10 +226,7 @@ def build_automation(
             with projectionist.event_source() as source:
                 head = str(source.head().last)
         except (ProjectionistError, duckdb.Error, psycopg.Error) as exc:
-            error = translate(exc, "reading the event store's head")
-            if not error.retryable:
-                raise error from exc
-            return dg.SensorResult(skip_reason=f"{error} (transient: the next tick tries again)")
+            return _skip_tick(exc, "reading the event store's head")
         if head == context.cursor:
             return dg.SensorResult(skip_reason=f"safe head unchanged at {head}")
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"head-{head}")], cursor=head)
@@ -244,10 +249,7 @@ def build_automation(
         except LakeNotCreatedError:
             return dg.SensorResult(skip_reason="the lake has not been created yet (nothing ingested)")
         except (ProjectionistError, duckdb.Error, psycopg.Error) as exc:
-            error = translate(exc, "reading the lake")
-            if not error.retryable:
-                raise error from exc
-            return dg.SensorResult(skip_reason=f"{error} (transient: the next tick tries again)")
+            return _skip_tick(exc, "reading the lake")
         if not events:
             return dg.SensorResult(skip_reason="the assets show the lake as it is")
         return dg.SensorResult(asset_events=list(events))

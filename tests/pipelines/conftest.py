@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from eventstore.connection import connect, ensure_database
+from pipelines.resources import ProjectionistResource
 
 
 @pytest.fixture()
@@ -21,3 +25,27 @@ def lake_env(pg_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     finally:
         with connect(pg_server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def cli_process(
+    args: list[str], home: Path, env: dict[str, str], *, merge_stderr: bool = False
+) -> subprocess.Popen[str]:
+    """``projectionist --home HOME ARGS`` in a process of its own (stderr into stdout with ``merge_stderr``)."""
+    return subprocess.Popen(
+        # Not `-m pipelines.cli`: the commands register on the imported module's group, not __main__'s.
+        [sys.executable, "-c", "from pipelines.cli import main; main()", "--home", str(home), *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+    )
+
+
+def resource_for(store_dsn: str, lake_env: dict[str, str], home: Path) -> ProjectionistResource:
+    """The Dagster resource of a test: its store, its lake, its home."""
+    return ProjectionistResource(
+        home=str(home),
+        event_store_dsn=store_dsn,
+        lake=lake_env["PROJECTIONIST_LAKE"],
+        lake_data=lake_env["PROJECTIONIST_LAKE_DATA"],
+    )

@@ -12,7 +12,7 @@ import dagster as dg
 from eventstore.connection import connect
 from eventstore.demo import append_demo_shop
 from pipelines.definitions import build_definitions, defs
-from pipelines.resources import ProjectionistResource
+from tests.pipelines.conftest import resource_for
 
 SNAPSHOT = Path(__file__).with_name("asset_graph.json")
 
@@ -51,19 +51,10 @@ def test_asset_graph_matches_the_reviewed_snapshot() -> None:
     )
 
 
-def _resource(store_dsn: str, lake_env: dict[str, str], home: Path) -> ProjectionistResource:
-    return ProjectionistResource(
-        home=str(home),
-        event_store_dsn=store_dsn,
-        lake=lake_env["PROJECTIONIST_LAKE"],
-        lake_data=lake_env["PROJECTIONIST_LAKE_DATA"],
-    )
-
-
 def test_sensor_requests_a_run_only_when_the_head_moved(
     store_dsn: str, lake_env: dict[str, str], tmp_path: Path
 ) -> None:
-    resource = _resource(store_dsn, lake_env, tmp_path)
+    resource = resource_for(store_dsn, lake_env, tmp_path)
     sensor = defs.resolve_sensor_def("event_store_head")
     with dg.build_sensor_context(resources={"projectionist": resource}) as context:
         first = sensor(context)
@@ -83,7 +74,7 @@ def test_sensor_requests_a_run_only_when_the_head_moved(
 def test_ingest_and_project_in_process(store_dsn: str, lake_env: dict[str, str], tmp_path: Path) -> None:
     append_demo_shop(store_dsn, events=1500, writers=3, seed=11)
     definitions = build_definitions()
-    resource = _resource(store_dsn, lake_env, tmp_path)
+    resource = resource_for(store_dsn, lake_env, tmp_path)
     job = definitions.resolve_job_def("ingest_and_project")
     result = job.execute_in_process(resources={"projectionist": resource}, raise_on_error=True)
     assert result.success
@@ -110,7 +101,7 @@ def test_ingest_and_project_in_process(store_dsn: str, lake_env: dict[str, str],
 def test_rebuild_of_an_unknown_projection_fails_before_writing(
     store_dsn: str, lake_env: dict[str, str], tmp_path: Path
 ) -> None:
-    resource = _resource(store_dsn, lake_env, tmp_path)
+    resource = resource_for(store_dsn, lake_env, tmp_path)
     job = defs.resolve_job_def("rebuild_projection")
     config = {"ops": {"rebuild_version": {"config": {"name": "cart_sumary", "version": 1}}}}
     result = job.execute_in_process(run_config=config, resources={"projectionist": resource}, raise_on_error=False)

@@ -12,6 +12,7 @@ from pipelines.cli import cli
 from pipelines.definitions import build_definitions
 from pipelines.lake_sync import OUTSIDE_DAGSTER
 from pipelines.resources import ProjectionistResource
+from tests.pipelines.conftest import resource_for
 
 DEFS = build_definitions()
 
@@ -36,12 +37,7 @@ def test_cli_work_is_reported_once_and_dagster_runs_are_not_doubled(
     store_dsn: str, lake_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {"PROJECTIONIST_HOME": str(tmp_path / "home"), "PROJECTIONIST_EVENT_STORE_DSN": store_dsn, **lake_env}
-    resource = ProjectionistResource(
-        home=env["PROJECTIONIST_HOME"],
-        event_store_dsn=store_dsn,
-        lake=lake_env["PROJECTIONIST_LAKE"],
-        lake_data=lake_env["PROJECTIONIST_LAKE_DATA"],
-    )
+    resource = resource_for(store_dsn, lake_env, tmp_path / "home")
     runner = CliRunner()
 
     def run(*args: str) -> None:

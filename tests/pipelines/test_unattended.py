@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,6 +16,7 @@ from benchmarks._lake_data import bulk_append
 from eventstore.connection import connect, ensure_database, libpq_conninfo
 from eventstore.native import NewEvent, append, create_schema
 from pipelines.cli import cli
+from tests.pipelines.conftest import cli_process
 from tests.pipelines.test_versions_cli import lake_rows
 
 
@@ -26,16 +24,6 @@ def run(*args: str, home: Path, env: dict[str, str]) -> tuple[int, str]:
     result = CliRunner(env=env).invoke(cli, ["--home", str(home), *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.output
-
-
-def _cli(args: list[str], home: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", "from pipelines.cli import main; main()", "--home", str(home), *args],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 @pytest.fixture()
@@ -78,7 +66,9 @@ def test_follow_names_the_transaction_holding_the_head_back(
 ) -> None:
     pid, store_dsn = held_writer
     env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": store_dsn}
-    follower = _cli(["follow", "--interval", "0.1", "--report-held-after", "0.3", "--max-cycles", "15"], tmp_path, env)
+    follower = cli_process(
+        ["follow", "--interval", "0.1", "--report-held-after", "0.3", "--max-cycles", "15"], tmp_path, env
+    )
     out, err = follower.communicate(timeout=120)
     assert follower.returncode == 0, out + err
     assert err.count("holds the safe head back") == 1, err  # once per holder, not once per cycle
@@ -156,7 +146,7 @@ def test_a_lake_refuses_another_database(
 def test_two_first_ingests_race_into_a_new_lake(store_dsn: str, tmp_path: Path, lake_env: dict[str, str]) -> None:
     appended = bulk_append(store_dsn, 2000, transactions=4)
     env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": store_dsn}
-    racers = [_cli(["ingest", "--batch-size", "300"], tmp_path / f"home{i}", env) for i in range(2)]
+    racers = [cli_process(["ingest", "--batch-size", "300"], tmp_path / f"home{i}", env) for i in range(2)]
     results = [(r.wait(timeout=180), *r.communicate()) for r in racers]
     assert [code for code, _, _ in results] == [0, 0], results
     assert lake_rows(env, "SELECT count(*), count(DISTINCT event_id) FROM raw.events") == [(appended, appended)]

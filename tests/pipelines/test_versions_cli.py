@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +13,7 @@ from click.testing import CliRunner
 from benchmarks._lake_data import bulk_append
 from pipelines.cli import cli
 from projections import discover
+from tests.pipelines.conftest import cli_process
 from warehouse.errors import LakeConfigurationError
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.versions import rebuild
@@ -91,17 +89,6 @@ def test_a_projection_module_with_a_syntax_error_changes_nothing(
     assert lake_rows(env, "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'projections'") == [(0,)]
 
 
-def _cli_process(args: list[str], home: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        # Not `-m pipelines.cli`: the commands register on the imported module's group, not __main__'s.
-        [sys.executable, "-c", "from pipelines.cli import main; main()", "--home", str(home), *args],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def _live_view(env: dict[str, str]) -> bool:
     try:
         return bool(
@@ -116,7 +103,7 @@ def _live_view(env: dict[str, str]) -> bool:
 def test_follow_ingests_and_projects_until_sigterm(store_dsn: str, tmp_path: Path, lake_env: dict[str, str]) -> None:
     env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": store_dsn}
     bulk_append(store_dsn, 300, transactions=1)
-    follower = _cli_process(["follow", "--interval", "0.2"], tmp_path, env)
+    follower = cli_process(["follow", "--interval", "0.2"], tmp_path, env, merge_stderr=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not _live_view(env):
@@ -154,7 +141,7 @@ def test_rebuild_killed_at_a_random_instant_then_rerun_gives_the_same_table(
     rng = random.Random(7)
     for _ in range(rounds):
         for version in ("2", "1"):
-            victim = _cli_process(["rebuild", "cart_summary", "--version", version], tmp_path, env)
+            victim = cli_process(["rebuild", "cart_summary", "--version", version], tmp_path, env, merge_stderr=True)
             assert victim.stdout is not None
             started = victim.stdout.readline()  # printed once the lake is open, before computing
             assert "rebuilding cart_summary" in started, started
