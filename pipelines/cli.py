@@ -34,7 +34,16 @@ from pipelines.server import listen_on_port
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint
 from warehouse.lake import LAKE_DATABASE, LakeConfig, open_lake
-from warehouse.query import format_csv, format_json, format_table, run_query, shell, stream_reader, terminal_reader
+from warehouse.query import (
+    format_csv,
+    format_json,
+    format_table,
+    run_query,
+    sandbox,
+    shell,
+    stream_reader,
+    terminal_reader,
+)
 from warehouse.sources import close_source, open_source
 from warehouse.status import lake_status
 
@@ -384,7 +393,16 @@ def compact_command() -> None:
 
 
 def _read_only_lake() -> Any:
-    return open_lake(LakeConfig.from_settings(_settings()), read_only=True)
+    """The lake attached read-only, in the analyst sandbox (:func:`warehouse.query.sandbox`)."""
+    settings = _settings()
+    config = LakeConfig.from_settings(settings)
+    con = open_lake(config, read_only=True)
+    try:
+        sandbox(con, config.data_path, settings.home / "tmp" / "analyst")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 @cli.command("sql")
@@ -415,7 +433,7 @@ def sql_command(query: str, as_json: bool, as_csv: bool) -> None:
 def shell_command(write: bool) -> None:
     """An interactive DuckDB session with the lake attached (SQL ending with ';', .tables, .quit)."""
     config = LakeConfig.from_settings(_settings())
-    con = open_lake(config, read_only=not write)
+    con = open_lake(config, read_only=False) if write else _read_only_lake()
     interactive = sys.stdin.isatty()
     if interactive:
         click.echo(f"lake attached {'writable' if write else 'read-only'}: {config.describe()}; .help for help")

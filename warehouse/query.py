@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
@@ -23,6 +24,7 @@ __all__ = [
     "format_json",
     "format_table",
     "run_query",
+    "sandbox",
     "shell",
     "stream_reader",
     "terminal_reader",
@@ -35,6 +37,41 @@ class QueryResult:
 
     columns: list[str]
     rows: list[tuple[Any, ...]]
+
+
+#: The fix a refused statement of the analyst sandbox names.
+_SANDBOXED = (
+    "This session is read-only (the analyst sandbox: no files outside the lake, no ATTACH, no settings, "
+    "no extensions); an operator gets a writable session with `projectionist shell --write`"
+)
+
+
+def sandbox(con: duckdb.DuckDBPyConnection, data_path: str, temp_directory: Path) -> None:
+    """Lock an analyst's session on a read-only lake with DuckDB's own switches, then lock the configuration.
+
+    After this, DuckDB refuses file access outside the lake's data (``COPY ... TO``, ``read_text``,
+    ``glob``, ``EXPORT``), attaching databases (the event store, the lake again writable), installing
+    or loading extensions, and any ``SET``. Everything a read-only analyst needs stays: every schema
+    of the lake, time travel, ``EXPLAIN``, tables of their own in the in-memory database.
+    ``temp_directory`` (private, under the home) is where DuckDB may spill large intermediate results.
+    """
+    temp_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    allowed = [data_path] if "://" not in data_path else []
+    quoted = ", ".join("'" + path.replace("'", "''") + "'" for path in allowed)
+    for statement in (
+        "SET temp_directory = '" + str(temp_directory).replace("'", "''") + "'",
+        f"SET allowed_directories = [{quoted}]",
+        "SET autoinstall_known_extensions = false",
+        "SET autoload_known_extensions = false",
+        "SET enable_external_access = false",
+        "SET lock_configuration = true",
+    ):
+        con.execute(statement)
+
+
+def _refused_by_sandbox(exc: duckdb.Error) -> bool:
+    text = str(exc)
+    return isinstance(exc, duckdb.PermissionException) or "configuration has been locked" in text
 
 
 def run_query(con: duckdb.DuckDBPyConnection, query: str) -> QueryResult:
@@ -50,6 +87,8 @@ def run_query(con: duckdb.DuckDBPyConnection, query: str) -> QueryResult:
         return QueryResult(columns, cursor.fetchall() if columns else [])
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()
+        if _refused_by_sandbox(exc):
+            raise QuerySQLError(f"the query was refused: {first[0] if first else exc}. {_SANDBOXED}") from exc
         raise QuerySQLError(f"the query failed: {' '.join(first[:3])}") from exc
 
 

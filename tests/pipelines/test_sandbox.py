@@ -1,0 +1,108 @@
+"""The analyst sandbox of `sql` and `shell`: each escape is refused with no effect, the analyst's work still runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks._lake_data import bulk_append
+from eventstore.connection import connect, libpq_conninfo
+from tests.pipelines.test_lake_cli import run
+from warehouse.lake import LakeConfig
+
+
+@pytest.fixture()
+def lake(store_dsn: str, tmp_path: Path, lake_env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": store_dsn}
+    bulk_append(store_dsn, 300, transactions=2)
+    code, output = run("ingest", home=tmp_path, env=env)
+    assert code == 0, output
+    return tmp_path, env
+
+
+def _escapes(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    store = env["PROJECTIONIST_EVENT_STORE_DSN"]
+    lake_target = "ducklake:postgres:" + env["PROJECTIONIST_LAKE"]
+    return {
+        "copy to a file": f"COPY (SELECT 1 AS a) TO '{tmp_path / 'leak.csv'}'",
+        "read any file": "SELECT * FROM read_text('/etc/passwd')",
+        "read the server's pg_hba.conf": f"SELECT * FROM read_text('{tmp_path}/postgres/pg_hba.conf')",
+        "list files": "SELECT * FROM glob('/etc/*')",
+        "write the event store": f"ATTACH '{store}' AS store (TYPE postgres)",
+        "attach the lake again writable": f"ATTACH '{lake_target}' AS w",
+        "lift the locks": "SET enable_external_access = true",
+        "load an extension": "LOAD httpfs",
+        "install an extension": "INSTALL httpfs",
+        "export the database": f"EXPORT DATABASE '{tmp_path / 'exported'}'",
+    }
+
+
+def _store_tables(store_dsn: str) -> set[str]:
+    with connect(store_dsn) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def test_every_escape_through_sql_is_refused_with_no_effect(lake: tuple[Path, dict[str, str]]) -> None:
+    tmp_path, env = lake
+    before = _store_tables(env["PROJECTIONIST_EVENT_STORE_DSN"])
+    for name, query in _escapes(tmp_path, env).items():
+        code, output = run("sql", query, home=tmp_path, env=env)
+        assert code == 2, (name, output)
+        assert "the query was refused" in output and "shell --write" in output, (name, output)
+        assert output.count("\n") == 1, f"{name}: one line, no traceback: {output}"
+    # A chain in one call: leave the lake, attach it again writable, write to it.
+    chained = f"USE memory; DETACH lake; ATTACH 'ducklake:postgres:{env['PROJECTIONIST_LAKE']}' AS lake"
+    code, output = run("sql", chained, home=tmp_path, env=env)
+    assert code == 2 and "refused" in output, output
+    assert not (tmp_path / "leak.csv").exists() and not (tmp_path / "exported").exists()
+    assert _store_tables(env["PROJECTIONIST_EVENT_STORE_DSN"]) == before
+
+
+def test_every_escape_through_shell_is_refused(lake: tuple[Path, dict[str, str]]) -> None:
+    tmp_path, env = lake
+    escapes = _escapes(tmp_path, env)
+    script = "".join(f"{query};\n" for query in escapes.values()) + "SELECT count(*) AS events FROM raw.events;\n"
+    code, output = run("shell", home=tmp_path, env=env, stdin=script)
+    assert code == 1, output  # failed statements make a non-interactive shell exit 1
+    assert output.count("the query was refused") == len(escapes), output
+    assert "300" in output, "the analyst's own query after the refusals still runs"
+    assert not (tmp_path / "leak.csv").exists()
+
+
+def test_what_an_analyst_needs_still_runs(lake: tuple[Path, dict[str, str]]) -> None:
+    tmp_path, env = lake
+    for query in (
+        "SELECT count(*) FROM raw.events",
+        "SELECT count(*) FROM lake.meta.checkpoints",
+        "SELECT count(*) FROM raw.events AT (VERSION => 1)",
+        "EXPLAIN SELECT count(*) FROM raw.events",
+        "CREATE TABLE memory.main.mine AS SELECT 1 AS a; SELECT * FROM memory.main.mine",
+        "SELECT count(*) FROM ducklake_snapshots('lake')",
+    ):
+        code, output = run("sql", query, home=tmp_path, env=env)
+        assert code == 0, (query, output)
+    code, output = run("sql", "SELECT count(*) AS n FROM raw.events", "--json", home=tmp_path, env=env)
+    assert code == 0 and json.loads(output) == [{"n": 300}]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the catalog connection is the lake owner's: postgres_execute on DuckLake's metadata database "
+    "escapes DuckDB's locks; needs the read-only catalog role of issue 14, item 4",
+)
+def test_the_catalog_connection_cannot_write_either(lake: tuple[Path, dict[str, str]]) -> None:
+    tmp_path, env = lake
+    escape = "CALL postgres_execute('__ducklake_metadata_lake', 'COMMIT; CREATE TABLE pwned (a int)')"
+    run("sql", escape, home=tmp_path, env=env)
+    catalog = LakeConfig.from_settings(
+        __import__("eventstore.settings", fromlist=["Settings"]).Settings(
+            home=tmp_path, lake=env["PROJECTIONIST_LAKE"], lake_data=env["PROJECTIONIST_LAKE_DATA"]
+        )
+    ).catalog
+    assert libpq_conninfo(catalog)
+    with connect(catalog) as conn:
+        created = conn.execute("SELECT to_regclass('public.pwned') IS NOT NULL").fetchone()
+    assert created == (False,), "the analyst created a table in the lake's catalog"
