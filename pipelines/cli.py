@@ -33,7 +33,7 @@ from eventstore.settings import STORE_KINDS, Settings
 from pipelines.server import listen_on_port
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint
-from warehouse.lake import LAKE_DATABASE, LakeConfig, open_lake
+from warehouse.lake import ANALYST_ROLE, LAKE_DATABASE, LakeConfig, analyst_lake, open_lake
 from warehouse.query import (
     format_csv,
     format_json,
@@ -396,7 +396,14 @@ def _read_only_lake() -> Any:
     """The lake attached read-only, in the analyst sandbox (:func:`warehouse.query.sandbox`)."""
     settings = _settings()
     config = LakeConfig.from_settings(settings)
-    con = open_lake(config, read_only=True)
+    analyst = analyst_lake(config)
+    if analyst is None and config.catalog_kind == "postgres":
+        click.echo(
+            f"notice: the lake's catalog role cannot create the read-only role {ANALYST_ROLE}: this session reads "
+            "the catalog with the owner's credentials (docs/lake.md, 'For analysts')",
+            err=True,
+        )
+    con = open_lake(analyst or config, read_only=True)
     try:
         sandbox(con, config.data_path, settings.home / "tmp" / "analyst")
     except BaseException:

@@ -22,13 +22,15 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
 import duckdb
+import psycopg
+from psycopg import conninfo, sql
 
-from eventstore.connection import EmbeddedServer, ensure_database, libpq_conninfo, redact
+from eventstore.connection import EmbeddedServer, connect, ensure_database, libpq_conninfo, redact
 from eventstore.duck import new_connection
 from eventstore.failures import reason, scrub, verdict
 from eventstore.settings import Settings
@@ -166,6 +168,47 @@ class LakeConfig:
         if self.catalog_kind == "postgres":
             message = message.replace(self.catalog, redact(self.catalog))
         return message
+
+
+#: The catalog role of analyst sessions: it can only SELECT the catalog's tables (see analyst_lake).
+ANALYST_ROLE = "projectionist_analyst"
+
+_ANALYST_MISSING = (
+    "SELECT NOT has_database_privilege(%(role)s, current_database(), 'CONNECT') "
+    "OR NOT has_schema_privilege(%(role)s, 'public', 'USAGE') "
+    "OR EXISTS (SELECT 1 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v') "
+    "AND NOT has_table_privilege(%(role)s, c.oid, 'SELECT'))"
+)
+
+
+def analyst_lake(config: LakeConfig) -> LakeConfig | None:
+    """``config`` reached through :data:`ANALYST_ROLE`, or None when the catalog's owner cannot make that role.
+
+    DuckDB's locks do not cover ``postgres_execute`` on DuckLake's metadata database: with the owner's
+    credentials an analyst could still write the catalog ('COMMIT; CREATE TABLE ...'). Through a role
+    that holds only CONNECT, USAGE and SELECT, PostgreSQL refuses that. The role is created (LOGIN, no
+    password: it is reached the way the owner is) and granted what it lacks, as the catalog's owner,
+    only when something is missing; a SQLite catalog has no roles (None).
+    """
+    if config.catalog_kind != "postgres":
+        return None
+    role = sql.Identifier(ANALYST_ROLE)
+    try:
+        with connect(config.catalog, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ANALYST_ROLE,)).fetchone():
+                with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+            missing = conn.execute(_ANALYST_MISSING, {"role": ANALYST_ROLE}).fetchone()
+            if missing and missing[0]:
+                database = sql.Identifier(str(libpq_conninfo(config.catalog).get("dbname") or "postgres"))
+                conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, role))
+                conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
+                conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role))
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    params = {k: v for k, v in libpq_conninfo(config.catalog).items() if k not in ("user", "password")}
+    return replace(config, catalog=conninfo.make_conninfo(user=ANALYST_ROLE, **params), secret=None)
 
 
 def is_conflict(exc: BaseException) -> bool:

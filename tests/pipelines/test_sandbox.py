@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks._lake_data import bulk_append
-from eventstore.connection import connect, libpq_conninfo
+from eventstore.connection import connect
 from tests.pipelines.test_lake_cli import run
-from warehouse.lake import LakeConfig
 
 
 @pytest.fixture()
@@ -88,21 +87,20 @@ def test_what_an_analyst_needs_still_runs(lake: tuple[Path, dict[str, str]]) -> 
     assert code == 0 and json.loads(output) == [{"n": 300}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the catalog connection is the lake owner's: postgres_execute on DuckLake's metadata database "
-    "escapes DuckDB's locks; needs the read-only catalog role of issue 14, item 4",
-)
 def test_the_catalog_connection_cannot_write_either(lake: tuple[Path, dict[str, str]]) -> None:
+    # DuckDB's locks do not cover postgres_execute on DuckLake's metadata database: the session reaches
+    # the catalog as the read-only role projectionist_analyst, so PostgreSQL refuses instead.
     tmp_path, env = lake
-    escape = "CALL postgres_execute('__ducklake_metadata_lake', 'COMMIT; CREATE TABLE pwned (a int)')"
-    run("sql", escape, home=tmp_path, env=env)
-    catalog = LakeConfig.from_settings(
-        __import__("eventstore.settings", fromlist=["Settings"]).Settings(
-            home=tmp_path, lake=env["PROJECTIONIST_LAKE"], lake_data=env["PROJECTIONIST_LAKE_DATA"]
-        )
-    ).catalog
-    assert libpq_conninfo(catalog)
-    with connect(catalog) as conn:
+    for escape in (
+        "CALL postgres_execute('__ducklake_metadata_lake', 'COMMIT; CREATE TABLE pwned (a int)')",
+        "CALL postgres_execute('__ducklake_metadata_lake', 'COMMIT; DELETE FROM ducklake_snapshot')",
+        "SELECT * FROM postgres_query('__ducklake_metadata_lake', 'SELECT pg_read_file(''pg_hba.conf'')')",
+    ):
+        code, output = run("sql", escape, home=tmp_path, env=env)
+        assert code == 2 and "permission denied" in output, (escape, output)
+    with connect(env["PROJECTIONIST_LAKE"]) as conn:
         created = conn.execute("SELECT to_regclass('public.pwned') IS NOT NULL").fetchone()
-    assert created == (False,), "the analyst created a table in the lake's catalog"
+        snapshots = conn.execute("SELECT count(*) FROM ducklake_snapshot").fetchone()
+    assert created == (False,) and snapshots is not None and snapshots[0] > 0
+    code, output = run("sql", "SELECT current_setting('lock_configuration')", home=tmp_path, env=env)
+    assert code == 0 and "True" in output
