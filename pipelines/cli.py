@@ -32,6 +32,7 @@ from eventstore.reader import START, NativeReader
 from eventstore.settings import STORE_KINDS, Settings
 from pipelines.server import listen_on_port
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
+from warehouse.errors import LakeConfigurationError, LakeNotCreatedError
 from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint
 from warehouse.lake import ANALYST_ROLE, LAKE_DATABASE, LakeConfig, analyst_lake, open_lake
 from warehouse.query import (
@@ -397,13 +398,23 @@ def _read_only_lake() -> Any:
     settings = _settings()
     config = LakeConfig.from_settings(settings)
     analyst = analyst_lake(config)
-    if analyst is None and config.catalog_kind == "postgres":
-        click.echo(
-            f"notice: the lake's catalog role cannot create the read-only role {ANALYST_ROLE}: this session reads "
-            "the catalog with the owner's credentials (docs/lake.md, 'For analysts')",
-            err=True,
-        )
-    con = open_lake(analyst or config, read_only=True)
+    con = None
+    if analyst is not None:
+        try:
+            con = open_lake(analyst, read_only=True)
+        except LakeNotCreatedError:
+            raise
+        except LakeConfigurationError:  # the role cannot log in (a catalog that wants a password)
+            con = None
+    if con is None:
+        if config.catalog_kind == "postgres":
+            click.echo(
+                f"notice: the read-only catalog role {ANALYST_ROLE} cannot be used here (the catalog's owner may "
+                "not create it, or it cannot log in): this session reads the catalog with the owner's "
+                "credentials (docs/lake.md, 'For analysts')",
+                err=True,
+            )
+        con = open_lake(config, read_only=True)
     try:
         sandbox(con, config.data_path, settings.home / "tmp" / "analyst")
     except BaseException:
