@@ -170,18 +170,16 @@ def lake_checkpoint(con: duckdb.DuckDBPyConnection, consumer: str = INGEST_CONSU
 
 # The ingest checkpoint and the store the lake holds, in one read. (FILTER rather than WHERE: DuckLake
 # answers a WHERE pushed into its scan with extra catalog queries, see warehouse.versions._START.)
+_STORE = "SELECT any_value([kind, system_identifier, database_name, schema_name, table_name]) FROM meta.store"
 _START = (
     "SELECT (SELECT any_value([source, transaction_id::VARCHAR, global_position::VARCHAR]) FILTER (WHERE consumer = ?) "
-    "FROM meta.checkpoints), (SELECT any_value([kind, system_identifier, database_name, schema_name, table_name]) "
-    "FROM meta.store)"
+    f"FROM meta.checkpoints), ({_STORE})"
 )
 
 
 def lake_store(con: duckdb.DuckDBPyConnection) -> StoreIdentity | None:
     """The store the lake holds (None before its first ingest)."""
-    row = con.execute(
-        "SELECT any_value([kind, system_identifier, database_name, schema_name, table_name]) FROM meta.store"
-    ).fetchone()
+    row = con.execute(_STORE).fetchone()
     return _recorded_store(row[0] if row else None)
 
 
