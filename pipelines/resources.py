@@ -10,9 +10,11 @@ import duckdb
 from pydantic import PrivateAttr
 
 from eventstore.connection import event_store_dsn
+from eventstore.private import secure_home
 from eventstore.settings import Settings
 from warehouse.ingest import EventSource
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.query import sandbox
 from warehouse.sources import close_source, open_source
 
 __all__ = ["ENV_FIELDS", "ProjectionistResource", "resource_from_env"]
@@ -43,8 +45,8 @@ class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     long_stream_threshold: int = 1000
 
     def settings(self) -> Settings:
-        """The settings the CLI would use, with this resource's fields on top."""
-        return Settings.from_env({}).with_overrides(
+        """The settings the CLI would use, with this resource's fields on top; the home is made private."""
+        settings = Settings.from_env({}).with_overrides(
             home=self.home,
             event_store_dsn=self.event_store_dsn,
             store_kind=self.store_kind,
@@ -53,6 +55,13 @@ class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             lake=self.lake,
             lake_data=self.lake_data,
         )
+        tightened = secure_home(settings.home)
+        if tightened:
+            dg.get_dagster_logger().warning(
+                f"{settings.home} and {tightened - 1:,} files and folders under it were readable by other users; "
+                "they are now private to their owner (0700 folders, 0600 files; docs/security.md)"
+            )
+        return settings
 
     # Within one execution (a run's steps in one process, a sensor tick) the lake is attached once:
     # attaching costs 250-500 ms, and a run of ingest_and_project has about twenty steps.
@@ -81,8 +90,12 @@ class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         A failure drops the shared connection: the next step, or a retry, starts on a new one.
         """
         if not self._sharing or (read_only and self._lake is None):
-            con = open_lake(LakeConfig.from_settings(self.settings()), read_only=read_only)
+            settings = self.settings()
+            config = LakeConfig.from_settings(settings)
+            con = open_lake(config, read_only=read_only)
             try:
+                if read_only:  # what only reads gets the analysts' locks too (defence in depth)
+                    sandbox(con, config.data_path, settings.home / "tmp" / "dagster")
                 yield con
             finally:
                 con.close()

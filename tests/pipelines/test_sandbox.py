@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,35 @@ def test_the_catalog_connection_cannot_write_either(lake: tuple[Path, dict[str, 
     assert created == (False,) and snapshots is not None and snapshots[0] > 0
     code, output = run("sql", "SELECT current_setting('lock_configuration')", home=tmp_path, env=env)
     assert code == 0 and "True" in output
+
+
+def _documented_commands() -> list[tuple[str, list[str], str | None]]:
+    """Every `projectionist sql` / `shell` line of the README and docs: (where, arguments, stdin)."""
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.startswith("$ ") or not re.search(r"projectionist (sql|shell)\b", line):
+                continue
+            where = f"{doc.name}:{number}"
+            if "| " in line:  # echo "..." | uv run projectionist shell
+                piped, command = line[2:].split("| ", 1)
+                found.append((where, shlex.split(command)[-1:], shlex.split(piped)[1] + "\n"))
+            else:
+                words = shlex.split(line[2:])
+                found.append((where, words[words.index("projectionist") + 1 :], None))
+    return found
+
+
+def test_the_docs_queries_run_under_the_sandbox(fresh_database: str, tmp_path: Path, lake_env: dict[str, str]) -> None:
+    env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": fresh_database}
+    code, output = run("demo", "--events", "400", home=tmp_path, env=env)
+    assert code == 0, output
+    commands = _documented_commands()
+    assert len(commands) >= 7
+    for where, arguments, stdin in commands:
+        code, output = run(*arguments, home=tmp_path, env=env, stdin=stdin)
+        if "COPY" in arguments[1 if arguments[0] == "sql" else 0]:
+            assert code == 2 and "This session is read-only" in output, (where, output)
+        else:
+            assert code == 0 and "error" not in output, (where, output)
