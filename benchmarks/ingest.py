@@ -66,13 +66,14 @@ def prepare(home: Path, events: int) -> str:
 
 
 def stage_raw(dbname: str, variant: str) -> dict[str, Any]:
-    from eventstore.reader import START, NativeReader
+    from eventstore.positions import START
+    from eventstore.reader import NativeReader
 
     reader = NativeReader(_tcp_dsn(dbname))
     head = reader.head()
     con = reader.duckdb()
     query = {
-        "gap-safe query": reader.duckdb_relation_sql(START, head.safe_transaction_id),
+        "gap-safe query": reader.duckdb_relation_sql(START, head.bound),
         "parallel table scan": "SELECT * FROM store.public.events",
     }[variant]
     cpu = time.process_time()
@@ -149,7 +150,8 @@ def stage_write(dbname: str, out: Path) -> dict[str, Any]:
     Not a contender: it says how much of the ingest's CPU goes to writing Parquet (and casting
     to JSON), work the raw read does not do. The rows are read before the clock starts.
     """
-    from eventstore.reader import START, NativeReader
+    from eventstore.positions import START
+    from eventstore.reader import NativeReader
     from warehouse.ingest import NativeSource, _optional_columns, _select_raw
     from warehouse.lake import LakeConfig, open_lake
 
@@ -162,7 +164,7 @@ def stage_write(dbname: str, out: Path) -> dict[str, Any]:
         con = open_lake(LakeConfig("postgres", catalog, str(out / "lake-data-write") + "/"))
         source = NativeSource(reader)
         source.attach(con)
-        bound = reader.head().safe_transaction_id
+        bound = reader.head().bound
         batch = source.batch_sql(START, bound, None)
         con.execute(f"CREATE TEMP TABLE rows AS {_select_raw(source, batch, _optional_columns(con, source, bound))}")
         cpu = time.process_time()

@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eventstore.connection import EmbeddedServer, connect, libpq_conninfo
-from eventstore.reader import START, NativeReader
+from eventstore.positions import START
+from eventstore.reader import NativeReader
 
 READER_PATHS = ("reader", "reader-sequential")
 RAW_PATHS = ("psycopg-cursor", "psycopg-copy-text", "adbc", "copy-binary", "connectorx-2", "duckdb-scan")
@@ -217,7 +218,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {path: [] for path in paths}
     for round_ in range(args.repeat):
         for path in paths:
-            run = measure(path, dsn, head.safe_transaction_id, args.batch_size, postmaster)
+            run = measure(path, dsn, head.bound, args.batch_size, postmaster)
             if run["rows"] not in (-1, args.events):
                 raise SystemExit(f"{path} read {run['rows']:,} events, expected {args.events:,}")
             runs[path].append(run)

@@ -4,15 +4,14 @@ from eventstore.errors import (
     ConcurrencyError,
     ConfigurationError,
     InvalidEventError,
-    PoisonEventError,
-    ProjectionDefinitionError,
     ProjectionistError,
     StoreUnavailableError,
     TerminalError,
     TransientError,
 )
 from eventstore.native import NewEvent, StreamAppend, append, append_streams, create_schema
-from eventstore.reader import EVENT_SCHEMA, START, Checkpoint, Head, NativeReader, checkpoint_of
+from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head, checkpoint_of
+from eventstore.reader import NativeReader
 from eventstore.settings import Settings
 
 __all__ = [
@@ -25,8 +24,6 @@ __all__ = [
     "InvalidEventError",
     "NativeReader",
     "NewEvent",
-    "PoisonEventError",
-    "ProjectionDefinitionError",
     "ProjectionistError",
     "Settings",
     "StoreUnavailableError",

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import conninfo, sql
 
 from eventstore.errors import ConfigurationError, StoreUnavailableError
-from eventstore.failures import translate
+from eventstore.failures import first_line, translate
 from eventstore.private import close_passages, make_home
 from eventstore.settings import Settings, validate_identifier
 
@@ -155,7 +155,7 @@ def libpq_conninfo(dsn: str) -> dict[str, Any]:
         return conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         raise ConfigurationError(
-            f"the DSN {redact(dsn)!r} cannot be parsed ({_first_line(exc)}): use "
+            f"the DSN {redact(dsn)!r} cannot be parsed ({first_line(exc)}): use "
             "postgresql://user@host:port/database or 'host=... dbname=...'."
         ) from exc
 
@@ -185,11 +185,6 @@ def with_database(dsn: str, dbname: str) -> str:
     params = libpq_conninfo(dsn)
     params["dbname"] = dbname
     return conninfo.make_conninfo("", **params)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def connect(dsn: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:

@@ -9,25 +9,19 @@ can act on it::
      └── TerminalError                 retrying the same call fails the same way
           ├── ConfigurationError       a setting (DSN, identifier, path, store kind) is wrong
           ├── ConcurrencyError         an append's expected stream version is not the current one
-          ├── ComparisonError          two relations cannot be compared as asked (unknown relation,
-          │    │                       key column missing on a side, bad predicate)
-          │    └── DuplicateKeyError   a relation holds several rows for one key
           ├── InvalidEventError        an event to append is malformed (payload not a JSON object, ...)
-          ├── UndecodableEventError    an event read from a store cannot be decoded (compressed, encrypted, binary)
-          ├── ProjectionDefinitionError  a projection or upcaster module is wrong (syntax, duplicate, bad name)
-          └── PoisonEventError         a stored event cannot be projected and the policy is ``stop``
+          └── UndecodableEventError    an event read from a store cannot be decoded (compressed, encrypted, binary)
+
+Each layer defines the errors it raises in this tree: ``projections.errors`` (definitions, poison
+events), ``warehouse.errors`` (the lake, promotions, comparisons).
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "ComparisonError",
     "ConcurrencyError",
     "ConfigurationError",
-    "DuplicateKeyError",
     "InvalidEventError",
-    "PoisonEventError",
-    "ProjectionDefinitionError",
     "ProjectionistError",
     "StoreUnavailableError",
     "TerminalError",
@@ -82,37 +76,5 @@ class InvalidEventError(TerminalError):
     """Raised when an event to append is malformed; nothing of its batch is written."""
 
 
-class ComparisonError(TerminalError):
-    """Raised when two relations cannot be compared as asked (unknown relation, missing key, bad predicate)."""
-
-
-class DuplicateKeyError(ComparisonError):
-    """Raised when a compared relation holds several rows for one key and the policy is to refuse."""
-
-    def __init__(self, message: str, report: object) -> None:
-        super().__init__(message)
-        # The key report of the offending side(s) (a warehouse.diff.KeyReport), for callers that render it.
-        self.report = report
-
-
 class UndecodableEventError(TerminalError):
     """Raised when an event read from a store cannot be decoded (compressed, encrypted or binary payload)."""
-
-
-class ProjectionDefinitionError(TerminalError):
-    """Raised when a projection or upcaster module is invalid: syntax error, duplicate, bad name or schema."""
-
-
-class PoisonEventError(TerminalError):
-    """Raised when a projection with the ``stop`` poison policy meets an event it cannot process."""
-
-    def __init__(self, projection: str, event_id: str, global_position: int, reason: str, others: int = 0) -> None:
-        self.projection = projection
-        self.event_id = event_id
-        self.global_position = global_position
-        self.reason = reason
-        more = f" ({others} more poison events after it)" if others else ""
-        super().__init__(
-            f"projection {projection} cannot process event {event_id} at global position {global_position}: "
-            f"{reason}{more}. Fix the event with an upcaster, or compute with the 'skip' policy to dead-letter it."
-        )

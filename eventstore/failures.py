@@ -117,10 +117,14 @@ _LIBPQ_PREFIX = re.compile(
 _DUCKDB_CONNECT = re.compile(r'^.*?Unable to connect to Postgres at ".*?": ')
 
 
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an error's message (libpq and DuckDB messages run over several)."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+def first_line(exc: BaseException, lines: int = 1) -> str:
+    """The first non-empty line (or ``lines`` lines, joined) of an error's message; its type when empty.
+
+    libpq and DuckDB messages run over several lines; a one-line error shows the first, or the first
+    two where the reason follows on the second (DuckLake's attach errors).
+    """
+    found = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return " ".join(found[:lines]) if found else type(exc).__name__
 
 
 #: libpq's reasons that only make sense with the preamble it had (which socket, which host).

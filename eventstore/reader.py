@@ -26,8 +26,6 @@ import itertools
 from collections import deque
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -37,117 +35,11 @@ from eventstore.connection import connect_read_only
 from eventstore.duck import new_connection
 from eventstore.errors import TerminalError
 from eventstore.native import table_ref
+from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head, checkpoint_of
+from eventstore.quoting import quote_literal
 
-__all__ = ["EVENT_SCHEMA", "START", "Checkpoint", "Head", "Holder", "NativeReader", "checkpoint_of", "open_transaction"]
+__all__ = ["NativeReader"]
 
-
-@dataclass(frozen=True, order=True)
-class Checkpoint:
-    """The last event read: ``(transaction_id, global_position)``; reading resumes after it."""
-
-    transaction_id: int = 0
-    global_position: int = 0
-
-    def __str__(self) -> str:
-        return f"{self.transaction_id}/{self.global_position}"
-
-
-START = Checkpoint()
-
-
-@dataclass(frozen=True)
-class Head:
-    """The safe head: events of transactions below ``safe_transaction_id`` are settled."""
-
-    safe_transaction_id: int
-    last: Checkpoint  # the last settled event, START for an empty store
-    events_pending: bool = False  # events exist at or above the bound (in-flight writers)
-
-
-@dataclass(frozen=True)
-class Holder:
-    """An open transaction holding the safe head back: who runs it, as far as the reading role may see."""
-
-    transaction_id: int
-    pid: int
-    user: str | None
-    application: str | None
-    started_at: datetime | None  # NULL unless the reading role may see the session (its own, or pg_read_all_stats)
-    state: str | None
-
-    def describe(self, held_for: float | None = None) -> str:
-        """One line for `status` and the follow log."""
-        who = [f"pid {self.pid}"]
-        if self.user:
-            who.append(f"user {self.user}")
-        if self.application:
-            who.append(f"application {self.application!r}")
-        if self.state:
-            who.append(self.state)
-        if self.started_at is not None:
-            age = (datetime.now(UTC) - self.started_at).total_seconds()
-            who.append(f"open since {self.started_at:%Y-%m-%d %H:%M:%S} UTC, {_duration(age)}")
-        elif held_for is not None:
-            who.append(f"seen holding it for {_duration(held_for)}")
-        return (
-            f"transaction {self.transaction_id} ({', '.join(who)}) holds the safe head back: its events and "
-            "every later one are read once it commits or rolls back"
-        )
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
-# The backend whose transaction is the bound (xid8 → its 32-bit xid, as pg_stat_activity shows it).
-# Rows of other roles' sessions show pid, user, application and xid, but no times, unless the
-# reading role has pg_read_all_stats; a prepared transaction has no backend (pg_prepared_xacts).
-_HOLDER = (
-    "SELECT backend_xid::text::bigint, pid, usename, application_name, xact_start, state "
-    "FROM pg_stat_activity WHERE backend_xid = (%(bound)s::xid8::text::bigint %% 4294967296)::text::xid "
-    "UNION ALL SELECT transaction::text::bigint, 0, owner, 'prepared transaction ' || gid, prepared, "
-    "'prepared' FROM pg_prepared_xacts WHERE transaction = (%(bound)s::xid8::text::bigint %% 4294967296)::text::xid "
-    "LIMIT 1"
-)
-# For a bound that is not a transaction id (a high-water mark): the oldest writing transaction.
-_OLDEST = (
-    "SELECT backend_xid::text::bigint, pid, usename, application_name, xact_start, state FROM pg_stat_activity "
-    "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() ORDER BY age(backend_xid) DESC LIMIT 1"
-)
-
-
-def open_transaction(dsn: str, bound: int | None) -> Holder | None:
-    """The open transaction whose id is ``bound`` (None: the oldest open writing transaction), if visible."""
-    with connect_read_only(dsn) as conn:
-        if bound is None:
-            row = conn.execute(_OLDEST).fetchone()
-        else:
-            row = conn.execute(_HOLDER, {"bound": str(bound)}).fetchone()
-    if row is None:
-        return None
-    return Holder(int(row[0]), int(row[1]), row[2], row[3], row[4], row[5])
-
-
-EVENT_SCHEMA = pa.schema(
-    [
-        ("global_position", pa.int64()),
-        ("transaction_id", pa.int64()),
-        ("stream_id", pa.string()),
-        ("stream_type", pa.string()),
-        ("stream_version", pa.int64()),
-        ("event_id", pa.string()),
-        ("event_type", pa.string()),
-        ("event_version", pa.int32()),
-        ("data", pa.string()),
-        ("metadata", pa.string()),
-        ("recorded_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
 
 _SELECT = (
     "SELECT global_position, transaction_id::text::bigint AS transaction_id, stream_id, stream_type, "
@@ -223,14 +115,14 @@ class NativeReader:
 
     def duckdb_relation_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """DuckDB SQL over the attached store (alias ``store``) returning the same rows."""
-        return f"SELECT * FROM postgres_query('store', {_quote(self.query(after, bound, limit))})"
+        return f"SELECT * FROM postgres_query('store', {quote_literal(self.query(after, bound, limit))})"
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with this store attached read-only as ``store``."""
         if self._duck is None:
             con = new_connection("postgres")
             con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"ATTACH {_quote(self.dsn)} AS store (TYPE postgres, READ_ONLY)")
+            con.execute(f"ATTACH {quote_literal(self.dsn)} AS store (TYPE postgres, READ_ONLY)")
             self._duck = con
         return self._duck
 
@@ -244,7 +136,7 @@ class NativeReader:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        bound = (until or self.head()).safe_transaction_id
+        bound = (until or self.head()).bound
         if self._read_workers <= 1:
             yield from _batches(self.duckdb(), self.duckdb_relation_sql(after, bound), batch_size)
         else:
@@ -332,14 +224,6 @@ class NativeReader:
         self.close()
 
 
-def checkpoint_of(batch: pa.RecordBatch) -> Checkpoint:
-    """The checkpoint after ``batch``: its last row's position pair."""
-    last = batch.num_rows - 1
-    return Checkpoint(
-        int(batch.column("transaction_id")[last].as_py()), int(batch.column("global_position")[last].as_py())
-    )
-
-
 def _batches(con: duckdb.DuckDBPyConnection, relation_sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
     for batch in con.sql(relation_sql).to_arrow_reader(batch_size):
         if batch.num_rows:
@@ -349,7 +233,3 @@ def _batches(con: duckdb.DuckDBPyConnection, relation_sql: str, batch_size: int)
 def _fetch_int(conn: Any, query: str) -> int:
     row = conn.execute(query).fetchone()
     return int(row[0])
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from pipelines.failures import RETRY_POLICY, as_failure
-from pipelines.resources import ProjectionistResource
+from pipelines.resources import ProjectionistResource, current_registry
 from projections import Projection, Registry
 from warehouse.analytics import refresh_analytics
 from warehouse.ingest import ingest, lake_checkpoint
@@ -133,7 +133,7 @@ def _version_asset(projection: Projection) -> dg.AssetsDefinition:
     def _version(context: dg.AssetExecutionContext, projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
         from warehouse import versions
 
-        registry = _registry()
+        registry = current_registry()
         with as_failure(f"materializing {name} v{version}"), projectionist.lake_connection() as con:
             known = {v.version: v for v in versions.list_versions(con, name)}
             if version not in known:
@@ -205,12 +205,6 @@ def _analytics_asset(name: str, projections: Sequence[Projection]) -> dg.AssetsD
         )
 
     return _live
-
-
-def _registry() -> Registry:
-    from projections import discover
-
-    return discover()
 
 
 def build_assets(registry: Registry) -> list[dg.AssetsDefinition]:

@@ -7,7 +7,7 @@ import dagster as dg
 
 from pipelines.assets import RAW_EVENTS, STREAM_STATS, version_key
 from pipelines.failures import as_failure
-from pipelines.resources import ProjectionistResource
+from pipelines.resources import ProjectionistResource, current_registry
 from projections import Projection, Registry
 from warehouse.diff import check_expectation
 from warehouse.diff_report import render_markdown
@@ -38,7 +38,7 @@ def _version_checks(projection: Projection) -> list[dg.AssetChecksDefinition]:
     def matches_live(projectionist: ProjectionistResource) -> dg.AssetCheckResult:
         from warehouse import versions
 
-        registry = _registry()
+        registry = current_registry()
         with as_failure(f"comparing {name} v{version} with the live version"), projectionist.lake_connection() as con:
             states = {v.version: v.state for v in versions.list_versions(con, name)}
             live = next((v for v, s in states.items() if s == "live"), None)
@@ -105,12 +105,6 @@ def _version_checks(projection: Projection) -> list[dg.AssetChecksDefinition]:
     return [matches_live, lag_within_bound, no_new_dead_letters]
 
 
-def _registry() -> Registry:
-    from projections import discover
-
-    return discover()
-
-
 def _schema_drift(registry: Registry) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=RAW_EVENTS,
@@ -121,7 +115,7 @@ def _schema_drift(registry: Registry) -> dg.AssetChecksDefinition:
         ),
     )
     def no_unhandled_event_types(projectionist: ProjectionistResource) -> dg.AssetCheckResult:
-        current = _registry()
+        current = current_registry()
         consumed = {t for p in current for t in p.consumes}
         with as_failure("reading raw.all_events"), projectionist.lake_connection(read_only=True) as con:
             seen = con.execute(

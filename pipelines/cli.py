@@ -28,14 +28,16 @@ from eventstore.duck import bundled_extension_path
 from eventstore.errors import ConfigurationError, ProjectionistError
 from eventstore.failures import translate
 from eventstore.native import create_schema, table_ref
+from eventstore.positions import START
 from eventstore.private import private_umask, secure_home
-from eventstore.reader import START, NativeReader
+from eventstore.quoting import quote_literal
+from eventstore.reader import NativeReader
 from eventstore.settings import STORE_KINDS, Settings
 from pipelines.server import listen_on_port, listening_port, password_file, role_password
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.errors import LakeConfigurationError, LakeNotCreatedError
 from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint
-from warehouse.lake import ANALYST_ROLE, LAKE_DATABASE, LakeConfig, analyst_lake, open_lake, quote_literal
+from warehouse.lake import ANALYST_ROLE, LAKE_DATABASE, LakeConfig, analyst_lake, open_lake
 from warehouse.query import (
     format_csv,
     format_json,
@@ -178,7 +180,7 @@ def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: 
         head = reader.head()
         count = sum(batch.num_rows for batch in reader.read(until=head))
     click.echo(f"read back {count:,} settled events through the gap-safe reader")
-    click.echo(f"safe head: transactions below {head.safe_transaction_id}; last event {head.last}")
+    click.echo(f"safe head: transactions below {head.bound}; last event {head.last}")
     if not skip_ingest:
         _ingest_and_report(settings, dsn, batch_size=500_000, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD)
         _demo_queries(settings)
@@ -216,7 +218,7 @@ def status() -> None:
     )
     click.echo(f"event store: {describe_dsn(dsn)}, {source.name}")
     click.echo(f"  events:    {total:,}{streams}")
-    click.echo(f"  safe head: {bound} {head.safe_transaction_id}; last settled event {head.last}")
+    click.echo(f"  safe head: {bound} {head.bound}; last settled event {head.last}")
     if state.holder is not None:
         click.echo(f"  held back: {state.holder.describe()}")
     elif head.events_pending:
@@ -337,9 +339,7 @@ def _foreign_demo_store(kind: str, n_events: int, seed: int) -> tuple[Settings, 
     source = open_source(settings, dsn)
     try:
         head = source.head()
-        click.echo(
-            f"{source.name}: safe head {head.safe_transaction_id} ({_bound_word(source)}); last event {head.last}"
-        )
+        click.echo(f"{source.name}: safe head {head.bound} ({_bound_word(source)}); last event {head.last}")
     finally:
         close_source(source)
     return settings, dsn

@@ -27,7 +27,7 @@ import psycopg
 from eventstore.connection import event_store_dsn
 from eventstore.errors import ProjectionistError
 from eventstore.failures import translate
-from eventstore.reader import Holder
+from eventstore.positions import Holder
 from eventstore.settings import Settings
 from projections import Registry
 from warehouse.ingest import EventSource, IngestResult, ingest

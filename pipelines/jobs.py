@@ -10,7 +10,7 @@ from eventstore.errors import ProjectionistError
 from eventstore.failures import translate
 from pipelines.assets import RAW_EVENTS, WRITER_POOL, analytics_key, version_key
 from pipelines.failures import RETRY_POLICY, as_failure
-from pipelines.resources import ProjectionistResource
+from pipelines.resources import ProjectionistResource, current_registry
 from projections import Registry
 from warehouse.errors import LakeNotCreatedError, PromotionError
 
@@ -41,17 +41,11 @@ class PromoteConfig(dg.Config):
     force: bool = False
 
 
-def _registry() -> Registry:
-    from projections import discover
-
-    return discover()
-
-
 def _target(name: str, version: int | None) -> tuple[Registry, int | None]:
     """Refuse an unknown projection or version before anything is written (terminal: no retry)."""
     from warehouse import versions
 
-    registry = _registry()
+    registry = current_registry()
     with as_failure(f"checking {name} v{version}" if version else f"checking {name}"):
         projection = versions.validate_target(registry, name, version)
     return registry, projection.version
@@ -202,7 +196,7 @@ def build_automation(
     The observer runs by default: it launches nothing, it reports to the instance what was done to
     the lake outside Dagster (:mod:`pipelines.lake_sync`).
     """
-    assets = {(p.name, p.version) for p in (registry if registry is not None else _registry())}
+    assets = {(p.name, p.version) for p in (registry if registry is not None else current_registry())}
     schedule = dg.ScheduleDefinition(
         name="ingest_and_project_every_5_minutes",
         job_name="ingest_and_project",

@@ -12,12 +12,13 @@ from pydantic import PrivateAttr
 from eventstore.connection import event_store_dsn
 from eventstore.private import secure_home
 from eventstore.settings import Settings
+from projections.registry import Registry
 from warehouse.ingest import EventSource
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.query import sandbox
 from warehouse.sources import close_source, open_source
 
-__all__ = ["ENV_FIELDS", "ProjectionistResource", "resource_from_env"]
+__all__ = ["ENV_FIELDS", "ProjectionistResource", "current_registry", "resource_from_env"]
 
 #: Resource field → environment variable, the CLI's configuration contract.
 ENV_FIELDS = {
@@ -29,6 +30,13 @@ ENV_FIELDS = {
     "lake": "PROJECTIONIST_LAKE",
     "lake_data": "PROJECTIONIST_LAKE_DATA",
 }
+
+
+def current_registry() -> Registry:
+    """The projections found now (``projections.discover``): what every asset, check and job reads at run time."""
+    from projections import discover
+
+    return discover()
 
 
 class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]

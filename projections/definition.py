@@ -28,7 +28,7 @@ from typing import Any, Literal, NamedTuple
 import duckdb
 import polars as pl
 
-from eventstore.errors import ProjectionDefinitionError
+from projections.errors import ProjectionDefinitionError
 
 __all__ = [
     "LAST_GLOBAL_POSITION",

@@ -20,8 +20,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 
-from eventstore.errors import ConfigurationError, ProjectionDefinitionError
+from eventstore.errors import ConfigurationError
 from projections.definition import Projection
+from projections.errors import ProjectionDefinitionError
 from projections.upcasting import Upcaster, Upcasters
 
 __all__ = ["BUNDLED_PACKAGE", "ENV_FOLDER", "Registry", "discover"]

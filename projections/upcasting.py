@@ -22,8 +22,10 @@ import duckdb
 import pyarrow as pa
 from duckdb.func import ARROW, SPECIAL
 
-from eventstore.errors import ConfigurationError, ProjectionDefinitionError
+from eventstore.errors import ConfigurationError
+from eventstore.quoting import quote_literal
 from projections.definition import _function_source
+from projections.errors import ProjectionDefinitionError
 
 __all__ = ["EVENT_COLUMNS", "Upcaster", "Upcasters", "events_source", "upcast_events"]
 
@@ -146,10 +148,6 @@ def events_source(con: duckdb.DuckDBPyConnection, events: str) -> list[str]:
     return list(columns)
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _json_text(value: Any) -> str:
     """``value`` as compact JSON text; a Decimal is written digit for digit (a price stays exact)."""
     if isinstance(value, Decimal):
@@ -193,7 +191,7 @@ def _check_defaults(where: str, defaults: Mapping[str, Any]) -> None:
 
 def _pointer(field: str) -> str:
     """The JSON pointer (RFC 6901) of top-level member ``field``, as an SQL literal."""
-    return _quote("/" + field.replace("~", "~0").replace("/", "~1"))
+    return quote_literal("/" + field.replace("~", "~0").replace("/", "~1"))
 
 
 def _defaults_sql(defaults: Mapping[str, Any]) -> str:
@@ -210,9 +208,9 @@ def _defaults_sql(defaults: Mapping[str, Any]) -> str:
         lacks_all = f"json_type(data, {pointers[0]}) IS NULL"
     else:
         lacks_all = f"list_aggregate(json_type(data, [{', '.join(pointers)}]), 'count') = 0"
-    inserted = f"concat({_quote('{' + ','.join(members) + ',')}, substr(data, 2))"
+    inserted = f"concat({quote_literal('{' + ','.join(members) + ',')}, substr(data, 2))"
     to_set = ", ".join(
-        f"CASE WHEN coalesce(json_type(data, {pointer}), 'NULL') = 'NULL' THEN {_quote(member)} END"
+        f"CASE WHEN coalesce(json_type(data, {pointer}), 'NULL') = 'NULL' THEN {quote_literal(member)} END"
         for pointer, member in zip(pointers, members, strict=True)
     )
     merged = f"CAST(json_merge_patch(data, '{{' || concat_ws(',', {to_set}) || '}}') AS VARCHAR)"
@@ -284,7 +282,7 @@ def upcast_sql(
     for from_version in sorted(by_version):
         cases: list[str] = []
         for upcaster in by_version[from_version]:
-            match = f"event_type = {_quote(upcaster.event_type)} AND event_version = {from_version}"
+            match = f"event_type = {quote_literal(upcaster.event_type)} AND event_version = {from_version}"
             if upcaster.sql is not None or upcaster.defaults is not None:
                 expression = upcaster.sql if upcaster.sql is not None else _defaults_sql(upcaster.defaults or {})
                 new = f"CAST(({expression}) AS VARCHAR)"

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import duckdb
 
-from warehouse.lake import _rollback, quote_literal, retry_conflicts, safe_name, set_view_column_comments
+from eventstore.quoting import quote_literal
+from warehouse.lake import retry_conflicts, safe_name, set_view_column_comments, transaction
 
 __all__ = ["DEFAULT_LONG_STREAM_THRESHOLD", "TypedView", "refresh_analytics"]
 
@@ -177,8 +178,7 @@ def refresh_analytics(
 
     def write() -> None:
         written.clear()
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             for view in views:
                 _create_view(
                     con,
@@ -227,10 +227,6 @@ def refresh_analytics(
                     con, "event_volume_daily", _VOLUME_SQL, "Events per day (UTC) and event type.", _VOLUME_COLUMNS
                 )
                 written.extend(["analytics.stream_stats", "analytics.event_volume_daily"])
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
 
     retry_conflicts(write, "refreshing the analytics views")
     return written

@@ -35,7 +35,8 @@ from typing import Any, Literal
 
 import duckdb
 
-from eventstore.errors import ComparisonError, DuplicateKeyError
+from eventstore.failures import first_line
+from warehouse.errors import ComparisonError, DuplicateKeyError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -457,12 +458,12 @@ def _describe(con: duckdb.DuckDBPyConnection, relation: str, sql: str, side: str
     except duckdb.Error as error:
         if not _is_missing(error):
             raise ComparisonError(
-                f"relation {relation!r} ({side}) cannot be read: {_first_line(error)}. Give a table or view name "
+                f"relation {relation!r} ({side}) cannot be read: {first_line(error)}. Give a table or view name "
                 "or a valid SELECT query."
             ) from error
         raise ComparisonError(
             f"relation {relation!r} ({side}) does not exist: give a table or view name, qualified when "
-            f"needed (e.g. lake.projections.cart_summary_v1), or a SELECT query. DuckDB said: {_first_line(error)}"
+            f"needed (e.g. lake.projections.cart_summary_v1), or a SELECT query. DuckDB said: {first_line(error)}"
         ) from error
     return [(str(r[0]), str(r[1])) for r in rows]
 
@@ -739,10 +740,10 @@ def _attach_trails(
         rows = con.execute(sql).fetchall()
     except duckdb.Error as error:
         if not _is_missing(error):
-            raise ComparisonError(f"the trail predicate {predicate!r} failed: {_first_line(error)}") from error
+            raise ComparisonError(f"the trail predicate {predicate!r} failed: {first_line(error)}") from error
         raise ComparisonError(
             f"the trail's events relation {spec.events!r} does not exist (is the lake attached?), or its predicate "
-            f"names an unknown column: {_first_line(error)}"
+            f"names an unknown column: {first_line(error)}"
         ) from error
     n = len(plan.keys)
     trails = {}
@@ -800,7 +801,7 @@ def _record(con: duckdb.DuckDBPyConnection, comparison: Comparison, schema: str)
             "key JSON, columns VARCHAR[], a JSON, b JSON, trail JSON)"
         )
     except duckdb.Error as error:
-        raise ComparisonError(f"cannot create the comparison tables in {schema!r}: {_first_line(error)}") from error
+        raise ComparisonError(f"cannot create the comparison tables in {schema!r}: {first_line(error)}") from error
     comparison_id = str(uuid.uuid4())
     counts = comparison.counts()
     s = comparison.schema
@@ -1155,15 +1156,11 @@ def _is_missing(error: duckdb.Error) -> bool:
     return isinstance(error, duckdb.CatalogException) or "does not exist" in str(error)
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def _run(con: duckdb.DuckDBPyConnection, sql: str, what: str) -> tuple[Any, ...] | None:
     try:
         return con.execute(sql).fetchone()
     except duckdb.Error as error:
-        raise ComparisonError(f"could not {what}: {_first_line(error)}") from error
+        raise ComparisonError(f"could not {what}: {first_line(error)}") from error
 
 
 @contextmanager

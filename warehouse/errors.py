@@ -6,14 +6,20 @@ TerminalError
  ├── LakeConfigurationError   the catalog or data path is unusable as configured (corrupt, unwritable)
  │    └── LakeNotCreatedError  a read-only open of a lake nothing was ever ingested into
  ├── PromotionError           a promotion or rollback that cannot be done as asked (not ready, no diff)
- └── FingerprintMismatchError a projection's code changed without a version bump
+ ├── FingerprintMismatchError a projection's code changed without a version bump
+ └── ComparisonError          two relations cannot be compared as asked (unknown relation, key column
+      │                       missing on a side, bad predicate)
+      └── DuplicateKeyError   a relation holds several rows for one key
 """
 
 from __future__ import annotations
 
-from eventstore.errors import ConfigurationError, ProjectionDefinitionError, TransientError
+from eventstore.errors import ConfigurationError, TerminalError, TransientError
+from projections.errors import ProjectionDefinitionError
 
 __all__ = [
+    "ComparisonError",
+    "DuplicateKeyError",
     "FingerprintMismatchError",
     "LakeConfigurationError",
     "LakeNotCreatedError",
@@ -40,3 +46,16 @@ class PromotionError(ConfigurationError):
 
 class FingerprintMismatchError(ProjectionDefinitionError):
     """Raised when a projection's code or schema changed since its version was built, without a version bump."""
+
+
+class ComparisonError(TerminalError):
+    """Raised when two relations cannot be compared as asked (unknown relation, missing key, bad predicate)."""
+
+
+class DuplicateKeyError(ComparisonError):
+    """Raised when a compared relation holds several rows for one key and the policy is to refuse."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        # The key report of the offending side(s) (a warehouse.diff.KeyReport), for callers that render it.
+        self.report = report

@@ -27,9 +27,11 @@ from eventstore.connection import connect_read_only, describe_dsn, libpq_conninf
 from eventstore.failures import translated
 from eventstore.identity import StoreIdentity, read_identity
 from eventstore.native import table_ref
-from eventstore.reader import START, Checkpoint, Head, NativeReader
+from eventstore.positions import START, Checkpoint, Head
+from eventstore.quoting import quote_literal
+from eventstore.reader import NativeReader
 from warehouse.errors import LakeConfigurationError
-from warehouse.lake import RAW_EVENT_COLUMNS, _rollback, quote_literal, retry_conflicts
+from warehouse.lake import RAW_EVENT_COLUMNS, retry_conflicts, transaction
 
 __all__ = [
     "INGEST_CONSUMER",
@@ -225,8 +227,7 @@ def _record_store(con: duckdb.DuckDBPyConnection, source: EventSource) -> None:
     identity = source.identity()
 
     def record() -> None:
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             row = con.execute(_START, [INGEST_CONSUMER]).fetchone()
             recorded = _recorded_store(row[1] if row else None)
             if recorded is None:
@@ -235,10 +236,6 @@ def _record_store(con: duckdb.DuckDBPyConnection, source: EventSource) -> None:
                     [identity.kind, identity.system_identifier, identity.database, identity.schema, identity.table],
                 )
                 con.execute("UPDATE meta.checkpoints SET source = ? WHERE consumer = ?", [source.name, INGEST_CONSUMER])
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
         check_store(recorded, source)
 
     retry_conflicts(record, f"recording the store of this lake ({identity})")
@@ -277,8 +274,7 @@ def _commit_batch(
     Returns the events written and the new checkpoint; (0, after) when there was nothing to write
     (then nothing is committed: no empty snapshot).
     """
-    con.execute("BEGIN")
-    try:
+    with transaction(con) as tx:
         current, _ = lake_checkpoint(con)
         if current != after:
             raise duckdb.TransactionException("checkpoint moved by another ingest: conflict")
@@ -287,7 +283,7 @@ def _commit_batch(
         ).fetchone()
         count = int(inserted[0]) if inserted else 0
         if count == 0:
-            con.execute("ROLLBACK")
+            tx.abandon()
             return 0, after
         # The batch's last event is the lake's newest row: everything before it is at or below
         # `after`. Reading it back touches only this transaction's new files (pruned by
@@ -309,11 +305,7 @@ def _commit_batch(
             "events = events + ?, batches = batches + 1, updated_at = get_current_timestamp() WHERE consumer = ?",
             [source.name, end.transaction_id, end.global_position, count, INGEST_CONSUMER],
         )
-        con.execute("COMMIT")
-        return count, end
-    except BaseException:
-        _rollback(con)
-        raise
+    return count, end
 
 
 def _dead_letter_bad_rows(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> None:
@@ -377,7 +369,7 @@ def _ingest(
         # Nothing settled after the checkpoint: no attach, no batch (an idle `follow` cycle stops here).
         return IngestResult(0, 0, checkpoint, head, time.monotonic() - started)
     source.attach(con)  # ATTACH IF NOT EXISTS: a connection that already has the store keeps it
-    optional = _optional_columns(con, source, head.safe_transaction_id)
+    optional = _optional_columns(con, source, head.bound)
 
     def batch_from(known: Checkpoint) -> Callable[[], tuple[int, Checkpoint]]:
         tries = [known]
@@ -386,7 +378,7 @@ def _ingest(
             # The first try starts where this run knows the lake stands (the batch's transaction
             # checks it again); a retry after a conflict reads where another writer left it.
             after = tries.pop() if tries else lake_checkpoint(con)[0]
-            return _commit_batch(con, source, after, head.safe_transaction_id, batch_size, optional)
+            return _commit_batch(con, source, after, head.bound, batch_size, optional)
 
         return one_batch
 

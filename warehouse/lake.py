@@ -21,7 +21,7 @@ import random
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -32,7 +32,8 @@ from psycopg import conninfo, sql
 
 from eventstore.connection import EmbeddedServer, connect, ensure_database, libpq_conninfo, redact
 from eventstore.duck import new_connection
-from eventstore.failures import reason, scrub, verdict
+from eventstore.failures import first_line, reason, scrub, verdict
+from eventstore.quoting import quote_literal
 from eventstore.settings import Settings
 from warehouse.errors import LakeConfigurationError, LakeNotCreatedError, LakeUnavailableError
 
@@ -48,7 +49,6 @@ __all__ = [
     "ensure_lake",
     "is_conflict",
     "open_lake",
-    "quote_literal",
     "retry_conflicts",
 ]
 
@@ -90,11 +90,6 @@ RAW_EVENT_COLUMNS: tuple[tuple[str, str, str], ...] = (
 RAW_EVENTS_PARTITIONING = "year(recorded_at), month(recorded_at)"
 
 T = TypeVar("T")
-
-
-def quote_literal(text: str) -> str:
-    """``text`` as a SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -238,17 +233,12 @@ def retry_conflicts(
                 raise
             if attempt == attempts:
                 raise LakeUnavailableError(
-                    f"{what} lost a catalog conflict {attempts} times in a row ({_first_line(exc)}); other "
+                    f"{what} lost a catalog conflict {attempts} times in a row ({first_line(exc, lines=2)}); other "
                     "writers keep committing. Retry later; a SQLite catalog allows only one writer "
                     "(use a PostgreSQL catalog for concurrent writers)."
                 ) from exc
             time.sleep(min(max_delay, base_delay * 2 ** (attempt - 1)) * (0.5 + random.random()))
     raise AssertionError("unreachable")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return " ".join(lines[:2]) if lines else type(exc).__name__
 
 
 def _check_data_path(config: LakeConfig) -> None:
@@ -486,8 +476,7 @@ def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
         return  # no DDL, so opening an existing lake adds no snapshot
 
     def create() -> None:
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             existing = _existing(con)
             for schema in SCHEMAS:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
@@ -509,10 +498,6 @@ def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
                 con.execute("CREATE VIEW raw.all_events AS SELECT * FROM raw.events")
                 con.execute(f"COMMENT ON VIEW raw.all_events IS {quote_literal(_ALL_EVENTS_COMMENT)}")
                 set_view_column_comments(con, "raw", "all_events", [(n, c) for n, _, c in RAW_EVENT_COLUMNS])
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
 
     retry_conflicts(create, "creating the lake's schemas")
 
@@ -529,9 +514,42 @@ def set_view_column_comments(
         )
 
 
-def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    with contextlib.suppress(duckdb.Error):  # a failed COMMIT already ended the transaction
+def rollback_transaction(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction, if any (a failed COMMIT already ended it: no second error)."""
+    with contextlib.suppress(duckdb.Error):
         con.execute("ROLLBACK")
+
+
+class Transaction:
+    """The lake transaction of a ``with transaction(con)`` block."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        """Roll back now, because there is nothing to keep; the block then ends without a commit."""
+        rollback_transaction(self.con)
+        self.abandoned = True
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[Transaction]:
+    """``BEGIN`` … ``COMMIT``, the one way the warehouse writes the lake.
+
+    Any exception in the block, or from the ``COMMIT`` itself (a lost DuckLake conflict), rolls
+    back and propagates, so :func:`retry_conflicts` can run the whole block again on a clean
+    connection.
+    """
+    con.execute("BEGIN")
+    tx = Transaction(con)
+    try:
+        yield tx
+        if not tx.abandoned:
+            con.execute("COMMIT")
+    except BaseException:
+        rollback_transaction(con)
+        raise
 
 
 def safe_name(text: str) -> str:

@@ -16,6 +16,7 @@ from uuid import UUID
 
 import duckdb
 
+from eventstore.quoting import quote_literal
 from warehouse.errors import LakeConfigurationError
 
 __all__ = [
@@ -57,9 +58,9 @@ def sandbox(con: duckdb.DuckDBPyConnection, data_path: str, temp_directory: Path
     """
     temp_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     allowed = [data_path] if "://" not in data_path else []
-    quoted = ", ".join("'" + path.replace("'", "''") + "'" for path in allowed)
+    quoted = ", ".join(quote_literal(path) for path in allowed)
     for statement in (
-        "SET temp_directory = '" + str(temp_directory).replace("'", "''") + "'",
+        "SET temp_directory = " + quote_literal(str(temp_directory)),
         f"SET allowed_directories = [{quoted}]",
         "SET autoinstall_known_extensions = false",
         "SET autoload_known_extensions = false",

@@ -24,7 +24,8 @@ import duckdb
 from eventstore.adapters import EventStoreAdapter, open_reader
 from eventstore.connection import connect_read_only
 from eventstore.identity import StoreIdentity, read_identity
-from eventstore.reader import START, Checkpoint, Head, Holder, NativeReader, open_transaction
+from eventstore.positions import START, Checkpoint, Head, Holder, open_transaction
+from eventstore.reader import NativeReader
 from eventstore.settings import Settings
 from warehouse.ingest import EventSource, NativeSource, attach_store
 
@@ -117,8 +118,8 @@ def head_holder(source: EventSource, head: Head) -> Holder | None:
     if not head.events_pending:
         return None
     if isinstance(source, NativeSource):
-        return open_transaction(source.reader.dsn, head.safe_transaction_id)
+        return open_transaction(source.reader.dsn, head.bound)
     if isinstance(source, AdapterSource):
-        bound = head.safe_transaction_id if source.bound_kind == "transaction_id" else None
+        bound = head.bound if source.bound_kind == "transaction_id" else None
         return open_transaction(source.adapter.dsn, bound)
     return None

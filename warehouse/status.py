@@ -9,7 +9,7 @@ import duckdb
 
 from eventstore.failures import translated
 from eventstore.identity import StoreIdentity
-from eventstore.reader import Checkpoint, Head, Holder
+from eventstore.positions import Checkpoint, Head, Holder
 from warehouse.ingest import READ_FIX, EventSource, check_store, lake_checkpoint, lake_store, table_files
 from warehouse.sources import head_holder
 

@@ -32,10 +32,12 @@ from typing import Any
 
 import duckdb
 
-from eventstore.errors import ConfigurationError, PoisonEventError
-from eventstore.reader import START, Checkpoint
+from eventstore.errors import ConfigurationError
+from eventstore.positions import START, Checkpoint
+from eventstore.quoting import quote_literal
 from projections import CHECKS, DATA_ERRORS, InsertResult, Projection, Registry, compute, compute_into, touched_keys
 from projections.engine import Check, PoisonEvent, find_poison, poison_stop_error
+from projections.errors import PoisonEventError
 from warehouse.errors import FingerprintMismatchError, LakeUnavailableError, PromotionError
 from warehouse.ingest import INGEST_CONSUMER, lake_checkpoint
 from warehouse.lake import (
@@ -43,9 +45,10 @@ from warehouse.lake import (
     columns_ddl,
     comment_column,
     is_conflict,
-    quote_literal,
     retry_conflicts,
+    rollback_transaction,
     set_view_column_comments,
+    transaction,
 )
 
 __all__ = [
@@ -202,29 +205,13 @@ def ensure_version_tables(con: duckdb.DuckDBPyConnection) -> None:
         return
 
     def create() -> None:
-        with _transaction(con):
+        with transaction(con):
             for ddl in (_VERSIONS_DDL, _PROMOTIONS_DDL, _REBUILDS_DDL, _REBUILD_DEAD_LETTERS_DDL):
                 con.execute(ddl)
             for table, comment in _TABLE_COMMENTS.items():
                 con.execute(f"COMMENT ON TABLE {table} IS {quote_literal(comment)}")
 
     retry_conflicts(create, "creating the projection version tables")
-
-
-@contextlib.contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    con.execute("BEGIN")
-    try:
-        yield
-        con.execute("COMMIT")
-    except BaseException:
-        _rollback(con)
-        raise
-
-
-def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    with contextlib.suppress(duckdb.Error):
-        con.execute("ROLLBACK")
 
 
 def _table(name: str, version: int) -> str:
@@ -586,18 +573,18 @@ def rebuild(
             return ProjectResult(name, version, plan.events, rows, rows, plan.until, len(inserted.poison), seconds)
         con.execute("ROLLBACK")
     except (duckdb.Error, *DATA_ERRORS) as exc:
-        _rollback(con)
+        rollback_transaction(con)
         if not (at_once and (isinstance(exc, DATA_ERRORS) or is_conflict(exc))):
             raise
         # The rest goes the general way: the next check names the poison; a lost conflict is retried.
         first_check = CHECKS[1] if isinstance(exc, DATA_ERRORS) else CHECKS[0]
     except BaseException:
-        _rollback(con)
+        rollback_transaction(con)
         raise
     if state is None or state in ("building", "dropped"):
 
         def mark() -> None:
-            with _transaction(con):
+            with transaction(con):
                 _upsert_version(con, projection, "building", START, 0, None, None)
 
         retry_conflicts(mark, f"marking {projection.label} as building")
@@ -760,7 +747,7 @@ def _write_chunk(work: _Chunk, first_check: Check = CHECKS[0]) -> InsertResult:
     )
 
     def commit(check: Check) -> InsertResult:
-        with _transaction(con):
+        with transaction(con):
             row = con.execute(read, [name, version]).fetchone()
             assert row is not None
             return _commit_chunk(work, check, row)
@@ -901,7 +888,7 @@ def _advance(
     at = datetime.now(UTC)
 
     def commit() -> int | None:
-        with _transaction(con):
+        with transaction(con):
             current = con.execute(
                 "SELECT transaction_id, global_position, state FROM meta.projection_versions "
                 "WHERE name = ? AND version = ?",
@@ -963,7 +950,7 @@ def project(
     # idle `follow` cycle) this is all a call costs. A statement per projection, each in its own
     # transaction, took about 85 ms for the demo's projections; this takes about 15 (measured).
     def read() -> tuple[list[tuple[Any, ...]], Checkpoint]:
-        with _transaction(con):
+        with transaction(con):
             return con.execute(_ALL_VERSIONS).fetchall(), lake_checkpoint(con)[0]
 
     try:
@@ -1021,7 +1008,7 @@ def advance_version(con: duckdb.DuckDBPyConnection, registry: Registry, name: st
     projection = validate_target(registry, name, version)
 
     def read() -> tuple[tuple[Any, ...] | None, Checkpoint]:
-        with _transaction(con):
+        with transaction(con):
             row = con.execute(
                 f"SELECT {_VERSION_COLUMNS} FROM meta.projection_versions WHERE name = ? AND version = ?",
                 [name, version],
@@ -1093,7 +1080,7 @@ def _swap(
     name, version = projection.name, projection.version
 
     def commit() -> None:
-        with _transaction(con):
+        with transaction(con):
             con.execute(f"CREATE OR REPLACE VIEW analytics.{name} AS SELECT * FROM {_table(name, version)}")
             con.execute(
                 f"COMMENT ON VIEW analytics.{name} IS "
@@ -1206,7 +1193,7 @@ def rollback(
     who = _actor(actor)
 
     def commit() -> None:
-        with _transaction(con):
+        with transaction(con):
             con.execute(f"CREATE OR REPLACE VIEW analytics.{name} AS SELECT * FROM {previous.table}")
             comment = str(description_row[0]) if description_row and description_row[0] else previous.table
             con.execute(f"COMMENT ON VIEW analytics.{name} IS {quote_literal(comment)}")
@@ -1240,7 +1227,7 @@ def retain(con: duckdb.DuckDBPyConnection, name: str, keep: int) -> list[int]:
         return []
 
     def commit() -> None:
-        with _transaction(con):
+        with transaction(con):
             for version in doomed:
                 con.execute(f"DROP TABLE IF EXISTS {_table(name, version)}")
                 con.execute(

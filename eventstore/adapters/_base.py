@@ -14,7 +14,8 @@ from psycopg import sql
 from eventstore.connection import connect_read_only, describe_dsn
 from eventstore.duck import new_connection
 from eventstore.errors import ConfigurationError, UndecodableEventError
-from eventstore.reader import EVENT_SCHEMA, START, Checkpoint, Head
+from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head
+from eventstore.quoting import quote_literal
 
 __all__ = [
     "ADAPTER_SCHEMA",
@@ -22,8 +23,8 @@ __all__ = [
     "EventStoreAdapter",
     "SqlAdapter",
     "bad_rows",
+    "quote_literal",
     "raise_for_bad_rows",
-    "sql_quote",
 ]
 
 #: The lake's raw event columns (``EVENT_SCHEMA``) plus the two every adapter fills:
@@ -40,7 +41,7 @@ DECODE_ERROR_KEY = "decode_error"
 class EventStoreAdapter(Protocol):
     """A gap-safe reader of one kind of event store, yielding ``ADAPTER_SCHEMA`` batches.
 
-    ``head(after)`` returns the safe head; its ``safe_transaction_id`` is the adapter's *bound*
+    ``head(after)`` returns the safe head; its ``bound`` is the adapter's *bound*
     (a transaction id where ``bound_kind == "transaction_id"``, a position where it is
     ``"position"``) to pass to ``query``/``duckdb_relation_sql``. ``after`` is the checkpoint the
     caller resumes from: an adapter whose proof builds on settled positions may start there.
@@ -70,11 +71,6 @@ class EventStoreAdapter(Protocol):
     def close(self) -> None: ...
 
 
-def sql_quote(text: str) -> str:
-    """A SQL string literal (PostgreSQL and DuckDB alike)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 class SqlAdapter:
     """Base of the foreign-store adapters: DuckDB attach, the read loop, table checks."""
 
@@ -100,7 +96,7 @@ class SqlAdapter:
         An adapter may add ``correlation_id`` and ``causation_id`` after them, when it has them
         at hand: the ingest then takes them as they are instead of parsing ``metadata`` again.
         """
-        return f"SELECT * FROM postgres_query('store', {sql_quote(self.query(after, bound, limit))})"
+        return f"SELECT * FROM postgres_query('store', {quote_literal(self.query(after, bound, limit))})"
 
     def ingest_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """The rows of :meth:`duckdb_relation_sql` in any order: for the ingest, which writes a
@@ -117,7 +113,7 @@ class SqlAdapter:
         if self._duck is None:
             con = new_connection("postgres")
             con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"ATTACH {sql_quote(self.dsn)} AS store (TYPE postgres, READ_ONLY)")
+            con.execute(f"ATTACH {quote_literal(self.dsn)} AS store (TYPE postgres, READ_ONLY)")
             self._duck = con
         return self._duck
 
@@ -127,7 +123,7 @@ class SqlAdapter:
         """Yield settled events after ``after`` up to the safe head (taken now unless ``until``)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        bound = (until or self.head(after)).safe_transaction_id
+        bound = (until or self.head(after)).bound
         rel = self.duckdb().sql(self.duckdb_relation_sql(after, bound)).select(*ADAPTER_SCHEMA.names)
         for batch in rel.to_arrow_reader(batch_size):
             if batch.num_rows:

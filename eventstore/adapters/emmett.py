@@ -35,10 +35,11 @@ archived event is never read twice.
 
 from __future__ import annotations
 
-from eventstore.adapters._base import SqlAdapter, sql_quote
+from eventstore.adapters._base import SqlAdapter
 from eventstore.connection import connect_read_only
 from eventstore.errors import ConfigurationError
-from eventstore.reader import START, Checkpoint, Head
+from eventstore.positions import START, Checkpoint, Head
+from eventstore.quoting import quote_literal
 
 __all__ = ["DEFAULT_PARTITION", "EmmettAdapter"]
 
@@ -135,7 +136,7 @@ class EmmettAdapter(SqlAdapter):
         return _SELECT.format(
             table=self.table_sql,
             table_name=f"{self.schema}.emt_messages",
-            default_partition=sql_quote(DEFAULT_PARTITION),
+            default_partition=quote_literal(DEFAULT_PARTITION),
             tx=int(after.transaction_id),
             pos=int(after.global_position),
             bound=int(bound),

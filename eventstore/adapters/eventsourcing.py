@@ -57,11 +57,12 @@ from typing import Any
 
 import psycopg
 
-from eventstore.adapters._base import SqlAdapter, sql_quote
+from eventstore.adapters._base import SqlAdapter
 from eventstore.adapters.highwater import WRITE_LOCK_MODES, SequenceHighWater
 from eventstore.connection import connect_read_only
 from eventstore.errors import ConfigurationError
-from eventstore.reader import START, Checkpoint, Head
+from eventstore.positions import START, Checkpoint, Head
+from eventstore.quoting import quote_literal
 
 __all__ = ["EVENT_ID_NAMESPACE", "EventsourcingAdapter", "event_id_of"]
 
@@ -248,7 +249,7 @@ class EventsourcingAdapter(SqlAdapter):
     def ingest_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """:meth:`duckdb_relation_sql` without its final sort, which the decoding in parallel needs."""
         return _DUCK.format(
-            pg_query=sql_quote(self.query(after, bound, limit)),
+            pg_query=quote_literal(self.query(after, bound, limit)),
             namespace=EVENT_ID_NAMESPACE.hex,
-            table_name=sql_quote(f"{self.schema}.{self.table}"),
+            table_name=quote_literal(f"{self.schema}.{self.table}"),
         ).strip()

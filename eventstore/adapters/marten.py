@@ -52,7 +52,7 @@ none of them a timer:
 
 The bound is a position, so the per-batch SQL is the simple keyset ``seq_id > after AND
 seq_id <= H`` (``bound_kind = "position"``): the ingest calls ``head(after)`` and passes
-``head.safe_transaction_id`` as ``bound``. Requirements, checked when the adapter opens: one
+``head.bound`` as ``bound``. Requirements, checked when the adapter opens: one
 store-wide ``mt_events_sequence`` (Marten's per-tenant sequences are refused), with
 ``INCREMENT 1`` and ``CACHE 1`` (Marten's default; a cached sequence hands out values below
 ``L`` later, which would break (2) and (3)).
@@ -60,11 +60,12 @@ store-wide ``mt_events_sequence`` (Marten's per-tenant sequences are refused), w
 
 from __future__ import annotations
 
-from eventstore.adapters._base import SqlAdapter, sql_quote
+from eventstore.adapters._base import SqlAdapter
 from eventstore.adapters.highwater import SequenceHighWater
 from eventstore.connection import connect_read_only
 from eventstore.errors import ConfigurationError
-from eventstore.reader import START, Checkpoint, Head
+from eventstore.positions import START, Checkpoint, Head
+from eventstore.quoting import quote_literal
 
 __all__ = ["DEFAULT_TENANT", "MartenAdapter"]
 
@@ -146,7 +147,7 @@ class MartenAdapter(SqlAdapter):
             "@correlation@": "e.correlation_id::text" if opt("correlation_id") else "NULL::text",
             "@causation@": "e.causation_id::text" if opt("causation_id") else "NULL::text",
             "@user_name@": "e.user_name::text" if opt("user_name") else "NULL::text",
-            "@default_tenant@": sql_quote(DEFAULT_TENANT),
+            "@default_tenant@": quote_literal(DEFAULT_TENANT),
         }
         select = _SELECT
         for token, value in replacements.items():

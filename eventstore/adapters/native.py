@@ -15,7 +15,8 @@ import duckdb
 import pyarrow as pa
 
 from eventstore.adapters._base import ADAPTER_SCHEMA
-from eventstore.reader import START, Checkpoint, Head, NativeReader
+from eventstore.positions import START, Checkpoint, Head
+from eventstore.reader import NativeReader
 
 __all__ = ["NativeAdapter", "with_adapter_columns"]
 

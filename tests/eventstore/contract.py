@@ -19,7 +19,7 @@ import pytest
 
 from eventstore.adapters import bad_rows, raise_for_bad_rows
 from eventstore.errors import UndecodableEventError
-from eventstore.reader import START, Checkpoint, Head, checkpoint_of
+from eventstore.positions import START, Checkpoint, Head, checkpoint_of
 
 
 class Reader(Protocol):

@@ -20,7 +20,7 @@ from eventstore.adapters.eventsourcing_shop import Cart, Shop, postgres_env
 from eventstore.adapters.writers import EMMETT_WRITER_DIR, create_marten_schema, run_emmett_writer
 from eventstore.connection import connect
 from eventstore.errors import ConfigurationError
-from eventstore.reader import EVENT_SCHEMA, START
+from eventstore.positions import EVENT_SCHEMA, START
 from eventstore.settings import Settings
 from tests.eventstore.adapters_support import EmmettStore, MartenStore, NativeAdapterStore
 from tests.eventstore.contract import ReaderContract
@@ -142,7 +142,7 @@ def test_duckdb_relation_sql_returns_what_read_returns(kind: str, store_dsn: str
         pieces = []
         after = START
         while True:
-            batch = con.sql(reader.duckdb_relation_sql(after, head.safe_transaction_id, 4)).arrow()
+            batch = con.sql(reader.duckdb_relation_sql(after, head.bound, 4)).arrow()
             table = batch.read_all() if hasattr(batch, "read_all") else batch
             if table.num_rows == 0:
                 break
@@ -161,7 +161,7 @@ def test_duckdb_relation_sql_returns_what_read_returns(kind: str, store_dsn: str
             )
         assert pa.concat_tables(pieces).to_pylist() == everything.to_pylist()
         # The ingest's variant: the same rows, in whatever order DuckDB finishes them.
-        unordered = con.sql(reader.ingest_sql(START, head.safe_transaction_id, None)).arrow()
+        unordered = con.sql(reader.ingest_sql(START, head.bound, None)).arrow()
         unordered = unordered.read_all() if hasattr(unordered, "read_all") else unordered
         rows = unordered.select(ADAPTER_SCHEMA.names).cast(ADAPTER_SCHEMA).to_pylist()
         assert sorted(rows, key=lambda r: r["global_position"]) == everything.to_pylist()

@@ -20,7 +20,7 @@ from eventstore.adapters.writers import (
 from eventstore.connection import connect
 from eventstore.demo import generate_carts
 from eventstore.errors import ConfigurationError
-from eventstore.reader import checkpoint_of
+from eventstore.positions import checkpoint_of
 from tests.eventstore.adapters_support import EmmettStore
 from tests.eventstore.contract import ReaderContract, read_all
 

@@ -128,7 +128,7 @@ def test_missing_tables_name_what_is_there(store_dsn: str) -> None:
 
 
 def test_checkpoint_of_another_kind_is_refused(marten_dsn: str) -> None:
-    from eventstore.reader import Checkpoint
+    from eventstore.positions import Checkpoint
 
     with MartenAdapter(marten_dsn) as reader, pytest.raises(ConfigurationError, match="not written by the marten"):
         reader.query(Checkpoint(812, 3), 10)

@@ -14,7 +14,8 @@ from eventstore.connection import connect
 from eventstore.demo import append_demo_shop
 from eventstore.errors import TerminalError
 from eventstore.native import NewEvent, append
-from eventstore.reader import EVENT_SCHEMA, START, Checkpoint, NativeReader, checkpoint_of
+from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, checkpoint_of
+from eventstore.reader import NativeReader
 from tests.eventstore.contract import ReaderContract, read_all
 
 

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from eventstore.demo import Cart
-from eventstore.reader import Checkpoint
+from eventstore.positions import Checkpoint
 
 RAW_EVENTS_COLUMNS = (
     ("global_position", "BIGINT"),

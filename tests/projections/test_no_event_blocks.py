@@ -17,8 +17,8 @@ import duckdb
 import pytest
 
 from eventstore.demo import generate_carts
-from eventstore.errors import PoisonEventError, ProjectionDefinitionError
 from projections import CHECKS, DATA_ERRORS, InsertResult, Projection, Registry, compute, compute_into
+from projections.errors import PoisonEventError, ProjectionDefinitionError
 from projections.upcasting import Upcasters
 from tests.projections.rawevents import RawEvent, create_raw_events, insert_raw_events, shop_events
 

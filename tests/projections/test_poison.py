@@ -10,7 +10,6 @@ import duckdb
 import pytest
 
 from eventstore.demo import generate_carts
-from eventstore.errors import PoisonEventError
 from projections import (
     CHECKS,
     DATA_ERRORS,
@@ -24,6 +23,7 @@ from projections import (
     compute,
     compute_into,
 )
+from projections.errors import PoisonEventError
 from tests.projections.rawevents import RawEvent, create_raw_events, insert_raw_events, shop_events
 
 NAMES = [("cart_summary", 1), ("cart_summary", 2), ("daily_revenue", 1), ("product_sales", 1)]

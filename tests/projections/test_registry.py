@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.errors import ConfigurationError, ProjectionDefinitionError, TerminalError
+from eventstore.errors import ConfigurationError, TerminalError
 from projections import Column, ExpectedChange, Fold, Polars, Projection, Sql, discover
+from projections.errors import ProjectionDefinitionError
 
 GOOD = """
 from projections import Column, Projection, Sql

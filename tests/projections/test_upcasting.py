@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventstore.errors import ProjectionDefinitionError
 from projections import Column, Projection, Registry, Sql, Upcaster, Upcasters, compute, upcast_events
 from projections.engine import DATA_ERRORS
+from projections.errors import ProjectionDefinitionError
 from projections.upcasting import upcast_sql
 from tests.projections.rawevents import RawEvent, create_raw_events, insert_raw_events
 

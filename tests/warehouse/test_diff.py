@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventstore.duck import new_connection
-from eventstore.errors import ComparisonError, DuplicateKeyError, TerminalError
+from eventstore.errors import TerminalError
 from warehouse.diff import (
     AllowedChange,
     Comparison,
@@ -24,6 +24,7 @@ from warehouse.diff import (
     compare,
     record,
 )
+from warehouse.errors import ComparisonError, DuplicateKeyError
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "diff.md"
 

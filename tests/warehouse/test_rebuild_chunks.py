@@ -11,8 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from eventstore.errors import PoisonEventError
 from projections import PoisonPolicy, Registry, Sql, discover
+from projections.errors import PoisonEventError
 from tests.warehouse.conftest import append_shop, with_projection
 from warehouse.ingest import NativeSource, ingest
 from warehouse.lake import LakeConfig, open_lake

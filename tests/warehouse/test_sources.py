@@ -22,7 +22,7 @@ from eventstore.connection import connect, ensure_database
 from eventstore.demo import append_demo_shop
 from eventstore.errors import ConfigurationError
 from eventstore.native import create_schema
-from eventstore.reader import Checkpoint
+from eventstore.positions import Checkpoint
 from eventstore.settings import Settings
 from projections import compute, discover
 from warehouse import versions

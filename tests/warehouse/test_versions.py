@@ -9,8 +9,9 @@ from typing import Any, cast
 import duckdb
 import pytest
 
-from eventstore.errors import ConfigurationError, PoisonEventError, ProjectionDefinitionError
+from eventstore.errors import ConfigurationError
 from projections import PoisonPolicy, Registry, discover
+from projections.errors import PoisonEventError, ProjectionDefinitionError
 from tests.warehouse.conftest import append_shop, with_projection
 from warehouse.diff import check_expectation
 from warehouse.ingest import NativeSource, ingest
