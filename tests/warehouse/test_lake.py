@@ -15,7 +15,7 @@ import pytest
 from eventstore.connection import EmbeddedServer, connect, ensure_database, libpq_conninfo
 from eventstore.settings import Settings
 from warehouse.errors import LakeConfigurationError
-from warehouse.lake import SCHEMAS, LakeConfig, _rollback, open_lake, retry_conflicts
+from warehouse.lake import SCHEMAS, LakeConfig, open_lake, retry_conflicts, rollback_transaction
 
 
 def test_default_catalog_is_the_embedded_server_even_with_an_external_store(store_dsn: str) -> None:
@@ -91,7 +91,7 @@ def test_conflicting_commits_of_concurrent_writers_are_retried_not_lost(lake_con
                 con.execute("UPDATE projections.counter SET n = n + 1")  # every writer touches the same row
                 con.execute("COMMIT")
             except BaseException:
-                _rollback(con)
+                rollback_transaction(con)
                 raise
 
         try:
