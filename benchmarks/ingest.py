@@ -113,9 +113,10 @@ def stage_dlt(dbname: str, out: Path) -> dict[str, Any]:
 
 
 def stage_ingest(dbname: str, out: Path, batch_size: int, partitioned: bool = True) -> dict[str, Any]:
-    from eventstore.reader import NativeReader
-    from warehouse.ingest import NativeSource, ingest
+    from eventstore.adapters import NativeAdapter
+    from warehouse.ingest import ingest
     from warehouse.lake import LakeConfig, open_lake
+    from warehouse.sources import StoreSource
 
     lake_db = f"{dbname}_lake"
     admin = with_database(_tcp_dsn(dbname), "postgres")
@@ -123,13 +124,13 @@ def stage_ingest(dbname: str, out: Path, batch_size: int, partitioned: bool = Tr
         conn.execute(f'DROP DATABASE IF EXISTS "{lake_db}" WITH (FORCE)')
     catalog = ensure_database(admin, lake_db)
     config = LakeConfig("postgres", catalog, str(out / f"lake-data-{partitioned}") + "/")
-    with NativeReader(_tcp_dsn(dbname)) as reader:
+    with NativeAdapter(_tcp_dsn(dbname)) as reader:
         con = open_lake(config, memory_limit=os.environ.get("BENCH_MEMORY_LIMIT") or None)  # set up before the clock
         if not partitioned:
             con.execute("ALTER TABLE raw.events RESET PARTITIONED BY")
         cpu = time.process_time()
         started = time.monotonic()
-        result = ingest(con, NativeSource(reader), batch_size=batch_size, compact_after=None)
+        result = ingest(con, StoreSource(reader), batch_size=batch_size, compact_after=None)
         seconds = time.monotonic() - started
         cpu = time.process_time() - cpu
     rows = con.execute("SELECT count(*) FROM raw.events").fetchone()[0]  # type: ignore[index]
@@ -150,23 +151,24 @@ def stage_write(dbname: str, out: Path) -> dict[str, Any]:
     Not a contender: it says how much of the ingest's CPU goes to writing Parquet (and casting
     to JSON), work the raw read does not do. The rows are read before the clock starts.
     """
+    from eventstore.adapters import NativeAdapter
     from eventstore.positions import START
-    from eventstore.reader import NativeReader
-    from warehouse.ingest import NativeSource, _optional_columns, _select_raw
+    from warehouse.ingest import optional_columns, select_raw
     from warehouse.lake import LakeConfig, open_lake
+    from warehouse.sources import StoreSource
 
     lake_db = f"{dbname}_write"
     admin = with_database(_tcp_dsn(dbname), "postgres")
     with connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{lake_db}" WITH (FORCE)')
     catalog = ensure_database(admin, lake_db)
-    with NativeReader(_tcp_dsn(dbname)) as reader:
+    with NativeAdapter(_tcp_dsn(dbname)) as reader:
         con = open_lake(LakeConfig("postgres", catalog, str(out / "lake-data-write") + "/"))
-        source = NativeSource(reader)
+        source = StoreSource(reader)
         source.attach(con)
         bound = reader.head().bound
         batch = source.batch_sql(START, bound, None)
-        con.execute(f"CREATE TEMP TABLE rows AS {_select_raw(source, batch, _optional_columns(con, source, bound))}")
+        con.execute(f"CREATE TEMP TABLE rows AS {select_raw(source, batch, optional_columns(con, source, bound))}")
         cpu = time.process_time()
         started = time.monotonic()
         con.execute("INSERT INTO raw.events SELECT * FROM rows")

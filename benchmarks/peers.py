@@ -47,7 +47,7 @@ from eventstore.duck import new_connection
 from projections import compute, discover
 from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
-from warehouse.sources import AdapterSource
+from warehouse.sources import StoreSource
 
 CENT = Decimal("0.01")
 
@@ -173,7 +173,7 @@ def run_projectionist(dsn: str, lake_dsn: str, data: Path) -> tuple[float, int, 
     warm.close()
     print(f"  process warm-up (not timed): {time.perf_counter() - warm_started:.2f} s")
     started = time.perf_counter()
-    source = AdapterSource(EventsourcingAdapter(dsn, "public", "shop_events"))
+    source = StoreSource(EventsourcingAdapter(dsn, "public", "shop_events"))
     con = open_lake(LakeConfig("postgres", lake_dsn, str(data) + "/"))
     try:
         landed = ingest(con, source).events

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from eventstore.errors import ConfigurationError
 
-__all__ = ["STORE_KINDS", "Settings", "validate_identifier"]
+__all__ = ["Settings", "validate_identifier"]
 
-STORE_KINDS = ("native", "marten", "emmett", "eventsourcing")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -61,11 +60,11 @@ class Settings:
         return replace(self, **applied).validated()  # type: ignore[arg-type]
 
     def validated(self) -> Settings:
-        """Raise ConfigurationError if a setting cannot work; return self otherwise."""
-        if self.store_kind not in STORE_KINDS:
-            raise ConfigurationError(
-                f"PROJECTIONIST_EVENT_STORE_KIND {self.store_kind!r} is unknown: use one of {', '.join(STORE_KINDS)}."
-            )
+        """Raise ConfigurationError if a setting cannot work; return self otherwise.
+
+        The store kind is checked against the registry of adapters where a store is opened
+        (:func:`eventstore.adapters.adapter_class`; the CLI and the Dagster resource do it first thing).
+        """
         validate_identifier(self.store_schema, "event store schema")
         validate_identifier(self.store_table, "event store table")
         return self

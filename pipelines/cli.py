@@ -14,6 +14,7 @@ import duckdb
 import psycopg
 from psycopg import conninfo
 
+from eventstore.adapters import adapter_class, store_kinds
 from eventstore.connection import (
     EMBEDDED_STORE_DATABASE,
     EmbeddedServer,
@@ -32,7 +33,7 @@ from eventstore.positions import START
 from eventstore.private import private_umask, secure_home
 from eventstore.quoting import quote_literal
 from eventstore.reader import NativeReader
-from eventstore.settings import STORE_KINDS, Settings
+from eventstore.settings import Settings
 from pipelines.server import listen_on_port, listening_port, password_file, role_password
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.errors import LakeConfigurationError, LakeNotCreatedError
@@ -89,6 +90,7 @@ def _exit_with(exc: ProjectionistError) -> None:
 def cli(ctx: click.Context, home: Path | None, dsn: str | None) -> None:
     """Projectionist: rebuildable, versioned projections and analytics from your event store."""
     ctx.obj = Settings.from_env().with_overrides(home=home, event_store_dsn=dsn)
+    adapter_class(ctx.obj.store_kind)  # an unknown PROJECTIONIST_EVENT_STORE_KIND stops every command here
 
 
 def _settings() -> Settings:
@@ -127,7 +129,7 @@ def init() -> None:
 @click.option(
     "--store",
     "store_kind",
-    type=click.Choice(STORE_KINDS),
+    type=click.Choice(store_kinds()),
     default="native",
     show_default=True,
     help="Write the shop through this store's own writer, into its own demo database and lake.",

@@ -9,6 +9,7 @@ import dagster as dg
 import duckdb
 from pydantic import PrivateAttr
 
+from eventstore.adapters import adapter_class
 from eventstore.connection import event_store_dsn
 from eventstore.private import secure_home
 from eventstore.settings import Settings
@@ -63,6 +64,7 @@ class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             lake=self.lake,
             lake_data=self.lake_data,
         )
+        adapter_class(settings.store_kind)  # an unknown kind fails before anything is opened
         tightened = secure_home(settings.home)
         if tightened:
             dg.get_dagster_logger().warning(

@@ -2,21 +2,20 @@
 
 from warehouse.analytics import refresh_analytics
 from warehouse.errors import LakeConfigurationError, LakeUnavailableError
-from warehouse.ingest import EventSource, IngestResult, NativeSource, compact, ingest, lake_checkpoint
+from warehouse.ingest import EventSource, IngestResult, compact, ingest, lake_checkpoint
 from warehouse.lake import RAW_EVENT_COLUMNS, LakeConfig, open_lake, retry_conflicts
-from warehouse.sources import AdapterSource, close_source, open_source
+from warehouse.sources import StoreSource, close_source, open_source
 from warehouse.status import LakeStatus, lake_status
 
 __all__ = [
     "RAW_EVENT_COLUMNS",
-    "AdapterSource",
     "EventSource",
     "IngestResult",
     "LakeConfig",
     "LakeConfigurationError",
     "LakeStatus",
     "LakeUnavailableError",
-    "NativeSource",
+    "StoreSource",
     "close_source",
     "compact",
     "ingest",

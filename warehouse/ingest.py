@@ -8,9 +8,8 @@ commits it all as one snapshot, so a crash at any instant
 leaves the lake before or after a batch, never between. A second ingest racing the first
 conflicts on the checkpoint row and re-reads it: no event lands twice.
 
-A source is anything with the small interface of :class:`EventSource`; :class:`NativeSource`
-wraps the native :class:`~eventstore.reader.NativeReader`. Foreign-store adapters plug in by
-returning the same columns (and, if they have them, ``is_archived`` and ``tenant_id``).
+A source is anything with the small interface of :class:`EventSource`: in practice
+:class:`warehouse.sources.StoreSource`, which wraps the adapter of any store kind.
 """
 
 from __future__ import annotations
@@ -23,13 +22,11 @@ from typing import Protocol
 
 import duckdb
 
-from eventstore.connection import connect_read_only, describe_dsn, libpq_conninfo
+from eventstore.connection import describe_dsn, libpq_conninfo
 from eventstore.failures import translated
-from eventstore.identity import StoreIdentity, read_identity
-from eventstore.native import table_ref
+from eventstore.identity import StoreIdentity
 from eventstore.positions import START, Checkpoint, Head
 from eventstore.quoting import quote_literal
-from eventstore.reader import NativeReader
 from warehouse.errors import LakeConfigurationError
 from warehouse.lake import RAW_EVENT_COLUMNS, retry_conflicts, transaction
 
@@ -38,7 +35,6 @@ __all__ = [
     "INGEST_DEAD_LETTER",
     "EventSource",
     "IngestResult",
-    "NativeSource",
     "attach_store",
     "check_store",
     "compact",
@@ -107,45 +103,6 @@ def attach_store(con: duckdb.DuckDBPyConnection, dsn: str) -> None:
         secrets=(dsn, str(params.get("password") or "")),
     ):
         con.execute(f"ATTACH IF NOT EXISTS {quote_literal(dsn)} AS {STORE_ALIAS} (TYPE postgres, READ_ONLY)")
-
-
-@dataclass
-class NativeSource:
-    """The native events table, read through :class:`NativeReader`."""
-
-    reader: NativeReader
-    _identity: StoreIdentity | None = None
-
-    @property
-    def name(self) -> str:
-        return f"native:{self.reader.schema}.{self.reader.table}"
-
-    def identity(self) -> StoreIdentity:
-        if self._identity is None:
-            self._identity = read_identity(self.reader.dsn, "native", self.reader.schema, self.reader.table)
-        return self._identity
-
-    def head(self, after: Checkpoint = START) -> Head:
-        return self.reader.head()
-
-    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
-        attach_store(con, self.reader.dsn)
-
-    def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
-        with connect_read_only(self.reader.dsn) as conn:
-            table = table_ref(self.reader.schema, self.reader.table).as_string(conn)
-            row = conn.execute(
-                f"SELECT count(*), min(recorded_at) FROM {table} "
-                "WHERE (transaction_id, global_position) > (%s::text::xid8, %s)",
-                (str(after.transaction_id), after.global_position),
-            ).fetchone()
-        return (int(row[0]), row[1]) if row else (0, None)
-
-    def batch_sql(self, after: Checkpoint, bound: int, limit: int | None) -> str:
-        # The ids are lifted out of the stored jsonb inside PostgreSQL, in the same pass that
-        # turns it into text: no second JSON parse on either side.
-        lifted = self.reader.query(after, bound, limit, ids=True)
-        return f"SELECT * FROM postgres_query({quote_literal(STORE_ALIAS)}, {quote_literal(lifted)})"
 
 
 @dataclass(frozen=True)
@@ -241,7 +198,7 @@ def _record_store(con: duckdb.DuckDBPyConnection, source: EventSource) -> None:
     retry_conflicts(record, f"recording the store of this lake ({identity})")
 
 
-def _select_raw(source: EventSource, batch: str, optional: set[str]) -> str:
+def select_raw(source: EventSource, batch: str, optional: set[str]) -> str:
     """Map a source batch onto raw.events' columns: the one place source/is_archived/tenant_id are filled."""
     computed = {
         "data": "b.data::JSON",
@@ -279,7 +236,7 @@ def _commit_batch(
         if current != after:
             raise duckdb.TransactionException("checkpoint moved by another ingest: conflict")
         inserted = con.execute(
-            f"INSERT INTO raw.events {_select_raw(source, source.batch_sql(after, bound, limit), optional)}"
+            f"INSERT INTO raw.events {select_raw(source, source.batch_sql(after, bound, limit), optional)}"
         ).fetchone()
         count = int(inserted[0]) if inserted else 0
         if count == 0:
@@ -324,7 +281,7 @@ def _dead_letter_bad_rows(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> 
     )
 
 
-def _optional_columns(con: duckdb.DuckDBPyConnection, source: EventSource, bound: int) -> set[str]:
+def optional_columns(con: duckdb.DuckDBPyConnection, source: EventSource, bound: int) -> set[str]:
     described = con.execute(f"DESCRIBE {source.batch_sql(START, bound, 0)}").fetchall()
     return {str(row[0]) for row in described} & {"is_archived", "tenant_id", "correlation_id", "causation_id"}
 
@@ -369,7 +326,7 @@ def _ingest(
         # Nothing settled after the checkpoint: no attach, no batch (an idle `follow` cycle stops here).
         return IngestResult(0, 0, checkpoint, head, time.monotonic() - started)
     source.attach(con)  # ATTACH IF NOT EXISTS: a connection that already has the store keeps it
-    optional = _optional_columns(con, source, head.bound)
+    optional = optional_columns(con, source, head.bound)
 
     def batch_from(known: Checkpoint) -> Callable[[], tuple[int, Checkpoint]]:
         tries = [known]

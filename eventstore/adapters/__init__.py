@@ -23,6 +23,14 @@ orders exactly as the store does. Undecodable events (compressed, encrypted, bin
 through as *bad rows* — ``data`` null, ``metadata.decode_error`` saying what was found — see
 :func:`bad_rows`.
 
+**The registry.** :data:`ADAPTERS` below is the only list of store kinds: settings validation, the
+CLI's choices, detection (which event tables a database holds) and ``open_reader`` all derive
+from it. A kind is one module holding its adapter class: its reader (``head``/``read``/``query``),
+``recognize`` (detection), ``from_settings``, ``table`` (the source name), ``gap_safety`` and the
+argument for it in the module docstring. Adding a store = that module, one line here, one
+contract-suite subclass (``tests/eventstore/contract.py``) and a writer for its tests
+(``docs/architecture.md`` walks through Emmett's).
+
 Configuration: ``PROJECTIONIST_EVENT_STORE_KIND`` picks the adapter,
 ``PROJECTIONIST_EVENT_STORE_SCHEMA`` the schema holding the tables (all kinds), and
 ``PROJECTIONIST_EVENT_STORE_TABLE`` the table for ``native`` (default ``events``) and
@@ -31,8 +39,19 @@ Configuration: ``PROJECTIONIST_EVENT_STORE_KIND`` picks the adapter,
 
 from __future__ import annotations
 
-from eventstore.adapters._base import ADAPTER_SCHEMA, BadRow, EventStoreAdapter, bad_rows, raise_for_bad_rows
-from eventstore.adapters.detect import FoundStore, detect_stores
+from dataclasses import dataclass
+
+from eventstore.adapters._base import (
+    ADAPTER_SCHEMA,
+    BadRow,
+    CatalogTable,
+    EventStoreAdapter,
+    SqlAdapter,
+    StoreMismatchError,
+    bad_rows,
+    catalog_tables,
+    raise_for_bad_rows,
+)
 from eventstore.adapters.emmett import EmmettAdapter
 from eventstore.adapters.eventsourcing import EventsourcingAdapter
 from eventstore.adapters.marten import MartenAdapter
@@ -41,6 +60,7 @@ from eventstore.errors import ConfigurationError
 from eventstore.settings import Settings
 
 __all__ = [
+    "ADAPTERS",
     "ADAPTER_SCHEMA",
     "BadRow",
     "EmmettAdapter",
@@ -49,45 +69,87 @@ __all__ = [
     "FoundStore",
     "MartenAdapter",
     "NativeAdapter",
+    "adapter_class",
     "bad_rows",
+    "describe_found",
     "detect_stores",
     "open_reader",
     "raise_for_bad_rows",
+    "store_kinds",
     "with_adapter_columns",
 ]
 
-#: The native table's default name: for ``eventsourcing`` it means "not set" (no app is named "").
-_DEFAULT_TABLE = "events"
+#: Every store kind Projectionist reads, by ``PROJECTIONIST_EVENT_STORE_KIND`` (the one list of kinds).
+ADAPTERS: dict[str, type[NativeAdapter] | type[SqlAdapter]] = {
+    adapter.kind: adapter for adapter in (NativeAdapter, MartenAdapter, EmmettAdapter, EventsourcingAdapter)
+}
+
+
+def store_kinds() -> tuple[str, ...]:
+    """The kinds ``PROJECTIONIST_EVENT_STORE_KIND`` accepts, in the registry's order."""
+    return tuple(ADAPTERS)
+
+
+def adapter_class(kind: str) -> type[NativeAdapter] | type[SqlAdapter]:
+    """The adapter class of ``kind``; an unknown kind is a ConfigurationError listing the known ones."""
+    try:
+        return ADAPTERS[kind]
+    except KeyError:
+        raise ConfigurationError(
+            f"PROJECTIONIST_EVENT_STORE_KIND {kind!r} is unknown: use one of {', '.join(ADAPTERS)}."
+        ) from None
 
 
 def open_reader(settings: Settings, dsn: str) -> EventStoreAdapter:
-    """The adapter for ``settings.store_kind`` reading the store at ``dsn``; checks its tables first."""
-    kind = settings.store_kind
-    if kind == "native":
-        _check_native(settings, dsn)
-        return NativeAdapter(dsn, settings.store_schema, settings.store_table)
-    if kind == "emmett":
-        return EmmettAdapter(dsn, settings.store_schema)
-    if kind == "marten":
-        return MartenAdapter(dsn, settings.store_schema)
-    if kind == "eventsourcing":
-        table = None if settings.store_table == _DEFAULT_TABLE else settings.store_table
-        return EventsourcingAdapter(dsn, settings.store_schema, table)
-    raise ConfigurationError(
-        f"PROJECTIONIST_EVENT_STORE_KIND {kind!r} is unknown: use native, marten, emmett or eventsourcing."
-    )
+    """The adapter for ``settings.store_kind`` reading the store at ``dsn``; checks its tables first.
+
+    When the tables are not what the kind expects, the error also names the event tables the database
+    does hold, so a wrong kind or schema says what to set instead.
+    """
+    cls = adapter_class(settings.store_kind)
+    try:
+        return cls.from_settings(settings, dsn)
+    except StoreMismatchError as exc:
+        raise StoreMismatchError(f"{exc} {describe_found(dsn)}") from exc
 
 
-def _check_native(settings: Settings, dsn: str) -> None:
-    from eventstore.adapters.detect import describe_found
-    from eventstore.connection import describe_dsn
+@dataclass(frozen=True)
+class FoundStore:
+    """An event table found in a database: its kind, schema and table."""
 
-    found = detect_stores(dsn, settings.store_schema)
-    if any(s.kind == "native" and s.table == settings.store_table for s in found):
-        return
-    raise ConfigurationError(
-        f"PROJECTIONIST_EVENT_STORE_KIND=native expects the native event table "
-        f"{settings.store_schema}.{settings.store_table} (global_position, transaction_id xid8, stream_version, ...) "
-        f"in {describe_dsn(dsn)}, and it is not there. {describe_found(dsn)} "
-        "For a new native store run `projectionist init`."
+    kind: str
+    schema: str
+    table: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.table} ({self.kind})"
+
+
+def _recognized(table: CatalogTable) -> str | None:
+    for adapter in ADAPTERS.values():
+        kind = adapter.recognize(table)
+        if kind is not None:
+            return kind
+    return None
+
+
+def detect_stores(dsn: str, schema: str | None = None) -> list[FoundStore]:
+    """The event tables of every registered kind in the database (optionally one schema), by their columns."""
+    found = []
+    for table in catalog_tables(dsn, schema):
+        kind = _recognized(table)
+        if kind is not None:
+            found.append(FoundStore(kind, table.schema, table.name))
+    return found
+
+
+def describe_found(dsn: str, schema: str | None = None) -> str:
+    """One sentence naming the event tables that do exist (for error messages)."""
+    stores = detect_stores(dsn, schema)
+    if not stores:
+        return f"No event table of a known kind ({', '.join(ADAPTERS)}) exists in that database."
+    listed = "; ".join(str(s) for s in stores)
+    return (
+        f"Event tables found in that database: {listed}: set PROJECTIONIST_EVENT_STORE_KIND, "
+        "PROJECTIONIST_EVENT_STORE_SCHEMA and PROJECTIONIST_EVENT_STORE_TABLE to match one of them."
     )

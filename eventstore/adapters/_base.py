@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import duckdb
@@ -16,13 +17,19 @@ from eventstore.duck import new_connection
 from eventstore.errors import ConfigurationError, UndecodableEventError
 from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head
 from eventstore.quoting import quote_literal
+from eventstore.settings import Settings
 
 __all__ = [
     "ADAPTER_SCHEMA",
+    "DEFAULT_TABLE",
+    "UNBOUNDED",
     "BadRow",
+    "CatalogTable",
     "EventStoreAdapter",
     "SqlAdapter",
+    "StoreMismatchError",
     "bad_rows",
+    "catalog_tables",
     "quote_literal",
     "raise_for_bad_rows",
 ]
@@ -51,8 +58,14 @@ class EventStoreAdapter(Protocol):
     gap_safety: str
     bound_kind: str
     dsn: str
+    schema: str
+    table: str  # the events table: ``raw.events.source`` is ``<kind>:<schema>.<table>``
 
     def head(self, after: Checkpoint = START) -> Head: ...
+
+    def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
+        """Events after ``after`` (settled or not) and the oldest one's ``recorded_at``: the lake's lag."""
+        ...
 
     def read(
         self, after: Checkpoint = START, *, batch_size: int = 100_000, until: Head | None = None
@@ -71,17 +84,81 @@ class EventStoreAdapter(Protocol):
     def close(self) -> None: ...
 
 
+#: ``PROJECTIONIST_EVENT_STORE_TABLE``'s default (the native table's name); for kinds whose table has
+#: another name it means "not set".
+DEFAULT_TABLE = "events"
+
+#: A bound above every transaction id and position: ``pending`` counts settled and in-flight events.
+UNBOUNDED = 2**62
+
+
+class StoreMismatchError(ConfigurationError):
+    """Raised by an adapter whose tables are not in the database as its kind expects.
+
+    :func:`eventstore.adapters.open_reader` adds which event tables the database does hold.
+    """
+
+
+@dataclass(frozen=True)
+class CatalogTable:
+    """A table of the database, with its columns (name → type), as detection sees it."""
+
+    schema: str
+    name: str
+    columns: dict[str, str]
+
+
+_CATALOG = """
+SELECT n.nspname, c.relname, array_agg(a.attname::text ORDER BY a.attnum), array_agg(format_type(a.atttypid, NULL)
+    ORDER BY a.attnum)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+  AND (%s::text IS NULL OR n.nspname = %s::text)
+GROUP BY n.nspname, c.relname
+ORDER BY n.nspname, c.relname
+"""
+
+
+def catalog_tables(dsn: str, schema: str | None = None) -> list[CatalogTable]:
+    """Every table of the database (optionally one schema) with its columns, in one catalog query."""
+    with connect_read_only(dsn) as conn:
+        rows = conn.execute(_CATALOG, (schema, schema)).fetchall()
+    return [CatalogTable(str(nsp), str(name), dict(zip(cols, types, strict=True))) for nsp, name, cols, types in rows]
+
+
 class SqlAdapter:
     """Base of the foreign-store adapters: DuckDB attach, the read loop, table checks."""
 
     kind = ""
     gap_safety = ""
     bound_kind = "transaction_id"
+    table: str  # set by each kind (a fixed name, or the configured table)
 
     def __init__(self, dsn: str, schema: str = "public") -> None:
         self.dsn = dsn
         self.schema = schema
         self._duck: duckdb.DuckDBPyConnection | None = None
+
+    @classmethod
+    def recognize(cls, table: CatalogTable) -> str | None:  # pragma: no cover - abstract
+        """The kind (or a description such as an old release of it) if ``table`` is this kind's events table."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_settings(cls, settings: Settings, dsn: str) -> SqlAdapter:
+        """The adapter for the configured schema (and table, where the kind has a choice)."""
+        return cls(dsn, settings.store_schema)
+
+    def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
+        """Events after ``after`` (settled or not) and the oldest one's ``recorded_at``, counted in PostgreSQL."""
+        with connect_read_only(self.dsn) as conn:
+            row = conn.execute(
+                f"SELECT count(*), min(q.recorded_at) FROM ({self.query(after, UNBOUNDED)}) AS q"
+            ).fetchone()
+        return (int(row[0]), row[1]) if row else (0, None)
 
     # -- subclasses -------------------------------------------------------------------------
     def head(self, after: Checkpoint = START) -> Head:  # pragma: no cover - abstract
@@ -156,11 +233,9 @@ class SqlAdapter:
         """Check that ``table`` has the ``wanted`` columns (name → type); return all its columns."""
         found = self.columns(table)
         if not found:
-            from eventstore.adapters.detect import describe_found
-
-            raise ConfigurationError(
+            raise StoreMismatchError(
                 f"PROJECTIONIST_EVENT_STORE_KIND={self.kind} expects table {self.schema}.{table} in "
-                f"{describe_dsn(self.dsn)}, but it does not exist. {describe_found(self.dsn, self.schema)} {hint}"
+                f"{describe_dsn(self.dsn)}, but it does not exist. {hint}".rstrip()
             )
         wrong = {
             name: found.get(name, "missing")
@@ -169,7 +244,7 @@ class SqlAdapter:
         }
         if wrong:
             listed = ", ".join(f"{name} ({wanted[name]} expected, {got} found)" for name, got in wrong.items())
-            raise ConfigurationError(
+            raise StoreMismatchError(
                 f"table {self.schema}.{table} is not a {self.kind} event table: {listed}. "
                 f"Check PROJECTIONIST_EVENT_STORE_KIND and PROJECTIONIST_EVENT_STORE_SCHEMA. {hint}"
             )

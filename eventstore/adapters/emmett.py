@@ -35,7 +35,7 @@ archived event is never read twice.
 
 from __future__ import annotations
 
-from eventstore.adapters._base import SqlAdapter
+from eventstore.adapters._base import CatalogTable, SqlAdapter
 from eventstore.connection import connect_read_only
 from eventstore.errors import ConfigurationError
 from eventstore.positions import START, Checkpoint, Head
@@ -97,6 +97,14 @@ class EmmettAdapter(SqlAdapter):
     kind = "emmett"
     gap_safety = "transaction-snapshot"
     bound_kind = "transaction_id"
+    table = "emt_messages"
+
+    @classmethod
+    def recognize(cls, table: CatalogTable) -> str | None:
+        """``emt_messages`` with an ``xid8`` transaction id and a message kind; ``emt_events`` before 0.38."""
+        if table.name == "emt_messages" and table.columns.get("transaction_id") == "xid8":
+            return cls.kind if "message_kind" in table.columns else None
+        return "emmett (before 0.38: emt_events)" if table.name == "emt_events" else None
 
     def __init__(self, dsn: str, schema: str = "public") -> None:
         super().__init__(dsn, schema)

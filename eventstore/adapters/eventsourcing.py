@@ -53,16 +53,25 @@ high-water mark of :mod:`eventstore.adapters.highwater` (the Marten strategy) fo
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from eventstore.adapters._base import SqlAdapter
+from eventstore.adapters._base import (
+    DEFAULT_TABLE,
+    UNBOUNDED,
+    CatalogTable,
+    SqlAdapter,
+    StoreMismatchError,
+    catalog_tables,
+)
 from eventstore.adapters.highwater import WRITE_LOCK_MODES, SequenceHighWater
 from eventstore.connection import connect_read_only
 from eventstore.errors import ConfigurationError
 from eventstore.positions import START, Checkpoint, Head
 from eventstore.quoting import quote_literal
+from eventstore.settings import Settings
 
 __all__ = ["EVENT_ID_NAMESPACE", "EventsourcingAdapter", "event_id_of"]
 
@@ -153,6 +162,19 @@ class EventsourcingAdapter(SqlAdapter):
     gap_safety = "table-lock"
     bound_kind = "position"
 
+    @classmethod
+    def recognize(cls, table: CatalogTable) -> str | None:
+        """An application table: ``notification_id``, ``originator_id`` and a ``bytea`` ``state``."""
+        columns = table.columns
+        found = {"notification_id", "originator_id"} <= columns.keys() and columns.get("state") == "bytea"
+        return cls.kind if found else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, dsn: str) -> EventsourcingAdapter:
+        """The configured table; found in the schema when PROJECTIONIST_EVENT_STORE_TABLE is left at its default."""
+        table = None if settings.store_table == DEFAULT_TABLE else settings.store_table
+        return cls(dsn, settings.store_schema, table)
+
     def __init__(self, dsn: str, schema: str = "public", table: str | None = None) -> None:
         super().__init__(dsn, schema)
         self.table = table or self._detect_table()
@@ -175,16 +197,14 @@ class EventsourcingAdapter(SqlAdapter):
         self.fallbacks = 0
 
     def _detect_table(self) -> str:
-        from eventstore.adapters.detect import describe_found, detect_stores
-
-        tables = [s.table for s in detect_stores(self.dsn, self.schema) if s.kind == "eventsourcing"]
+        tables = [t.name for t in catalog_tables(self.dsn, self.schema) if self.recognize(t)]
         if len(tables) == 1:
             return tables[0]
         if not tables:
-            raise ConfigurationError(
+            raise StoreMismatchError(
                 f"PROJECTIONIST_EVENT_STORE_KIND=eventsourcing expects an application events table "
                 f"(originator_id, originator_version, topic, state, notification_id) in schema {self.schema}, "
-                f"and there is none. {describe_found(self.dsn)}"
+                "and there is none."
             )
         raise ConfigurationError(
             f"schema {self.schema} holds several eventsourcing application tables ({', '.join(tables)}): "
@@ -227,6 +247,12 @@ class EventsourcingAdapter(SqlAdapter):
             Checkpoint(0, last_position) if last_position else START,
             highest > bound or bool(waiting and waiting[0]),
         )
+
+    def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
+        """Events after ``after``: counted only (decoding, hence ``recorded_at``, is left to DuckDB)."""
+        with connect_read_only(self.dsn) as conn:
+            row = conn.execute(f"SELECT count(*) FROM ({self.query(after, UNBOUNDED)}) AS q").fetchone()
+        return (int(row[0]) if row else 0), None
 
     def query(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """The PostgreSQL query for the raw rows (``state`` undecoded) after ``after`` up to ``bound``."""

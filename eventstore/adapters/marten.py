@@ -60,7 +60,7 @@ store-wide ``mt_events_sequence`` (Marten's per-tenant sequences are refused), w
 
 from __future__ import annotations
 
-from eventstore.adapters._base import SqlAdapter
+from eventstore.adapters._base import CatalogTable, SqlAdapter
 from eventstore.adapters.highwater import SequenceHighWater
 from eventstore.connection import connect_read_only
 from eventstore.errors import ConfigurationError
@@ -118,6 +118,13 @@ class MartenAdapter(SqlAdapter):
     kind = "marten"
     gap_safety = "sequence-high-water-mark"
     bound_kind = "position"
+    table = "mt_events"
+
+    @classmethod
+    def recognize(cls, table: CatalogTable) -> str | None:
+        """``mt_events`` with Marten's ``seq_id`` and ``mt_dotnet_type`` columns."""
+        found = table.name == "mt_events" and {"seq_id", "mt_dotnet_type"} <= table.columns.keys()
+        return cls.kind if found else None
 
     def __init__(self, dsn: str, schema: str = "public") -> None:
         super().__init__(dsn, schema)

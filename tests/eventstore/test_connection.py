@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from eventstore.adapters import open_reader
 from eventstore.connection import EmbeddedServer, connect, describe_dsn, event_store_dsn, redact
 from eventstore.errors import ConfigurationError, StoreUnavailableError
 from eventstore.settings import Settings
@@ -36,8 +37,9 @@ def test_redact_and_describe() -> None:
 
 
 def test_unknown_store_kind_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="PROJECTIONIST_EVENT_STORE_KIND 'kafka' is unknown"):
-        Settings.from_env({"PROJECTIONIST_EVENT_STORE_KIND": "kafka"})
+    settings = Settings.from_env({"PROJECTIONIST_EVENT_STORE_KIND": "kafka"})
+    with pytest.raises(ConfigurationError, match="EVENT_STORE_KIND 'kafka' is unknown: use one of native, "):
+        open_reader(settings, "postgresql://u@127.0.0.1:1/x")
 
 
 def test_explicit_dsn_bypasses_the_embedded_server(tmp_path: Path) -> None:

@@ -245,8 +245,12 @@ def test_the_table_is_found_when_it_is_the_only_one(fresh_database: str) -> None
 
 
 def test_no_application_table_is_a_clear_error(store_dsn: str) -> None:
+    from eventstore.adapters import open_reader
+    from eventstore.settings import Settings
+
+    settings = Settings.from_env({"PROJECTIONIST_EVENT_STORE_KIND": "eventsourcing"})
     with pytest.raises(ConfigurationError, match=r"expects an application events table.*public\.events \(native\)"):
-        EventsourcingAdapter(store_dsn)
+        open_reader(settings, store_dsn)
 
 
 def test_demo_shop_through_the_application(fresh_database: str) -> None:

@@ -123,8 +123,12 @@ def test_cached_sequence_is_refused(marten_dsn: str) -> None:
 
 
 def test_missing_tables_name_what_is_there(store_dsn: str) -> None:
+    from eventstore.adapters import open_reader
+    from eventstore.settings import Settings
+
+    settings = Settings.from_env({"PROJECTIONIST_EVENT_STORE_KIND": "marten"})
     with pytest.raises(ConfigurationError, match=r"expects table public\.mt_events.*public\.events \(native\)"):
-        MartenAdapter(store_dsn)
+        open_reader(settings, store_dsn)
 
 
 def test_checkpoint_of_another_kind_is_refused(marten_dsn: str) -> None:

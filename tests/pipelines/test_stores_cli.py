@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from eventstore.adapters.writers import append_demo_shop_store
 from eventstore.connection import connect
 from pipelines.cli import cli
+from tests.warehouse.test_sources import KINDS, append_shop
 
 
 def run(*args: str, home: Path, env: dict[str, str]) -> tuple[int, str]:
@@ -59,3 +62,18 @@ def test_ingest_and_status_follow_the_store_kind(fresh_database: str, tmp_path: 
     assert code == 0 and "*ingest*" in output and "7" in output
     code, output = run("status", home=tmp_path, env={**env, "PROJECTIONIST_EVENT_STORE_KIND": "marten"})
     assert code == 2 and "mt_events" in output
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_follow_follows_the_configured_store_kind(
+    kind: str, fresh_database: str, tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    appended = append_shop(kind, fresh_database, events=200)
+    env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": fresh_database, "PROJECTIONIST_EVENT_STORE_KIND": kind}
+    code, output = run("follow", "--max-cycles", "2", "--interval", "0.1", home=tmp_path, env=env)
+    assert code == 0, output
+    query = "SELECT source, count(*) AS events FROM raw.events GROUP BY source"
+    code, output = run("sql", query, "--json", home=tmp_path, env=env)
+    assert code == 0, output
+    [row] = json.loads(output)
+    assert row["source"].startswith(f"{kind}:") and row["events"] == appended

@@ -14,10 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from eventstore.reader import NativeReader
+from eventstore.adapters import NativeAdapter
 from projections import discover
-from warehouse.ingest import NativeSource, ingest
+from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.sources import StoreSource
 from warehouse.versions import rebuild
 
 
@@ -34,10 +35,10 @@ def read_loop(config: LakeConfig, stop_file: Path) -> None:
 
 
 def ingest_all(config: LakeConfig, dsn: str, batch: int) -> None:
-    with NativeReader(dsn) as reader:
+    with NativeAdapter(dsn) as reader:
         con = open_lake(config)
         print("ready", flush=True)
-        result = ingest(con, NativeSource(reader), batch_size=batch, compact_after=8)
+        result = ingest(con, StoreSource(reader), batch_size=batch, compact_after=8)
         print(f"done {result.events}", flush=True)
 
 

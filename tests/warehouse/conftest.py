@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks._lake_data import bulk_append
+from eventstore.adapters import NativeAdapter
 from eventstore.connection import connect, ensure_database
-from eventstore.reader import NativeReader
 from projections import Registry
-from warehouse.ingest import NativeSource
 from warehouse.lake import LakeConfig
+from warehouse.sources import StoreSource
 
 
 @pytest.fixture()
@@ -30,10 +30,10 @@ def lake_config(pg_server: str, tmp_path: Path) -> Iterator[LakeConfig]:
 
 
 @pytest.fixture()
-def source(store_dsn: str) -> Iterator[NativeSource]:
+def source(store_dsn: str) -> Iterator[StoreSource]:
     """The native store of the test as an ingest source."""
-    with NativeReader(store_dsn) as reader:
-        yield NativeSource(reader)
+    with NativeAdapter(store_dsn) as reader:
+        yield StoreSource(reader)
 
 
 def append_shop(dsn: str, events: int, seed: int = 7, transactions: int = 6) -> int:

@@ -6,8 +6,9 @@ import duckdb
 
 from tests.warehouse.conftest import append_shop
 from warehouse.analytics import refresh_analytics
-from warehouse.ingest import NativeSource, ingest
+from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.sources import StoreSource
 
 
 def rows(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[object, ...]]:
@@ -15,7 +16,7 @@ def rows(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[object, ...]]
 
 
 def test_views_type_payloads_per_version_and_document_everything(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
 ) -> None:
     appended = append_shop(store_dsn, 1_000)
     con = open_lake(lake_config)
@@ -66,7 +67,7 @@ def test_views_type_payloads_per_version_and_document_everything(
 
 
 def test_refresh_is_a_no_op_until_types_or_threshold_change(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
 ) -> None:
     append_shop(store_dsn, 200)
     con = open_lake(lake_config)

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from eventstore.adapters import NativeAdapter
 from eventstore.connection import connect
 from eventstore.errors import StoreUnavailableError
-from eventstore.reader import NativeReader
 from tests.warehouse.conftest import append_shop
 from warehouse.errors import LakeConfigurationError, LakeUnavailableError
-from warehouse.ingest import NativeSource, ingest
+from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.sources import StoreSource
 
 
 def count(config: LakeConfig) -> int:
@@ -28,16 +29,16 @@ def count(config: LakeConfig) -> int:
 
 
 def test_unreachable_store_fails_clearly_and_keeps_the_lake(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
 ) -> None:
     appended = append_shop(store_dsn, 300)
     con = open_lake(lake_config)
     ingest(con, source)
     with (
-        NativeReader("postgresql://shop:topsecret@127.0.0.1:1/shop") as gone,
+        NativeAdapter("postgresql://shop:topsecret@127.0.0.1:1/shop") as gone,
         pytest.raises(StoreUnavailableError) as caught,
     ):
-        ingest(con, NativeSource(gone))
+        ingest(con, StoreSource(gone))
     assert "127.0.0.1:1" in str(caught.value) and "topsecret" not in str(caught.value)
     assert caught.value.retryable
     con.close()
@@ -67,7 +68,7 @@ def test_corrupted_sqlite_catalog_is_a_clear_terminal_error(tmp_path: Path) -> N
 
 
 def test_damaged_postgres_catalog_is_a_clear_error_and_the_data_stays(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
 ) -> None:
     append_shop(store_dsn, 200)
     con = open_lake(lake_config)
@@ -83,7 +84,7 @@ def test_damaged_postgres_catalog_is_a_clear_error_and_the_data_stays(
 
 
 def test_locked_sqlite_catalog_waits_out_or_fails_transient_and_loses_nothing(
-    source: NativeSource, store_dsn: str, tmp_path: Path
+    source: StoreSource, store_dsn: str, tmp_path: Path
 ) -> None:
     appended = append_shop(store_dsn, 300)
     config = LakeConfig("sqlite", str(tmp_path / "lake.sqlite"), str(tmp_path / "data") + "/")
@@ -123,7 +124,7 @@ def test_locked_sqlite_catalog_waits_out_or_fails_transient_and_loses_nothing(
 
 
 def test_data_path_that_cannot_be_written_is_refused_before_any_commit(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, tmp_path: Path
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, tmp_path: Path
 ) -> None:
     appended = append_shop(store_dsn, 200)
     con = open_lake(lake_config)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.reader import NativeReader
+from eventstore.adapters import NativeAdapter
 from tests.warehouse.conftest import append_shop, store_ids
-from warehouse.ingest import NativeSource, ingest
+from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.sources import StoreSource
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +32,7 @@ def child(*args: str) -> subprocess.Popen[str]:
 
 
 def test_a_reader_process_sees_only_committed_batch_boundaries(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, tmp_path: Path
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, tmp_path: Path
 ) -> None:
     appended = append_shop(store_dsn, 4_000)
     batch = 250
@@ -74,9 +75,9 @@ def test_ingest_killed_at_random_instants_then_rerun_equals_the_store(
             killed += 1
         proc.communicate(timeout=60)
     assert killed >= 1
-    with NativeReader(store_dsn) as reader:
+    with NativeAdapter(store_dsn) as reader:
         con = open_lake(lake_config)
-        ingest(con, NativeSource(reader), batch_size=500)
+        ingest(con, StoreSource(reader), batch_size=500)
     rows = con.execute("SELECT event_id FROM raw.events ORDER BY transaction_id, global_position").fetchall()
     assert [str(r[0]) for r in rows] == store_ids(store_dsn)  # none lost, none twice, in order
     assert con.execute("SELECT events FROM meta.checkpoints WHERE consumer = 'ingest'").fetchone() == (len(rows),)

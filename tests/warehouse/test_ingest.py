@@ -9,13 +9,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from eventstore.adapters import NativeAdapter
 from eventstore.connection import connect
 from eventstore.native import NewEvent, StreamAppend, append_streams
-from eventstore.reader import NativeReader
 from tests.warehouse.conftest import append_shop, store_ids
 from warehouse.errors import LakeConfigurationError
-from warehouse.ingest import STORE_ALIAS, NativeSource, compact, ingest, lake_checkpoint, table_files
+from warehouse.ingest import STORE_ALIAS, compact, ingest, lake_checkpoint, table_files
 from warehouse.lake import RAW_EVENT_COLUMNS, LakeConfig, open_lake
+from warehouse.sources import StoreSource
 
 
 def lake_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -32,7 +33,7 @@ def snapshot(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def test_ingest_lands_every_event_once_with_the_contract_columns(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
 ) -> None:
     appended = append_shop(store_dsn, 2_000)
     con = open_lake(lake_config)
@@ -60,7 +61,7 @@ def test_ingest_lands_every_event_once_with_the_contract_columns(
 
 
 def test_rerun_ingests_nothing_and_writes_no_snapshot(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
 ) -> None:
     append_shop(store_dsn, 500)
     con = open_lake(lake_config)
@@ -81,7 +82,7 @@ def test_rerun_ingests_nothing_and_writes_no_snapshot(
 
 
 def test_ingest_after_more_appends_adds_exactly_the_new_events(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
 ) -> None:
     first = append_shop(store_dsn, 800, seed=1)
     con = open_lake(lake_config)
@@ -92,7 +93,7 @@ def test_ingest_after_more_appends_adds_exactly_the_new_events(
 
 
 def test_events_of_an_open_transaction_wait_until_it_commits(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
 ) -> None:
     append_shop(store_dsn, 200)
     slow = connect(store_dsn)
@@ -124,9 +125,9 @@ def test_racing_ingests_never_land_an_event_twice(lake_config: LakeConfig, store
 
     def run() -> None:
         try:
-            with NativeReader(store_dsn) as reader:
+            with NativeAdapter(store_dsn) as reader:
                 con = open_lake(lake_config)
-                ingest(con, NativeSource(reader), batch_size=250)
+                ingest(con, StoreSource(reader), batch_size=250)
                 con.close()
         except BaseException as exc:
             errors.append(exc)
@@ -143,7 +144,7 @@ def test_racing_ingests_never_land_an_event_twice(lake_config: LakeConfig, store
 
 
 def test_compaction_merges_small_files_and_keeps_every_event(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
 ) -> None:
     append_shop(store_dsn, 1_500)
     con = open_lake(lake_config)
@@ -155,7 +156,7 @@ def test_compaction_merges_small_files_and_keeps_every_event(
 
 
 def test_automatic_compaction_after_many_small_commits(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
 ) -> None:
     append_shop(store_dsn, 1_500)
     con = open_lake(lake_config)
@@ -164,20 +165,20 @@ def test_automatic_compaction_after_many_small_commits(
     assert lake_ids(con) == store_ids(store_dsn)
 
 
-def test_a_lake_refuses_events_of_another_store(lake_config: LakeConfig, source: NativeSource, store_dsn: str) -> None:
+def test_a_lake_refuses_events_of_another_store(lake_config: LakeConfig, source: StoreSource, store_dsn: str) -> None:
     append_shop(store_dsn, 100)
     con = open_lake(lake_config)
     ingest(con, source)
     with connect(store_dsn) as conn:
         conn.execute("CREATE SCHEMA other; CREATE TABLE other.events (LIKE public.events INCLUDING ALL)")
     with (
-        NativeReader(store_dsn, "other", "events") as reader,
+        NativeAdapter(store_dsn, "other", "events") as reader,
         pytest.raises(LakeConfigurationError, match=r"holds the events of native:public\.events"),
     ):
-        ingest(con, NativeSource(reader))
+        ingest(con, StoreSource(reader))
 
 
-def test_sqlite_catalog_works_for_a_single_writer(source: NativeSource, store_dsn: str, tmp_path: Path) -> None:
+def test_sqlite_catalog_works_for_a_single_writer(source: StoreSource, store_dsn: str, tmp_path: Path) -> None:
     appended = append_shop(store_dsn, 300)
     config = LakeConfig("sqlite", str(tmp_path / "lake.sqlite"), str(tmp_path / "data") + "/")
     con = open_lake(config)

@@ -14,8 +14,9 @@ import pytest
 from projections import PoisonPolicy, Registry, Sql, discover
 from projections.errors import PoisonEventError
 from tests.warehouse.conftest import append_shop, with_projection
-from warehouse.ingest import NativeSource, ingest
+from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.sources import StoreSource
 from warehouse.versions import (
     dead_letters,
     list_versions,
@@ -80,7 +81,7 @@ def test_ducklake_swaps_a_table_for_a_renamed_one_in_one_commit(lake_config: Lak
 
 @pytest.mark.parametrize("version", [1, 2])  # SQL and fold bodies
 def test_progress_once_per_chunk_and_the_same_table_as_one_chunk(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry, version: int
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry, version: int
 ) -> None:
     append_shop(store_dsn, 3_000)
     con = open_lake(lake_config)
@@ -145,7 +146,7 @@ def kill_after_chunks(lake_config: LakeConfig, version: int, chunks: int) -> lis
 
 
 def test_kill_9_after_two_chunks_then_rerun_resumes_and_equals_an_uninterrupted_rebuild(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
 ) -> None:
     append_shop(store_dsn, 3_000)
     con = open_lake(lake_config)
@@ -179,7 +180,7 @@ def test_kill_9_after_two_chunks_then_rerun_resumes_and_equals_an_uninterrupted_
 
 
 def test_a_fingerprint_change_between_crash_and_rerun_starts_over(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
 ) -> None:
     append_shop(store_dsn, 3_000)
     con = open_lake(lake_config)
@@ -204,7 +205,7 @@ def test_a_fingerprint_change_between_crash_and_rerun_starts_over(
 
 @pytest.mark.parametrize("chunk_events", [CHUNK, None], ids=["chunks", "one transaction"])
 def test_rebuilding_the_live_version_never_shows_readers_a_partial_table(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry, chunk_events: int | None
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry, chunk_events: int | None
 ) -> None:
     append_shop(store_dsn, 2_000, transactions=3)
     con = open_lake(lake_config)
@@ -249,7 +250,7 @@ def test_rebuilding_the_live_version_never_shows_readers_a_partial_table(
 
 
 def test_poison_stops_a_chunked_rebuild_naming_the_first_event_and_skip_lists_them_all(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
 ) -> None:
     append_shop(store_dsn, 3_000)
     con = open_lake(lake_config)

@@ -29,7 +29,7 @@ from warehouse import versions
 from warehouse.errors import LakeConfigurationError
 from warehouse.ingest import INGEST_DEAD_LETTER, EventSource, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
-from warehouse.sources import AdapterSource, close_source, open_source
+from warehouse.sources import StoreSource, close_source, open_source
 
 needs_node = pytest.mark.skipif(
     not (EMMETT_WRITER_DIR / "node_modules").exists(), reason=f"npm ci --prefix {EMMETT_WRITER_DIR} first"
@@ -176,7 +176,7 @@ def test_checkpoints_are_the_adapters_own_and_a_second_ingest_takes_only_new_eve
     try:
         ingest(con, source, batch_size=50)
         after_first, _ = lake_checkpoint(con)
-        by_position = isinstance(source, AdapterSource) and source.bound_kind == "position"
+        by_position = isinstance(source, StoreSource) and source.bound_kind == "position"
         if by_position:  # Marten, eventsourcing: (0, position), the store's own order
             assert after_first == Checkpoint(0, first)
         else:  # native, Emmett: (transaction id, position)

@@ -14,8 +14,9 @@ from projections import PoisonPolicy, Registry, discover
 from projections.errors import PoisonEventError, ProjectionDefinitionError
 from tests.warehouse.conftest import append_shop, with_projection
 from warehouse.diff import check_expectation
-from warehouse.ingest import NativeSource, ingest
+from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.sources import StoreSource
 from warehouse.version_diff import compare_versions, expectation_for
 from warehouse.versions import (
     FingerprintMismatchError,
@@ -46,7 +47,7 @@ def table(con: duckdb.DuckDBPyConnection, name: str, key: str) -> list[tuple[obj
 )
 def test_incremental_project_equals_a_full_rebuild(
     lake_config: LakeConfig,
-    source: NativeSource,
+    source: StoreSource,
     store_dsn: str,
     registry: Registry,
     name: str,
@@ -92,7 +93,7 @@ class _Counting:
 
 
 def test_project_with_nothing_new_reads_the_lake_once(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
 ) -> None:
     append_shop(store_dsn, 200)
     con = open_lake(lake_config)
@@ -110,7 +111,7 @@ def test_project_with_nothing_new_reads_the_lake_once(
 
 
 def test_first_project_builds_and_promotes_then_gate_promote_rollback_retain(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
 ) -> None:
     append_shop(store_dsn, 400)
     con = open_lake(lake_config)
@@ -152,7 +153,7 @@ def test_first_project_builds_and_promotes_then_gate_promote_rollback_retain(
 
 
 def test_bad_input_changes_nothing(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry, tmp_path: Path
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry, tmp_path: Path
 ) -> None:
     append_shop(store_dsn, 200)
     con = open_lake(lake_config)
@@ -172,7 +173,7 @@ def test_bad_input_changes_nothing(
 
 
 def test_changed_code_without_a_version_bump_is_refused(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
 ) -> None:
     append_shop(store_dsn, 200)
     con = open_lake(lake_config)
@@ -190,7 +191,7 @@ def test_changed_code_without_a_version_bump_is_refused(
 
 
 def test_poison_is_dead_lettered_live_and_stops_a_rebuild(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
 ) -> None:
     append_shop(store_dsn, 200)
     con = open_lake(lake_config)
@@ -222,7 +223,7 @@ def test_poison_is_dead_lettered_live_and_stops_a_rebuild(
 
 
 def test_readers_never_miss_the_view_during_promotions(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
 ) -> None:
     append_shop(store_dsn, 300)
     con = open_lake(lake_config)
@@ -262,7 +263,7 @@ def test_readers_never_miss_the_view_during_promotions(
 
 
 def test_diff_of_cart_summary_v1_v2_opens_the_gate(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
 ) -> None:
     append_shop(store_dsn, 600)
     con = open_lake(lake_config)
@@ -293,7 +294,7 @@ def test_diff_of_cart_summary_v1_v2_opens_the_gate(
 
 
 def test_two_concurrent_projects_leave_the_same_rows_as_a_rebuild(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
 ) -> None:
     append_shop(store_dsn, 400)
     con = open_lake(lake_config)
@@ -325,7 +326,7 @@ def test_two_concurrent_projects_leave_the_same_rows_as_a_rebuild(
 
 
 def test_a_rebuild_that_loses_its_commit_to_another_rebuild_retries_and_records_it(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry, monkeypatch: pytest.MonkeyPatch
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rebuild of an existing version plans and writes in one transaction; losing its commit retries the write."""
     import warehouse.versions as versions
@@ -355,7 +356,7 @@ def test_a_rebuild_that_loses_its_commit_to_another_rebuild_retries_and_records_
 
 
 def test_build_seconds_cover_the_computation(
-    lake_config: LakeConfig, source: NativeSource, store_dsn: str, registry: Registry, monkeypatch: pytest.MonkeyPatch
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before, a one-chunk rebuild recorded only the time spent before its computation started."""
     import time

@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
+from eventstore.adapters import NativeAdapter
 from eventstore.connection import connect
-from eventstore.reader import NativeReader
 from projections import discover
 from tests.pipelines.lakecheck import assert_versions_equal_fresh_computation
 from tests.warehouse.conftest import append_shop
 from warehouse import versions
-from warehouse.ingest import NativeSource, ingest
+from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.sources import StoreSource
 
 _ITEM = {"product_id": "SKU-001", "quantity": 1, "unit_price": 2.5, "currency": "EUR"}
 
@@ -98,7 +99,7 @@ def _letters(con: Any) -> dict[tuple[str, int], dict[str, str]]:
 
 @pytest.mark.parametrize("path", ["incremental", "rebuild"])
 def test_the_worst_events_never_block_ingest_or_projections(
-    path: str, store_dsn: str, lake_config: LakeConfig, source: NativeSource
+    path: str, store_dsn: str, lake_config: LakeConfig, source: StoreSource
 ) -> None:
     registry = discover()
     append_shop(store_dsn, 400)
@@ -108,8 +109,8 @@ def test_the_worst_events_never_block_ingest_or_projections(
         if path == "incremental":
             versions.project(con, registry)  # every projection built and live on good events first
         ids = _append_worst(store_dsn)
-        with NativeReader(store_dsn) as reader:
-            ingested = ingest(con, NativeSource(reader))
+        with NativeAdapter(store_dsn) as reader:
+            ingested = ingest(con, StoreSource(reader))
         assert ingested.events == 3 * len(WORST), "every event reaches the lake, the worst included"
         if path == "incremental":
             advanced = versions.project(con, registry)
@@ -135,8 +136,8 @@ def test_the_worst_events_never_block_ingest_or_projections(
         assert assert_versions_equal_fresh_computation(con) == len(built)
         # The versions after the worst events still advance.
         append_shop(store_dsn, 100, seed=8)
-        with NativeReader(store_dsn) as reader:
-            assert ingest(con, NativeSource(reader)).events > 0
+        with NativeAdapter(store_dsn) as reader:
+            assert ingest(con, StoreSource(reader)).events > 0
         assert all(r.events > 0 for r in versions.project(con, registry) if r.name == "cart_summary")
     finally:
         con.close()
