@@ -223,7 +223,7 @@ def test_duplicate_keys_are_refused_with_counts_and_samples(con: duckdb.DuckDBPy
     error = raised.value
     assert isinstance(error, TerminalError) and not error.retryable
     assert "2 duplicated key(s) over 5 rows" in str(error) and "duplicate_keys='first'" in str(error)
-    report = error.report["b"]  # type: ignore[index]
+    report = error.report["b"]
     assert (report.duplicate_keys, report.duplicate_rows) == (2, 5)
     assert [(d.key, d.rows) for d in report.duplicate_sample] == [({"cart_id": "c02"}, 2), ({"cart_id": "c03"}, 3)]
 
