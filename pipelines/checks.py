@@ -9,9 +9,7 @@ from pipelines.assets import RAW_EVENTS, STREAM_STATS, version_key
 from pipelines.failures import as_failure
 from pipelines.resources import ProjectionistResource, current_registry
 from projections import Projection, Registry
-from warehouse.diff import check_expectation
-from warehouse.diff_report import render_markdown
-from warehouse.version_diff import compare_versions, expectation_for
+from warehouse.diff import check_expectation, compare_versions, expectation_for, render_markdown
 
 __all__ = ["build_checks"]
 

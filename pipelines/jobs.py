@@ -89,9 +89,7 @@ def rebuild_version(
 def compare_two_versions(
     context: dg.OpExecutionContext, config: CompareConfig, projectionist: ProjectionistResource
 ) -> None:
-    from warehouse.diff import check_expectation
-    from warehouse.diff_report import render_markdown
-    from warehouse.version_diff import compare_versions, expectation_for, resolve_pair
+    from warehouse.diff import check_expectation, compare_versions, expectation_for, render_markdown, resolve_pair
 
     registry, _ = _target(config.name, None)
     with as_failure(f"comparing versions of {config.name}"), projectionist.lake_connection() as con:

@@ -18,10 +18,17 @@ from eventstore.errors import ConfigurationError
 from pipelines.cli import _fail_cleanly, _settings, cli
 from pipelines.follow import Follower
 from projections import discover
-from warehouse.diff import check_expectation
+from warehouse.diff import (
+    check_expectation,
+    compare_versions,
+    expectation_for,
+    render_html,
+    render_markdown,
+    render_text,
+    resolve_pair,
+)
 from warehouse.ingest import lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
-from warehouse.version_diff import compare_versions, expectation_for, resolve_pair
 from warehouse.versions import (
     ProjectResult,
     dead_letters,
@@ -258,13 +265,13 @@ def diff_command(
     finally:
         con.close()
     if html_path is not None:
-        html_path.write_text(comparison.to_html(), encoding="utf-8")
+        html_path.write_text(render_html(comparison), encoding="utf-8")
     if as_json:
         click.echo(comparison.to_json())
     elif as_markdown:
-        click.echo(comparison.to_markdown())
+        click.echo(render_markdown(comparison))
     else:
-        click.echo(comparison.to_text())
+        click.echo(render_text(comparison))
     click.echo(f"\nrecorded as comparison {comparison_id} in meta.comparisons", err=as_json)
     click.echo(f"declared changes of {name} v{b}: {result}", err=as_json)
     if html_path is not None:
@@ -350,7 +357,7 @@ def demo_projections() -> None:
     finally:
         con.close()
     click.echo("\n-- projectionist diff cart_summary 1 2")
-    click.echo(comparison.to_text())
+    click.echo(render_text(comparison))
     click.echo(f"recorded as comparison {comparison_id}; declared changes of cart_summary v2: {result}")
     click.echo(
         '\nquery the live versions: projectionist sql "SELECT status, count(*), sum(total_amount) '

@@ -28,7 +28,6 @@ from projections.engine import (
     PoisonEvent,
     compute,
     compute_into,
-    expected_change_violations,
     find_poison,
     touched_keys,
 )
@@ -57,7 +56,6 @@ __all__ = [
     "compute",
     "compute_into",
     "discover",
-    "expected_change_violations",
     "find_poison",
     "touched_keys",
     "upcast_events",

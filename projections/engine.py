@@ -48,7 +48,7 @@ from eventstore.positions import Checkpoint
 from eventstore.quoting import quote_literal
 from projections.definition import LAST_GLOBAL_POSITION, Event, Fold, Polars, Projection, Sql, _normalize_type
 from projections.errors import PoisonEventError, ProjectionDefinitionError
-from projections.upcasting import _RELATION, EVENT_COLUMNS, Upcasters, _pointer, events_source, upcast_sql
+from projections.upcasting import EVENT_COLUMNS, Upcasters, _pointer, events_source, upcast_sql
 
 __all__ = [
     "CHECKS",
@@ -58,7 +58,6 @@ __all__ = [
     "PoisonEvent",
     "compute",
     "compute_into",
-    "expected_change_violations",
     "find_poison",
     "poison_stop_error",
     "touched_keys",
@@ -709,30 +708,6 @@ def touched_keys(
             f"SELECT DISTINCT {key_columns} FROM (SELECT * FROM {before} UNION ALL BY NAME SELECT * FROM {now}) AS k "
             f"ORDER BY ALL"
         ).to_arrow_table()
-
-
-def expected_change_violations(con: duckdb.DuckDBPyConnection, projection: Projection, old: str, new: str) -> pa.Table:
-    """Keys in both ``old`` (previous version's rows) and ``new`` whose declared columns changed outside ``where``.
-
-    Only the declared changes are checked (a column no change names is the diff gate's business);
-    the result has the key columns and ``expected_change``, the description of the change broken.
-    """
-    for relation in (old, new):
-        if not _RELATION.match(relation):
-            raise ConfigurationError(f"relation {relation!r} is not a table or view name")
-    key = ", ".join(f"b.{k}" for k in projection.key)
-    on = " AND ".join(f"a.{k} IS NOT DISTINCT FROM b.{k}" for k in projection.key)
-    checks = [
-        f"SELECT {key}, {quote_literal(change.description)} AS expected_change FROM {old} AS a JOIN {new} AS b ON {on} "
-        f"WHERE ({' OR '.join(f'a.{c} IS DISTINCT FROM b.{c}' for c in change.columns)}) "
-        f"AND NOT coalesce(({change.where}), false)"
-        for change in projection.expected_changes
-    ]
-    if not checks:
-        types = {c.name: c.type for c in projection.columns}
-        columns = ", ".join(f"CAST(NULL AS {types[k]}) AS {k}" for k in projection.key)
-        return con.sql(f"SELECT {columns}, CAST(NULL AS VARCHAR) AS expected_change LIMIT 0").to_arrow_table()
-    return con.sql(" UNION ALL ".join(checks) + " ORDER BY ALL").to_arrow_table()
 
 
 def _lazy_frame(con: duckdb.DuckDBPyConnection, query: str) -> pl.LazyFrame:

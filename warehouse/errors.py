@@ -14,8 +14,13 @@ TerminalError
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from eventstore.errors import ConfigurationError, TerminalError, TransientError
 from projections.errors import ProjectionDefinitionError
+
+if TYPE_CHECKING:  # warehouse.diff.model raises ComparisonError: a runtime import would be a cycle
+    from warehouse.diff.model import KeyReport
 
 __all__ = [
     "ComparisonError",
@@ -55,7 +60,7 @@ class ComparisonError(TerminalError):
 class DuplicateKeyError(ComparisonError):
     """Raised when a compared relation holds several rows for one key and the policy is to refuse."""
 
-    def __init__(self, message: str, report: object) -> None:
+    def __init__(self, message: str, report: dict[str, KeyReport]) -> None:
         super().__init__(message)
-        # The key report of the offending side(s) (a warehouse.diff.KeyReport), for callers that render it.
+        # The key report of each side ("a", "b"), the offending one(s) included, for callers that render it.
         self.report = report

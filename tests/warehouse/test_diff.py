@@ -23,6 +23,9 @@ from warehouse.diff import (
     check_expectation,
     compare,
     record,
+    render_html,
+    render_markdown,
+    render_text,
 )
 from warehouse.errors import ComparisonError, DuplicateKeyError
 
@@ -220,7 +223,7 @@ def test_duplicate_keys_are_refused_with_counts_and_samples(con: duckdb.DuckDBPy
     error = raised.value
     assert isinstance(error, TerminalError) and not error.retryable
     assert "2 duplicated key(s) over 5 rows" in str(error) and "duplicate_keys='first'" in str(error)
-    report = error.report["b"]  # type: ignore[index]
+    report = error.report["b"]
     assert (report.duplicate_keys, report.duplicate_rows) == (2, 5)
     assert [(d.key, d.rows) for d in report.duplicate_sample] == [({"cart_id": "c02"}, 2), ({"cart_id": "c03"}, 3)]
 
@@ -235,7 +238,7 @@ def test_duplicate_keys_first_row_policy(con: duckdb.DuckDBPyConnection) -> None
     assert result.counts() == {"only_in_a": 1, "only_in_b": 2, "changed": 4, "identical": 3}
     c03 = next(s for s in result.samples["changed"] if s.key["cart_id"] == "c03")
     assert c03.b is not None and c03.b["status"] == "closed"
-    assert "duplicated key(s)" in result.to_text()
+    assert "duplicated key(s)" in render_text(result)
 
 
 @pytest.mark.parametrize(
@@ -357,15 +360,15 @@ def test_documented_schema_rejects_a_wrong_report(crafted: Comparison) -> None:
 
 
 def test_markdown_html_and_text_carry_the_counts(crafted: Comparison) -> None:
-    markdown = crafted.to_markdown()
+    markdown = render_markdown(crafted)
     assert "| changed | 4 | 40.0000 |" in markdown and "| only in B | 2 | 20.0000 |" in markdown
     assert "| total_amount | 5 | 2 | 0 | 0 |" in markdown
     assert "added column channel VARCHAR" in markdown and "type of code changed: INTEGER -> VARCHAR" in markdown
-    page = crafted.to_html()
+    page = render_html(crafted)
     assert "<td class='changed'>4</td>" in page and "<td class='identical'>3</td>" in page
     assert page.count("<svg") == 2  # total_amount and score have deltas
     assert not re.search(r"(src|href)=['\"]?https?:", page) and "<script" not in page
-    text = crafted.to_text()
+    text = render_text(crafted)
     assert "changed                4" in text and "c02" in text and "status: open -> paid" in text
     assert "trail: 3 event(s) in c02 at positions 10..12" in text
 

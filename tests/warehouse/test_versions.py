@@ -13,11 +13,10 @@ from eventstore.errors import ConfigurationError
 from projections import PoisonPolicy, Registry, discover
 from projections.errors import PoisonEventError, ProjectionDefinitionError
 from tests.warehouse.conftest import append_shop, with_projection
-from warehouse.diff import check_expectation
+from warehouse.diff import check_expectation, compare_versions, expectation_for
 from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import StoreSource
-from warehouse.version_diff import compare_versions, expectation_for
 from warehouse.versions import (
     FingerprintMismatchError,
     PromotionError,

@@ -1,4 +1,4 @@
-"""Renderers of a :class:`warehouse.diff.Comparison`: plain text, markdown and self-contained HTML.
+"""Renderers of a :class:`~warehouse.diff.model.Comparison`: plain text, markdown and self-contained HTML.
 
 The HTML report draws one inline SVG histogram per numeric column with deltas; it loads
 nothing from outside (no script, no stylesheet, no font).
@@ -7,10 +7,8 @@ nothing from outside (no script, no stylesheet, no font).
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from warehouse.diff import ColumnStats, Comparison, DeltaStats, KeyReport, Sample
+from warehouse.diff.model import ColumnStats, Comparison, DeltaStats, KeyReport, Sample
 
 __all__ = ["render_html", "render_markdown", "render_text"]
 

@@ -14,7 +14,10 @@ import duckdb
 
 from eventstore.errors import ConfigurationError
 from projections import Registry
-from warehouse.diff import AllowedChange, Comparison, Expectation, TrailSpec, compare, record
+from warehouse.diff.compare import TrailSpec, compare
+from warehouse.diff.expectations import AllowedChange, Expectation
+from warehouse.diff.model import Comparison
+from warehouse.diff.store import record
 from warehouse.versions import EVENTS, list_versions, validate_target
 
 __all__ = ["compare_versions", "expectation_for", "resolve_pair"]
