@@ -9,22 +9,17 @@ TerminalError
  ├── FingerprintMismatchError a projection's code changed without a version bump
  └── ComparisonError          two relations cannot be compared as asked (unknown relation, key column
       │                       missing on a side, bad predicate)
-      └── DuplicateKeyError   a relation holds several rows for one key
+      └── DuplicateKeyError   a relation holds several rows for one key (in warehouse.diff.model,
+                              beside the key report it carries)
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from eventstore.errors import ConfigurationError, TerminalError, TransientError
 from projections.errors import ProjectionDefinitionError
 
-if TYPE_CHECKING:  # warehouse.diff.model raises ComparisonError: a runtime import would be a cycle
-    from warehouse.diff.model import KeyReport
-
 __all__ = [
     "ComparisonError",
-    "DuplicateKeyError",
     "FingerprintMismatchError",
     "LakeConfigurationError",
     "LakeNotCreatedError",
@@ -55,12 +50,3 @@ class FingerprintMismatchError(ProjectionDefinitionError):
 
 class ComparisonError(TerminalError):
     """Raised when two relations cannot be compared as asked (unknown relation, missing key, bad predicate)."""
-
-
-class DuplicateKeyError(ComparisonError):
-    """Raised when a compared relation holds several rows for one key and the policy is to refuse."""
-
-    def __init__(self, message: str, report: dict[str, KeyReport]) -> None:
-        super().__init__(message)
-        # The key report of each side ("a", "b"), the offending one(s) included, for callers that render it.
-        self.report = report

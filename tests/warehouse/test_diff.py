@@ -18,6 +18,7 @@ from eventstore.errors import TerminalError
 from warehouse.diff import (
     AllowedChange,
     Comparison,
+    DuplicateKeyError,
     Expectation,
     TrailSpec,
     check_expectation,
@@ -27,7 +28,7 @@ from warehouse.diff import (
     render_markdown,
     render_text,
 )
-from warehouse.errors import ComparisonError, DuplicateKeyError
+from warehouse.errors import ComparisonError
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "diff.md"
 

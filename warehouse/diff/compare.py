@@ -43,6 +43,7 @@ from warehouse.diff.model import (
     Comparison,
     DeltaStats,
     DuplicateKey,
+    DuplicateKeyError,
     DuplicatePolicy,
     KeyReport,
     RowClass,
@@ -53,7 +54,7 @@ from warehouse.diff.model import (
     percent,
 )
 from warehouse.diff.sql import plain, quote_identifier, run, sql_names_only
-from warehouse.errors import ComparisonError, DuplicateKeyError
+from warehouse.errors import ComparisonError
 
 __all__ = ["Plan", "TrailSpec", "compare", "key_report", "source"]
 

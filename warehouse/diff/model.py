@@ -22,6 +22,7 @@ __all__ = [
     "Comparison",
     "DeltaStats",
     "DuplicateKey",
+    "DuplicateKeyError",
     "DuplicatePolicy",
     "KeyReport",
     "RowClass",
@@ -354,3 +355,12 @@ def _from_dict(d: dict[str, Any]) -> Comparison:
         columns=[column(s) for s in d["columns"]],
         samples={name: [sample(s) for s in d["samples"][name]] for name in ROW_CLASSES},
     )
+
+
+class DuplicateKeyError(ComparisonError):
+    """Raised when a compared relation holds several rows for one key and the policy is to refuse."""
+
+    def __init__(self, message: str, report: dict[str, KeyReport]) -> None:
+        super().__init__(message)
+        # The key report of each side ("a", "b"), the offending one(s) included, for callers that render it.
+        self.report = report
