@@ -355,22 +355,32 @@ def append_demo_shop_emmett(dsn: str, *, events: int = 1_000, seed: int = 42) ->
     return DemoResult(len(carts), count, len(appends), time.perf_counter() - started)
 
 
+def _append_demo_shop_eventsourcing(dsn: str, *, events: int = 1_000, seed: int = 42) -> DemoResult:
+    try:
+        from eventstore.adapters.eventsourcing_shop import append_demo_shop_eventsourcing
+    except ImportError as exc:  # an optional dependency: imported only when this writer runs
+        raise ConfigurationError(
+            "the eventsourcing library is not installed: `uv sync --extra stores` (or pip install "
+            "'projectionist[stores]')."
+        ) from exc
+    return append_demo_shop_eventsourcing(dsn, events=events, seed=seed)
+
+
+#: The demo shop's writer of each foreign store kind, through that store's own client (the native
+#: store's is :func:`eventstore.demo.append_demo_shop`). A new kind adds its writer here.
+DEMO_WRITERS: dict[str, Callable[..., DemoResult]] = {
+    "marten": append_demo_shop_marten,
+    "emmett": append_demo_shop_emmett,
+    "eventsourcing": _append_demo_shop_eventsourcing,
+}
+
+
 def append_demo_shop_store(kind: str, dsn: str, *, events: int = 1_000, seed: int = 42) -> DemoResult:
-    """Append the demo shop with the writer of store ``kind`` (marten, emmett or eventsourcing)."""
-    if kind == "marten":
-        return append_demo_shop_marten(dsn, events=events, seed=seed)
-    if kind == "emmett":
-        return append_demo_shop_emmett(dsn, events=events, seed=seed)
-    if kind == "eventsourcing":
-        try:
-            from eventstore.adapters.eventsourcing_shop import append_demo_shop_eventsourcing
-        except ImportError as exc:
-            raise ConfigurationError(
-                "the eventsourcing library is not installed: `uv sync --extra stores` (or pip install "
-                "'projectionist[stores]')."
-            ) from exc
-        return append_demo_shop_eventsourcing(dsn, events=events, seed=seed)
-    raise ConfigurationError(f"no demo writer for store kind {kind!r}: use marten, emmett or eventsourcing.")
+    """Append the demo shop with the writer of store ``kind`` (one of :data:`DEMO_WRITERS`)."""
+    writer = DEMO_WRITERS.get(kind)
+    if writer is None:
+        raise ConfigurationError(f"no demo writer for store kind {kind!r}: use {', '.join(DEMO_WRITERS)}.")
+    return writer(dsn, events=events, seed=seed)
 
 
 def _concurrently(

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from eventstore.adapters import open_reader
+from eventstore.adapters import open_reader, store_kinds
 from eventstore.adapters.writers import EMMETT_WRITER_DIR, append_demo_shop_store
 from eventstore.connection import connect, ensure_database
 from eventstore.demo import append_demo_shop
@@ -34,8 +34,9 @@ from warehouse.sources import StoreSource, close_source, open_source
 needs_node = pytest.mark.skipif(
     not (EMMETT_WRITER_DIR / "node_modules").exists(), reason=f"npm ci --prefix {EMMETT_WRITER_DIR} first"
 )
-KINDS = ["native", "marten", pytest.param("emmett", marks=needs_node), "eventsourcing"]
-FOREIGN = ["marten", pytest.param("emmett", marks=needs_node), "eventsourcing"]
+#: Every registered kind (Emmett's writer needs Node.js packages).
+KINDS = [pytest.param(kind, marks=needs_node) if kind == "emmett" else kind for kind in store_kinds()]
+FOREIGN = [param for param, kind in zip(KINDS, store_kinds(), strict=True) if kind != "native"]
 EVENTS = 600
 SEED = 11
 #: The columns every store must agree on (opened_at/last_event_at are the writers' clocks).
