@@ -32,7 +32,6 @@ def cli_process(
 ) -> subprocess.Popen[str]:
     """``projectionist --home HOME ARGS`` in a process of its own (stderr into stdout with ``merge_stderr``)."""
     return subprocess.Popen(
-        # Not `-m pipelines.cli`: the commands register on the imported module's group, not __main__'s.
         [sys.executable, "-c", "from pipelines.cli import main; main()", "--home", str(home), *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from eventstore.adapters.writers import append_demo_shop_store
-from eventstore.connection import connect
+from eventstore.connection import EmbeddedServer, connect
 from pipelines.cli import cli
 from tests.warehouse.test_sources import KINDS, append_shop
 
@@ -77,3 +79,19 @@ def test_follow_follows_the_configured_store_kind(
     assert code == 0, output
     [row] = json.loads(output)
     assert row["source"].startswith(f"{kind}:") and row["events"] == appended
+
+
+def test_demo_store_queries_its_own_lake_when_no_lake_is_configured(fresh_database: str, pg_server: str) -> None:
+    # A regression: the sample queries once read the default lake (never created) instead of the demo's.
+    root = Path(tempfile.mkdtemp(prefix="projectionist-demo-store-", dir="/tmp"))  # the server user passes through
+    home = root / "home"
+    env = {"PROJECTIONIST_EVENT_STORE_DSN": fresh_database, "PROJECTIONIST_LAKE": "", "PROJECTIONIST_LAKE_DATA": ""}
+    try:
+        code, output = run("demo", "--store", "marten", "--events", "200", home=home, env=env)
+        assert code == 0, output
+        assert "-- events per type" in output and "cart_opened" in output and "(3 rows)" in output
+    finally:
+        EmbeddedServer(home).stop()
+        shutil.rmtree(root, ignore_errors=True)
+        with connect(pg_server, autocommit=True) as conn:
+            conn.execute('DROP DATABASE IF EXISTS "projectionist_demo_marten" WITH (FORCE)')

@@ -1,5 +1,8 @@
-"""The ``projectionist`` commands for projection versions: project, rebuild, promote, rollback, retain,
-versions, diff and follow (registered on the group of ``pipelines.cli``)."""
+"""The projection commands: ``project``, ``rebuild``, ``promote``, ``rollback``, ``retain``, ``versions``,
+``diff`` and ``follow``.
+
+Also the projection parts of ``status`` and ``demo``: :func:`echo_projection_status`, :func:`demo_projections`.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import click
 import duckdb
 
 from eventstore.errors import ConfigurationError
-from pipelines.cli import _fail_cleanly, _settings, cli
+from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.follow import Follower
 from projections import discover
 from warehouse.diff import (
@@ -44,9 +47,11 @@ from warehouse.versions import (
     validate_target,
 )
 
+__all__ = ["demo_projections", "echo_projection_status", "version_rows"]
+
 
 def _lake() -> duckdb.DuckDBPyConnection:
-    return open_lake(LakeConfig.from_settings(_settings()))
+    return open_lake(LakeConfig.from_settings(settings()))
 
 
 def _echo_results(results: list[ProjectResult]) -> None:
@@ -60,7 +65,7 @@ def _echo_results(results: list[ProjectResult]) -> None:
 
 @cli.command("project")
 @click.argument("names", nargs=-1)
-@_fail_cleanly
+@fail_cleanly
 def project_command(names: tuple[str, ...]) -> None:
     """Bring every live and ready projection version up to the lake's checkpoint (only touched keys)."""
     registry = discover()
@@ -85,7 +90,7 @@ def project_command(names: tuple[str, ...]) -> None:
     type=click.IntRange(1),
     help="Events per committed chunk (default: 5,000,000 for SQL bodies, 500,000 for polars, 1,000,000 for folds).",
 )
-@_fail_cleanly
+@fail_cleanly
 def rebuild_command(name: str, version: int, chunk_events: int | None) -> None:
     """Build projections.NAME_vN from every event in the lake while the live version keeps serving."""
     registry = discover()
@@ -120,7 +125,7 @@ def rebuild_command(name: str, version: int, chunk_events: int | None) -> None:
 @click.argument("version", type=int)
 @click.option("--force", is_flag=True, help="Promote without a recorded comparison against the live version.")
 @click.option("--keep", type=click.IntRange(0), help="Then drop retired versions beyond the newest K.")
-@_fail_cleanly
+@fail_cleanly
 def promote_command(name: str, version: int, force: bool, keep: int | None) -> None:
     """Make version N live: analytics.NAME swaps to it atomically (needs `projectionist diff` first)."""
     registry = discover()
@@ -142,7 +147,7 @@ def promote_command(name: str, version: int, force: bool, keep: int | None) -> N
 
 @cli.command("rollback")
 @click.argument("name")
-@_fail_cleanly
+@fail_cleanly
 def rollback_command(name: str) -> None:
     """Make the previous live version of NAME live again."""
     con = _lake()
@@ -156,7 +161,7 @@ def rollback_command(name: str) -> None:
 @cli.command("retain")
 @click.argument("name")
 @click.option("--keep", type=click.IntRange(0), required=True, help="Retired versions to keep.")
-@_fail_cleanly
+@fail_cleanly
 def retain_command(name: str, keep: int) -> None:
     """Drop the tables of NAME's retired versions beyond the newest K."""
     con = _lake()
@@ -182,7 +187,7 @@ def version_rows(con: duckdb.DuckDBPyConnection, name: str | None = None) -> lis
 
 @cli.command("versions")
 @click.argument("name", required=False)
-@_fail_cleanly
+@fail_cleanly
 def versions_command(name: str | None) -> None:
     """List projection versions in the lake: state, rows, checkpoint, lag (events), build."""
     if name is not None:
@@ -240,7 +245,7 @@ def _tolerances(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write HTML here.")
 @click.option("--sample", "sample_size", default=5, show_default=True, type=click.IntRange(0), help="Samples/class.")
 @click.option("--tolerance", "tolerances", multiple=True, help="COLUMN=X: numeric differences up to X match.")
-@_fail_cleanly
+@fail_cleanly
 def diff_command(
     name: str,
     a: int | None,
@@ -298,21 +303,21 @@ class _Stop:
     help="Name an open transaction that holds the safe head back for this many seconds.",
 )
 @click.option("--max-cycles", type=click.IntRange(1), hidden=True, help="Stop after this many cycles (tests).")
-@_fail_cleanly
+@fail_cleanly
 def follow_command(interval: float, report_held_after: float, max_cycles: int | None) -> None:
     """Ingest and project continuously until SIGINT or SIGTERM; survives restarts of the store and the lake.
 
     One line per cycle that did something, one per outage (then retried with backoff) and one when it
     recovers; it exits only on a terminal error (exit 2) or a signal.
     """
-    settings = _settings()
+    current = settings()
     registry = discover()
     stop = _Stop()
     previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, stop)
     follower = Follower(
-        settings,
+        current,
         registry,
         log=click.echo,  # flushes: a service's log is read as it is written
         warn=lambda line: click.echo(line, err=True),
@@ -321,7 +326,7 @@ def follow_command(interval: float, report_held_after: float, max_cycles: int | 
     )
     cycles = 0
     try:
-        click.echo(f"following the {settings.store_kind} event store every {interval:g} s; Ctrl-C stops")
+        click.echo(f"following the {current.store_kind} event store every {interval:g} s; Ctrl-C stops")
         while not stop.requested:
             wait = follower.cycle()
             cycles += 1

@@ -1,0 +1,253 @@
+"""The event store commands: ``init``, ``demo`` (the demo shop in a store, the lake and projections)
+and ``status`` (the store, the lake and the projections at a glance)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import click
+
+from eventstore.adapters import store_kinds
+from eventstore.connection import (
+    EmbeddedServer,
+    connect,
+    connect_read_only,
+    describe_dsn,
+    ensure_database,
+    event_store_dsn,
+)
+from eventstore.errors import ConfigurationError
+from eventstore.native import create_schema, table_ref
+from eventstore.positions import START
+from eventstore.reader import NativeReader
+from eventstore.settings import Settings
+from pipelines.cli.base import cli, fail_cleanly, settings
+from pipelines.cli.lake import ingest_and_report, read_only_lake
+from pipelines.cli.versions import demo_projections, echo_projection_status
+from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD
+from warehouse.lake import LakeConfig, open_lake
+from warehouse.query import format_table, run_query
+from warehouse.sources import close_source, open_source
+from warehouse.status import lake_status
+
+_NAME_WIDTH = 24
+
+
+@cli.command()
+@fail_cleanly
+def init() -> None:
+    """Create the native event store table (idempotent)."""
+    current = settings()
+    dsn = event_store_dsn(current)
+    with connect(dsn) as conn:
+        create_schema(conn, current.store_schema, current.store_table)
+    click.echo(f"event store ready: {current.store_schema}.{current.store_table} in {describe_dsn(dsn)}")
+
+
+@cli.command()
+@click.option("--events", "n_events", default=20_000, show_default=True, help="About how many events to append.")
+@click.option("--writers", default=4, show_default=True, help="Concurrent writers (commit out of order).")
+@click.option("--seed", default=42, show_default=True, help="Seed: the same seed gives the same shop.")
+@click.option("--no-ingest", "skip_ingest", is_flag=True, help="Only append and read back; do not touch the lake.")
+@click.option(
+    "--store",
+    "store_kind",
+    type=click.Choice(store_kinds()),
+    default="native",
+    show_default=True,
+    help="Write the shop through this store's own writer, into its own demo database and lake.",
+)
+@fail_cleanly
+def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: str) -> None:
+    """Append a demo shop, read it back gap-safe, ingest it into the lake and query it."""
+    from eventstore.demo import append_demo_shop, first_stream_id
+
+    if store_kind != "native":
+        current, dsn = _foreign_demo_store(store_kind, n_events, seed)
+        if not skip_ingest:
+            ingest_and_report(
+                current, dsn, batch_size=500_000, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD
+            )
+            _demo_queries(current)
+        return
+    current = settings()
+    dsn = event_store_dsn(current)
+    with connect(dsn) as conn:
+        ref = table_ref(current.store_schema, current.store_table).as_string(conn)
+        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (ref,)).fetchone()
+        if not (found and found[0]):
+            # The demo's own store: created like `init` does, only when missing. Its DDL takes locks that
+            # writers would queue behind, so an existing table is never touched (reading never writes).
+            create_schema(conn, current.store_schema, current.store_table)
+        already = conn.execute(
+            f"SELECT 1 FROM {table_ref(current.store_schema, current.store_table).as_string(conn)} "
+            "WHERE stream_id = %s LIMIT 1",
+            (first_stream_id(seed),),
+        ).fetchone()
+    if already:
+        click.echo(f"demo shop with seed {seed} is already in the store; not appending it again")
+    else:
+        click.echo(f"appending about {n_events:,} shop events with {writers} concurrent writers …")
+        result = append_demo_shop(
+            dsn,
+            events=n_events,
+            writers=writers,
+            seed=seed,
+            schema=current.store_schema,
+            table=current.store_table,
+        )
+        click.echo(
+            f"appended {result.events:,} events in {result.streams:,} cart streams "
+            f"({result.transactions:,} transactions, {result.out_of_order_commits:,} of them committed after "
+            f"later positions; {result.seconds:.1f} s)"
+        )
+    with NativeReader(dsn, current.store_schema, current.store_table) as reader:
+        head = reader.head()
+        count = sum(batch.num_rows for batch in reader.read(until=head))
+    click.echo(f"read back {count:,} settled events through the gap-safe reader")
+    click.echo(f"safe head: transactions below {head.bound}; last event {head.last}")
+    if not skip_ingest:
+        ingest_and_report(current, dsn, batch_size=500_000, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD)
+        _demo_queries(current)
+        demo_projections()
+
+
+@cli.command()
+@fail_cleanly
+def status() -> None:
+    """Show the event store's safe head and size, and the lake's checkpoint, lag and tables."""
+    current = settings()
+    dsn = event_store_dsn(current)
+    source = open_source(current, dsn)  # checks the store's tables (no DDL: reading never writes)
+    try:
+        streams = ""
+        if current.store_kind == "native":
+            with connect_read_only(dsn) as conn:
+                ref = table_ref(current.store_schema, current.store_table).as_string(conn)
+                row = conn.execute(f"SELECT count(DISTINCT stream_id) FROM {ref}").fetchone()
+                streams = f" in {row[0] if row else 0:,} streams"
+        total, _ = source.pending(START)
+        config = LakeConfig.from_settings(current)
+        con = open_lake(config)
+        try:
+            state = lake_status(con, source)
+        finally:
+            con.close()
+    finally:
+        close_source(source)
+    head = state.head
+    bound = (
+        "transactions below"
+        if getattr(source, "bound_kind", "transaction_id") == "transaction_id"
+        else "positions up to"
+    )
+    click.echo(f"event store: {describe_dsn(dsn)}, {source.name}")
+    click.echo(f"  events:    {total:,}{streams}")
+    click.echo(f"  safe head: {bound} {head.bound}; last settled event {head.last}")
+    if state.holder is not None:
+        click.echo(f"  held back: {state.holder.describe()}")
+    elif head.events_pending:
+        click.echo("  in flight: some events belong to transactions still open; they are read once settled")
+    click.echo(f"lake: {config.describe()}")
+    click.echo(f"  holds:      {state.store or 'no store yet (the first ingest records which one)'}")
+    click.echo(f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})")
+    click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")
+    for name, (files, size) in sorted(state.tables.items()):
+        if files or name == "raw.events":  # small tables (meta.*) live inlined in the catalog: no files
+            click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {_human_bytes(size)}")
+    con = open_lake(config)
+    try:
+        echo_projection_status(con)
+    finally:
+        con.close()
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _foreign_demo_store(kind: str, n_events: int, seed: int) -> tuple[Settings, str]:
+    """Append the demo shop through ``kind``'s own writer into database projectionist_demo_<kind>.
+
+    The demo gets its own lake too (catalog projectionist_lake_demo_<kind>, data under
+    ``$PROJECTIONIST_HOME/lake_demo_<kind>``) unless PROJECTIONIST_LAKE names one: a lake holds one
+    store's events. The click context's settings become the demo's, so later steps use them.
+    """
+    from eventstore.adapters.writers import append_demo_shop_store
+
+    base = settings()
+    dsn = ensure_database(event_store_dsn(base), f"projectionist_demo_{kind}")
+    demo_settings = replace(base, store_kind=kind, event_store_dsn=dsn)
+    if base.lake is None:
+        server = EmbeddedServer(base.home).start()
+        demo_settings = replace(
+            demo_settings,
+            lake=ensure_database(server, f"projectionist_lake_demo_{kind}"),
+            lake_data=base.lake_data or str(base.home / f"lake_demo_{kind}" / "data"),
+        )
+    click.get_current_context().obj = demo_settings
+    stored = _foreign_events(demo_settings, dsn)
+    if stored:
+        click.echo(f"the {kind} demo store already holds {stored:,} events; not appending the shop again")
+    else:
+        click.echo(f"appending about {n_events:,} shop events through the {kind} writer into {describe_dsn(dsn)} …")
+        result = append_demo_shop_store(kind, dsn, events=n_events, seed=seed)
+        click.echo(
+            f"appended {result.events:,} events in {result.streams:,} cart streams "
+            f"({result.transactions:,} transactions, {result.seconds:.1f} s)"
+        )
+    source = open_source(demo_settings, dsn)
+    try:
+        head = source.head()
+        click.echo(f"{source.name}: safe head {head.bound} ({_bound_word(source)}); last event {head.last}")
+    finally:
+        close_source(source)
+    return demo_settings, dsn
+
+
+def _bound_word(source: object) -> str:
+    return "a position" if getattr(source, "bound_kind", "transaction_id") == "position" else "a transaction id"
+
+
+def _foreign_events(settings: Settings, dsn: str) -> int:
+    """Events already in the demo store of ``settings.store_kind`` (0 when its tables do not exist yet)."""
+    try:
+        source = open_source(settings, dsn)
+    except ConfigurationError:
+        return 0
+    try:
+        return source.pending(START)[0]
+    finally:
+        close_source(source)
+
+
+def _demo_queries(settings: Settings) -> None:
+    queries = (
+        (
+            "events per type",
+            "SELECT event_type, event_version, count(*) AS events FROM raw.all_events GROUP BY ALL ORDER BY ALL",
+        ),
+        (
+            "best-selling products (analytics.events_item_added)",
+            "SELECT product_id, sum(quantity) AS units, round(sum(quantity * unit_price), 2) AS revenue "
+            "FROM analytics.events_item_added GROUP BY product_id ORDER BY revenue DESC LIMIT 3",
+        ),
+        (
+            "longest streams (analytics.stream_stats)",
+            "SELECT stream_id, events, duration, last_event_type FROM analytics.stream_stats "
+            "ORDER BY events DESC, stream_id LIMIT 3",
+        ),
+    )
+    con = read_only_lake()
+    try:
+        for title, query in queries:
+            click.echo(f"\n-- {title}\n{query};")
+            click.echo(format_table(run_query(con, query)))
+    finally:
+        con.close()
+    click.echo('\nquery it yourself: projectionist sql "...", projectionist shell, or projectionist attach')
