@@ -10,7 +10,7 @@ CartCancelled; every event has ``correlation_id`` and ``causation_id`` in its me
 from __future__ import annotations
 
 from eventstore.connection import connect
-from eventstore.native import create_schema, table_ref
+from eventstore.native_store import create_schema, table_ref
 
 __all__ = ["EVENTS_PER_CART", "bulk_append"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from eventstore.connection import EmbeddedServer, connect, ensure_database
 from eventstore.demo import PRODUCTS
-from eventstore.native import create_schema
+from eventstore.native_store import create_schema
 
 __all__ = ["store_with_events"]
 

@@ -66,8 +66,8 @@ def prepare(home: Path, events: int) -> str:
 
 
 def stage_raw(dbname: str, variant: str) -> dict[str, Any]:
+    from eventstore.adapters.native import NativeReader
     from eventstore.positions import START
-    from eventstore.reader import NativeReader
 
     reader = NativeReader(_tcp_dsn(dbname))
     head = reader.head()

@@ -43,7 +43,7 @@ from psycopg.sql import SQL
 from eventstore.adapters import EventsourcingAdapter
 from eventstore.adapters.eventsourcing_shop import Cart, Shop, append_demo_shop_eventsourcing, postgres_env
 from eventstore.connection import EmbeddedServer, connect, ensure_database
-from eventstore.duck import new_connection
+from eventstore.duckdb_connections import new_connection
 from projections import compute, discover
 from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake

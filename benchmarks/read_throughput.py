@@ -9,7 +9,7 @@ its peak RSS is its own. Prints events/s per path and the reader's ratio to the 
     uv run --group bench python benchmarks/read_throughput.py --events 200000 --repeat 3
 
 Paths:
-  reader             eventstore.reader.NativeReader.read(), every Arrow batch consumed
+  reader             eventstore.adapters.native.NativeReader.read(), every Arrow batch consumed
   reader-sequential  the same reader forced to one query on one backend (the pre-slicing path)
   reader:workers=W:slice=S   the reader with W backends and S events per slice (tuning runs)
   psycopg-cursor     psycopg server-side cursor, rows as Python tuples
@@ -35,9 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from eventstore.adapters.native import NativeReader
 from eventstore.connection import EmbeddedServer, connect, libpq_conninfo
 from eventstore.positions import START
-from eventstore.reader import NativeReader
 
 READER_PATHS = ("reader", "reader-sequential")
 RAW_PATHS = ("psycopg-cursor", "psycopg-copy-text", "adbc", "copy-binary", "connectorx-2", "duckdb-scan")

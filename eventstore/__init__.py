@@ -1,5 +1,6 @@
 """Event stores Projectionist reads: connections, the native schema, the gap-safe reader, the demo shop."""
 
+from eventstore.adapters.native import NativeReader
 from eventstore.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -9,9 +10,8 @@ from eventstore.errors import (
     TerminalError,
     TransientError,
 )
-from eventstore.native import NewEvent, StreamAppend, append, append_streams, create_schema
+from eventstore.native_store import NewEvent, StreamAppend, append, append_streams, create_schema
 from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head, checkpoint_of
-from eventstore.reader import NativeReader
 from eventstore.settings import Settings
 
 __all__ = [

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from psycopg import sql
 
 from eventstore.connection import connect
-from eventstore.native import NewEvent, StreamAppend, append_streams, table_ref
+from eventstore.native_store import NewEvent, StreamAppend, append_streams, table_ref
 
 __all__ = [
     "CANCEL_REASONS",

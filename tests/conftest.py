@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from eventstore.connection import EmbeddedServer, connect, ensure_database
-from eventstore.native import create_schema
+from eventstore.native_store import create_schema
 
 
 @pytest.fixture(scope="session")

@@ -81,7 +81,7 @@ class EventSource(Protocol):
     def batch_sql(self, after: Checkpoint, bound: int, limit: int | None) -> str:
         """DuckDB SQL over ``store`` for settled events after ``after`` below ``bound``, in checkpoint order.
 
-        Columns: those of ``eventstore.reader.EVENT_SCHEMA``; optionally ``correlation_id`` and
+        Columns: those of ``eventstore.adapters.native.EVENT_SCHEMA``; optionally ``correlation_id`` and
         ``causation_id`` (else lifted out of ``metadata`` here), ``is_archived`` and ``tenant_id``.
         """
         ...

@@ -31,7 +31,7 @@ import psycopg
 from psycopg import conninfo, sql
 
 from eventstore.connection import EmbeddedServer, connect, ensure_database, libpq_conninfo, redact
-from eventstore.duck import new_connection
+from eventstore.duckdb_connections import new_connection
 from eventstore.failures import first_line, reason, scrub, verdict
 from eventstore.quoting import quote_literal
 from eventstore.settings import Settings

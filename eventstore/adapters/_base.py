@@ -13,7 +13,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from eventstore.connection import connect_read_only, describe_dsn
-from eventstore.duck import new_connection
+from eventstore.duckdb_connections import new_connection
 from eventstore.errors import ConfigurationError, UndecodableEventError
 from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head
 from eventstore.quoting import quote_literal

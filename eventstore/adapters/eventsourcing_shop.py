@@ -22,7 +22,7 @@ from eventsourcing.utils import get_topic
 from eventstore.connection import libpq_conninfo
 from eventstore.demo import Cart as DemoCart
 from eventstore.demo import DemoResult, generate_carts, run_writers
-from eventstore.native import NewEvent
+from eventstore.native_store import NewEvent
 
 __all__ = ["Cart", "Shop", "ShopMapper", "append_demo_shop_eventsourcing", "postgres_env"]
 

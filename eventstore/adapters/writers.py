@@ -32,7 +32,7 @@ from psycopg import sql
 from eventstore.connection import libpq_conninfo
 from eventstore.demo import Cart, DemoResult, generate_carts, run_writers
 from eventstore.errors import ConcurrencyError, ConfigurationError
-from eventstore.native import NewEvent
+from eventstore.native_store import NewEvent
 from eventstore.settings import validate_identifier
 
 __all__ = [

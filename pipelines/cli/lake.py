@@ -14,7 +14,7 @@ import duckdb
 from psycopg import conninfo
 
 from eventstore.connection import EmbeddedServer, event_store_dsn, libpq_conninfo
-from eventstore.duck import bundled_extension_path
+from eventstore.duckdb_connections import bundled_extension_path
 from eventstore.errors import ConfigurationError
 from eventstore.quoting import quote_literal
 from eventstore.settings import Settings

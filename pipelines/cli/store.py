@@ -8,6 +8,7 @@ from dataclasses import replace
 import click
 
 from eventstore.adapters import store_kinds
+from eventstore.adapters.native import NativeReader
 from eventstore.connection import (
     EmbeddedServer,
     connect,
@@ -17,9 +18,8 @@ from eventstore.connection import (
     event_store_dsn,
 )
 from eventstore.errors import ConfigurationError
-from eventstore.native import create_schema, table_ref
+from eventstore.native_store import create_schema, table_ref
 from eventstore.positions import START
-from eventstore.reader import NativeReader
 from eventstore.settings import Settings
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.cli.lake import ingest_and_report, read_only_lake

@@ -10,7 +10,7 @@ import psycopg
 from eventstore.adapters import EmmettAdapter, EventsourcingAdapter, MartenAdapter, NativeAdapter
 from eventstore.adapters.writers import emmett_append, marten_append
 from eventstore.connection import connect
-from eventstore.native import NewEvent, append
+from eventstore.native_store import NewEvent, append
 
 
 class _Readers:

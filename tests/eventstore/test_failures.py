@@ -18,7 +18,7 @@ import pytest
 from psycopg import conninfo
 
 from eventstore.connection import connect, connect_read_only, libpq_conninfo
-from eventstore.duck import new_connection
+from eventstore.duckdb_connections import new_connection
 from eventstore.errors import ConfigurationError, StoreUnavailableError
 from eventstore.failures import reason, scrub, translate, verdict
 

@@ -13,7 +13,7 @@ from eventstore.adapters.writers import append_demo_shop_marten, create_marten_s
 from eventstore.connection import connect
 from eventstore.demo import generate_carts
 from eventstore.errors import ConfigurationError
-from eventstore.native import NewEvent
+from eventstore.native_store import NewEvent
 from tests.eventstore.adapters_support import MartenStore, marten_stream
 from tests.eventstore.contract import ReaderContract, read_all
 

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 
 from eventstore.connection import EmbeddedServer, connect, event_store_dsn
 from eventstore.errors import ProjectionistError
-from eventstore.native import NewEvent, append
+from eventstore.native_store import NewEvent, append
 from eventstore.settings import Settings
 from pipelines.cli import cli
 from tests.pipelines.lakecheck import assert_versions_equal_fresh_computation

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from benchmarks._lake_data import bulk_append
-from eventstore.duck import new_connection
+from eventstore.duckdb_connections import new_connection
 from pipelines.cli import cli
 
 

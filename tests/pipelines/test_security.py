@@ -16,7 +16,7 @@ import pytest
 from psycopg import conninfo
 
 from eventstore.connection import EmbeddedServer
-from eventstore.duck import new_connection
+from eventstore.duckdb_connections import new_connection
 from tests.pipelines.test_lake_cli import run
 
 #: No configured store or lake: everything lives in the home, on its embedded PostgreSQL.

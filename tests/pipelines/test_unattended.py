@@ -14,7 +14,7 @@ from psycopg import conninfo
 
 from benchmarks._lake_data import bulk_append
 from eventstore.connection import connect, ensure_database, libpq_conninfo
-from eventstore.native import NewEvent, append, create_schema
+from eventstore.native_store import NewEvent, append, create_schema
 from pipelines.cli import cli
 from tests.pipelines.conftest import cli_process
 from tests.pipelines.test_versions_cli import lake_rows

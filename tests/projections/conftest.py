@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from eventstore.demo import Cart, generate_carts
-from eventstore.duck import new_connection
+from eventstore.duckdb_connections import new_connection
 from projections import Registry, discover
 from tests.projections.rawevents import RawEvent, load_shop
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore.demo import generate_carts
-from eventstore.duck import new_connection
+from eventstore.duckdb_connections import new_connection
 from eventstore.positions import START, Checkpoint
 from projections import Projection, Registry, compute, discover, touched_keys
 from tests.projections.rawevents import RawEvent, create_raw_events, insert_raw_events, shop_events

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventstore.duck import new_connection
+from eventstore.duckdb_connections import new_connection
 from eventstore.errors import TerminalError
 from warehouse.diff import (
     AllowedChange,

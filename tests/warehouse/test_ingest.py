@@ -11,7 +11,7 @@ import pytest
 
 from eventstore.adapters import NativeAdapter
 from eventstore.connection import connect
-from eventstore.native import NewEvent, StreamAppend, append_streams
+from eventstore.native_store import NewEvent, StreamAppend, append_streams
 from tests.warehouse.conftest import append_shop, store_ids
 from warehouse.errors import LakeConfigurationError
 from warehouse.ingest import STORE_ALIAS, compact, ingest, lake_checkpoint, table_files

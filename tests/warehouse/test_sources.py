@@ -21,7 +21,7 @@ from eventstore.adapters.writers import EMMETT_WRITER_DIR, append_demo_shop_stor
 from eventstore.connection import connect, ensure_database
 from eventstore.demo import append_demo_shop
 from eventstore.errors import ConfigurationError
-from eventstore.native import create_schema
+from eventstore.native_store import create_schema
 from eventstore.positions import Checkpoint
 from eventstore.settings import Settings
 from projections import compute, discover

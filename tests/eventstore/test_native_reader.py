@@ -10,12 +10,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from eventstore.adapters.native import NativeReader
 from eventstore.connection import connect
 from eventstore.demo import append_demo_shop
 from eventstore.errors import TerminalError
-from eventstore.native import NewEvent, append
+from eventstore.native_store import NewEvent, append
 from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, checkpoint_of
-from eventstore.reader import NativeReader
 from tests.eventstore.contract import ReaderContract, read_all
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from eventstore.connection import connect
 from eventstore.errors import ConcurrencyError, ConfigurationError, InvalidEventError
-from eventstore.native import NewEvent, StreamAppend, append, append_streams, create_schema
+from eventstore.native_store import NewEvent, StreamAppend, append, append_streams, create_schema
 
 
 def _count(dsn: str) -> int:
