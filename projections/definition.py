@@ -214,7 +214,7 @@ class Projection:
             "key": list(self.key),
             "consumes": sorted(self.consumes),
             "requires": {t: dict(sorted(f.items())) for t, f in sorted(self.requires.items())},
-            "columns": [[c.name, _normalize_type(c.type)] for c in self.output_columns],
+            "columns": [[c.name, normalize_type(c.type)] for c in self.output_columns],
         }
         if self.event_versions:  # only when declared: the fingerprints of projections without it stay as they were
             declared["event_versions"] = dict(sorted(self.event_versions.items()))
@@ -286,7 +286,7 @@ class Projection:
 _TYPE_CACHE: dict[str, str] = {}
 
 
-def _normalize_type(type_: str) -> str:
+def normalize_type(type_: str) -> str:
     """The DuckDB spelling of ``type_`` (``decimal(18, 2)`` -> ``DECIMAL(18,2)``)."""
     cached = _TYPE_CACHE.get(type_)
     if cached is None:
@@ -301,7 +301,7 @@ def _type_problem(type_: str) -> str | None:
     if not isinstance(type_, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_ (),]*$", type_):
         return f"{type_!r} is not a DuckDB type name"
     try:
-        _normalize_type(type_)
+        normalize_type(type_)
     except duckdb.Error as exc:
         return f"{type_!r} is not a DuckDB type ({str(exc).splitlines()[0]})"
     return None

@@ -41,7 +41,8 @@ EVENT_COLUMNS = (
     "data",
     "recorded_at",
 )
-_RELATION = re.compile(r'^(?:"[^"]+"|[A-Za-z_][A-Za-z0-9_$]*)(?:\.(?:"[^"]+"|[A-Za-z_][A-Za-z0-9_$]*)){0,2}$')
+#: A table or view name, qualified by up to two dots: what a relation argument may be.
+RELATION = re.compile(r'^(?:"[^"]+"|[A-Za-z_][A-Za-z0-9_$]*)(?:\.(?:"[^"]+"|[A-Za-z_][A-Za-z0-9_$]*)){0,2}$')
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class Upcasters:
 
 def events_source(con: duckdb.DuckDBPyConnection, events: str) -> list[str]:
     """Check that relation ``events`` exists and has the raw.events columns a projection reads; return its columns."""
-    if not _RELATION.match(events):
+    if not RELATION.match(events):
         raise ConfigurationError(
             f"events relation {events!r} is not a table or view name (like lake.raw.events or my_events)."
         )
@@ -189,7 +190,7 @@ def _check_defaults(where: str, defaults: Mapping[str, Any]) -> None:
             raise ProjectionDefinitionError(f"{where}: the default of {field!r} is not a JSON value ({exc})") from None
 
 
-def _pointer(field: str) -> str:
+def json_pointer(field: str) -> str:
     """The JSON pointer (RFC 6901) of top-level member ``field``, as an SQL literal."""
     return quote_literal("/" + field.replace("~", "~0").replace("/", "~1"))
 
@@ -203,7 +204,7 @@ def _defaults_sql(defaults: Mapping[str, Any]) -> str:
     not a JSON object gives NULL (the event cannot be upcast).
     """
     members = [f"{_json_text(field)}:{_json_text(value)}" for field, value in defaults.items()]
-    pointers = [_pointer(field) for field in defaults]
+    pointers = [json_pointer(field) for field in defaults]
     if len(pointers) == 1:
         lacks_all = f"json_type(data, {pointers[0]}) IS NULL"
     else:

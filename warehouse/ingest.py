@@ -128,7 +128,7 @@ def lake_checkpoint(con: duckdb.DuckDBPyConnection, consumer: str = INGEST_CONSU
 
 
 # The ingest checkpoint and the store the lake holds, in one read. (FILTER rather than WHERE: DuckLake
-# answers a WHERE pushed into its scan with extra catalog queries, see warehouse.versions._START.)
+# answers a WHERE pushed into its scan with extra catalog queries, see warehouse.versions.rebuild_plan._START.)
 _STORE = "SELECT any_value([kind, system_identifier, database_name, schema_name, table_name]) FROM meta.store"
 _START = (
     "SELECT (SELECT any_value([source, transaction_id::VARCHAR, global_position::VARCHAR]) FILTER (WHERE consumer = ?) "

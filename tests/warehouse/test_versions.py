@@ -328,14 +328,14 @@ def test_a_rebuild_that_loses_its_commit_to_another_rebuild_retries_and_records_
     lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rebuild of an existing version plans and writes in one transaction; losing its commit retries the write."""
-    import warehouse.versions as versions
+    from warehouse.versions import rebuilding
 
     append_shop(store_dsn, 300)
     con, other = open_lake(lake_config), open_lake(lake_config)
     ingest(con, source)
     rebuild(con, registry, "cart_summary", 1)
     expected = table(con, "projections.cart_summary_v1", "cart_id")
-    real_compute_into, calls, raced = versions.compute_into, [], []
+    real_compute_into, calls, raced = rebuilding.compute_into, [], []
 
     def compute_then_race(*args: object, **kwargs: object) -> object:
         calls.append(args[3])
@@ -344,7 +344,7 @@ def test_a_rebuild_that_loses_its_commit_to_another_rebuild_retries_and_records_
             raced.append(rebuild(other, registry, "cart_summary", 1))
         return inserted
 
-    monkeypatch.setattr(versions, "compute_into", compute_then_race)
+    monkeypatch.setattr(rebuilding, "compute_into", compute_then_race)
     result = rebuild(con, registry, "cart_summary", 1)
     # The first write lost its commit to the other rebuild and was run again; both built the same table.
     assert len(calls) == 3 and raced and result.rows == raced[0].rows == len(expected)
@@ -360,18 +360,18 @@ def test_build_seconds_cover_the_computation(
     """Before, a one-chunk rebuild recorded only the time spent before its computation started."""
     import time
 
-    import warehouse.versions as versions
+    from warehouse.versions import rebuilding
 
     append_shop(store_dsn, 100)
     con = open_lake(lake_config)
     ingest(con, source)
-    real_compute_into = versions.compute_into
+    real_compute_into = rebuilding.compute_into
 
     def slow_compute_into(*args: object, **kwargs: object) -> object:
         time.sleep(0.5)
         return real_compute_into(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(versions, "compute_into", slow_compute_into)
+    monkeypatch.setattr(rebuilding, "compute_into", slow_compute_into)
     for _ in range(2):  # a new version (marked building first), then a rebuild of it (one transaction)
         result = rebuild(con, registry, "cart_summary", 1)
         (info,) = list_versions(con, "cart_summary")
