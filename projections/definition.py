@@ -128,11 +128,12 @@ class PoisonPolicy:
 
 @dataclass(frozen=True)
 class ExpectedChange:
-    """A declared change of meaning versus the previous version, for the diff gate of a promotion.
+    """A declared change of meaning versus the previous version, for the diff gate of a promotion
+    (and any comparison checked with ``warehouse.diff.check_expectation``).
 
     ``columns`` may differ from the previous version, but only on rows where ``where`` holds: SQL
     over ``a.<column>`` (the previous version's row) and ``b.<column>`` (this version's row with
-    the same key). It maps one to one onto ``warehouse.diff.AllowedChange(columns, where)``.
+    the same key). The diff gate checks it as it is (``warehouse.diff.Expectation(changes=[...])``).
     """
 
     description: str
@@ -311,11 +312,11 @@ def _body_source(body: Body) -> str:
     if isinstance(body, Sql):
         return " ".join(body.query.split())
     if isinstance(body, Polars):
-        return _function_source(body.function)
-    return "\n".join(_function_source(f) if f is not None else "" for f in (body.initial, body.evolve, body.result))
+        return function_source(body.function)
+    return "\n".join(function_source(f) if f is not None else "" for f in (body.initial, body.evolve, body.result))
 
 
-def _function_source(function: Callable[..., Any], seen: set[int] | None = None) -> str:
+def function_source(function: Callable[..., Any], seen: set[int] | None = None) -> str:
     """The source of ``function`` and of the module-level functions it calls, recursively."""
     seen = set() if seen is None else seen
     if id(function) in seen:
@@ -331,7 +332,7 @@ def _function_source(function: Callable[..., Any], seen: set[int] | None = None)
     for name in sorted(_global_names(function.__code__)):
         helper = function.__globals__.get(name)
         if isinstance(helper, types.FunctionType) and helper.__module__ == function.__module__:
-            parts.append(_function_source(helper, seen))
+            parts.append(function_source(helper, seen))
         elif isinstance(helper, str | int | float | tuple | frozenset):
             parts.append(f"{name} = {helper!r}")
     return "\n".join(p for p in parts if p)

@@ -24,7 +24,7 @@ from duckdb.func import ARROW, SPECIAL
 
 from eventstore.errors import ConfigurationError
 from eventstore.quoting import quote_literal
-from projections.definition import _function_source
+from projections.definition import function_source
 from projections.errors import ProjectionDefinitionError
 
 __all__ = ["EVENT_COLUMNS", "Upcaster", "Upcasters", "events_source", "upcast_events"]
@@ -122,7 +122,7 @@ class Upcasters:
     def fingerprint(self) -> str:
         """SHA-256 of every upcaster's key and code: changes when what events read as changes."""
         declared = [
-            [u.event_type, u.from_version, u.sql, _function_source(u.function) if u.function is not None else None]
+            [u.event_type, u.from_version, u.sql, function_source(u.function) if u.function is not None else None]
             + ([_json_text(dict(u.defaults))] if u.defaults is not None else [])
             for u in self
         ]

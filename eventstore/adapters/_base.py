@@ -28,10 +28,12 @@ __all__ = [
     "EventStoreAdapter",
     "SqlAdapter",
     "StoreMismatchError",
+    "attached_store",
     "bad_rows",
     "catalog_tables",
     "quote_literal",
     "raise_for_bad_rows",
+    "snapshot_head",
 ]
 
 #: The lake's raw event columns (``EVENT_SCHEMA``) plus the two every adapter fills:
@@ -129,6 +131,40 @@ def catalog_tables(dsn: str, schema: str | None = None) -> list[CatalogTable]:
     return [CatalogTable(str(nsp), str(name), dict(zip(cols, types, strict=True))) for nsp, name, cols, types in rows]
 
 
+def attached_store(dsn: str) -> duckdb.DuckDBPyConnection:
+    """A new DuckDB connection (UTC) with the store at ``dsn`` attached read-only as ``store``."""
+    con = new_connection("postgres")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"ATTACH {quote_literal(dsn)} AS store (TYPE postgres, READ_ONLY)")
+    return con
+
+
+def snapshot_head(dsn: str, table_sql: str, events: str = "true") -> Head:
+    """The safe head of a table ordered by ``(transaction_id xid8, global_position)``, for the kinds read by
+    transaction snapshot (native, Emmett; the argument is in :mod:`eventstore.adapters.native`).
+
+    The bound is the snapshot's xmin; ``last`` the last event below it; ``events_pending`` whether events
+    wait at or above it. ``events`` is a condition on the rows (alias ``e``) that are events.
+    """
+    with connect_read_only(dsn) as conn:
+        bound_row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+        assert bound_row is not None
+        bound = int(bound_row[0])
+        row = conn.execute(
+            # Qualified names: an unqualified ORDER BY would sort by the text output column.
+            f"SELECT e.transaction_id::text, e.global_position FROM {table_sql} AS e "
+            f"WHERE ({events}) AND e.transaction_id < %s::xid8 "
+            "ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
+            (str(bound),),
+        ).fetchone()
+        pending = conn.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {table_sql} AS e WHERE ({events}) AND e.transaction_id >= %s::xid8)",
+            (str(bound),),
+        ).fetchone()
+    last = Checkpoint(int(row[0]), int(row[1])) if row else START
+    return Head(bound, last, bool(pending and pending[0]))
+
+
 class SqlAdapter:
     """Base of the foreign-store adapters: DuckDB attach, the read loop, table checks."""
 
@@ -188,10 +224,7 @@ class SqlAdapter:
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with this store attached read-only as ``store``."""
         if self._duck is None:
-            con = new_connection("postgres")
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"ATTACH {quote_literal(self.dsn)} AS store (TYPE postgres, READ_ONLY)")
-            self._duck = con
+            self._duck = attached_store(self.dsn)
         return self._duck
 
     def read(

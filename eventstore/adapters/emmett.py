@@ -35,8 +35,7 @@ archived event is never read twice.
 
 from __future__ import annotations
 
-from eventstore.adapters._base import CatalogTable, SqlAdapter
-from eventstore.connection import connect_read_only
+from eventstore.adapters._base import CatalogTable, SqlAdapter, snapshot_head
 from eventstore.errors import ConfigurationError
 from eventstore.positions import START, Checkpoint, Head
 from eventstore.quoting import quote_literal
@@ -120,24 +119,8 @@ class EmmettAdapter(SqlAdapter):
         self.table_sql = self.ref("emt_messages")
 
     def head(self, after: Checkpoint = START) -> Head:
-        """The safe head: the snapshot's xmin and the last event below it."""
-        with connect_read_only(self.dsn) as conn:
-            bound_row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
-            assert bound_row is not None
-            bound = int(bound_row[0])
-            row = conn.execute(
-                f"SELECT m.transaction_id::text, m.global_position FROM {self.table_sql} AS m "
-                "WHERE m.message_kind = 'E' AND m.transaction_id < %s::xid8 "
-                "ORDER BY m.transaction_id DESC, m.global_position DESC LIMIT 1",
-                (str(bound),),
-            ).fetchone()
-            pending = conn.execute(
-                f"SELECT EXISTS (SELECT 1 FROM {self.table_sql} AS m "
-                "WHERE m.message_kind = 'E' AND m.transaction_id >= %s::xid8)",
-                (str(bound),),
-            ).fetchone()
-        last = Checkpoint(int(row[0]), int(row[1])) if row else START
-        return Head(bound, last, bool(pending and pending[0]))
+        """The safe head: the snapshot's xmin and the last event (not command) below it."""
+        return snapshot_head(self.dsn, self.table_sql, "e.message_kind = 'E'")
 
     def query(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """The PostgreSQL query for settled events after ``after`` below transaction ``bound``."""

@@ -36,9 +36,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from eventstore.adapters._base import ADAPTER_SCHEMA, DEFAULT_TABLE, CatalogTable, StoreMismatchError, catalog_tables
+from eventstore.adapters._base import (
+    ADAPTER_SCHEMA,
+    DEFAULT_TABLE,
+    CatalogTable,
+    StoreMismatchError,
+    attached_store,
+    catalog_tables,
+    snapshot_head,
+)
 from eventstore.connection import connect_read_only, describe_dsn
-from eventstore.duckdb_connections import new_connection
 from eventstore.errors import TerminalError
 from eventstore.native_store import table_ref
 from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head, checkpoint_of
@@ -88,21 +95,7 @@ class NativeReader:
 
     def head(self) -> Head:
         """The safe head now: the transaction bound and the last event below it."""
-        with connect_read_only(self.dsn) as conn:
-            bound = _fetch_int(conn, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-            row = conn.execute(
-                # Qualified names: an unqualified ORDER BY would sort by the text output column.
-                f"SELECT e.transaction_id::text, e.global_position FROM {self._table_sql} AS e "
-                "WHERE e.transaction_id < %s::xid8 "
-                "ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
-                (str(bound),),
-            ).fetchone()
-            pending = conn.execute(
-                f"SELECT EXISTS (SELECT 1 FROM {self._table_sql} WHERE transaction_id >= %s::xid8)",
-                (str(bound),),
-            ).fetchone()
-        last = Checkpoint(int(row[0]), int(row[1])) if row else START
-        return Head(bound, last, bool(pending and pending[0]))
+        return snapshot_head(self.dsn, self._table_sql)
 
     def query(self, after: Checkpoint, bound: int, limit: int | None = None, *, ids: bool = False) -> str:
         """The PostgreSQL query for settled events after ``after`` below transaction ``bound``.
@@ -127,10 +120,7 @@ class NativeReader:
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with this store attached read-only as ``store``."""
         if self._duck is None:
-            con = new_connection("postgres")
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"ATTACH {quote_literal(self.dsn)} AS store (TYPE postgres, READ_ONLY)")
-            self._duck = con
+            self._duck = attached_store(self.dsn)
         return self._duck
 
     def read(

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from eventstore.duckdb_connections import new_connection
 from eventstore.errors import TerminalError
+from projections import ExpectedChange
 from warehouse.diff import (
-    AllowedChange,
     Comparison,
     DuplicateKeyError,
     Expectation,
@@ -292,9 +292,16 @@ def test_subqueries_and_views_compare_like_tables(con: duckdb.DuckDBPyConnection
 def test_expectation_satisfied(con: duckdb.DuckDBPyConnection, crafted: Comparison) -> None:
     expectation = Expectation(
         changes=[
-            AllowedChange(["status"], "a.status = 'open' AND b.status = 'paid'"),
-            AllowedChange(["total_amount", "code"], "a.item_quantity IN (3, 4)"),
-            AllowedChange(["score"]),
+            ExpectedChange("declared", ("status",), "a.status = 'open' AND b.status = 'paid'"),
+            ExpectedChange(
+                "declared",
+                (
+                    "total_amount",
+                    "code",
+                ),
+                "a.item_quantity IN (3, 4)",
+            ),
+            ExpectedChange("declared", ("score",)),
         ],
         added_columns=["channel"],
         removed_columns=["note"],
@@ -310,8 +317,15 @@ def test_expectation_satisfied(con: duckdb.DuckDBPyConnection, crafted: Comparis
 def test_expectation_violated(con: duckdb.DuckDBPyConnection, crafted: Comparison) -> None:
     expectation = Expectation(
         changes=[
-            AllowedChange(["total_amount"], "b.total_amount > a.total_amount"),
-            AllowedChange(["status", "score"], "b.channel = 'web'"),
+            ExpectedChange("declared", ("total_amount",), "b.total_amount > a.total_amount"),
+            ExpectedChange(
+                "declared",
+                (
+                    "status",
+                    "score",
+                ),
+                "b.channel = 'web'",
+            ),
         ],
         added_columns=["channel"],
     )
@@ -328,9 +342,9 @@ def test_expectation_violated(con: duckdb.DuckDBPyConnection, crafted: Compariso
 
 def test_expectation_with_bad_rules_gets_a_clear_error(con: duckdb.DuckDBPyConnection, crafted: Comparison) -> None:
     with pytest.raises(ComparisonError, match="not compared columns"):
-        check_expectation(con, crafted, Expectation([AllowedChange(["nope"])]))
+        check_expectation(con, crafted, Expectation([ExpectedChange("declared", ("nope",))]))
     with pytest.raises(ComparisonError, match="check the expectation"):
-        check_expectation(con, crafted, Expectation([AllowedChange(["status"], "a.nope = 1")]))
+        check_expectation(con, crafted, Expectation([ExpectedChange("declared", ("status",), "a.nope = 1")]))
 
 
 def _documented_schema() -> dict[str, object]:

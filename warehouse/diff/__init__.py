@@ -15,7 +15,7 @@ The names below are the package's public API; import them from ``warehouse.diff`
 """
 
 from warehouse.diff.compare import TrailSpec, compare
-from warehouse.diff.expectations import AllowedChange, Expectation, ExpectationResult, check_expectation
+from warehouse.diff.expectations import Expectation, ExpectationResult, check_expectation
 from warehouse.diff.model import (
     SCHEMA_VERSION,
     ColumnStats,
@@ -37,7 +37,6 @@ from warehouse.diff.store import record
 
 __all__ = [
     "SCHEMA_VERSION",
-    "AllowedChange",
     "ColumnStats",
     "ColumnType",
     "Comparison",

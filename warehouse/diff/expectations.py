@@ -1,8 +1,9 @@
 """Declared changes: what a new version may change, and whether a comparison stays inside it.
 
-An :class:`Expectation` lists the allowed value changes (:class:`AllowedChange`: columns that may
-differ, and the SQL predicate over ``a.<col>``/``b.<col>`` on whose rows they may) and the schema
-and row changes allowed; :func:`check_expectation` re-checks the full data of a comparison against
+An :class:`Expectation` lists the allowed value changes (:class:`projections.ExpectedChange`, the
+one declared-changes model: columns that may differ, and the SQL predicate over ``a.<col>``/``b.<col>``
+on whose rows they may; a projection version declares the same objects) and the schema and row
+changes allowed; :func:`check_expectation` re-checks the full data of a comparison against
 it and returns an :class:`ExpectationResult`.
 """
 
@@ -13,27 +14,20 @@ from typing import Any
 
 import duckdb
 
+from projections.definition import ExpectedChange
 from warehouse.diff.compare import Plan, key_report, source
 from warehouse.diff.model import Comparison
 from warehouse.diff.sql import plain, quote_identifier, run, sql_names_only
 from warehouse.errors import ComparisonError
 
-__all__ = ["AllowedChange", "Expectation", "ExpectationResult", "check_expectation"]
-
-
-@dataclass(frozen=True)
-class AllowedChange:
-    """``columns`` may differ, but only on rows where ``where`` (SQL over a.<col> / b.<col>) holds."""
-
-    columns: list[str]
-    where: str = "true"
+__all__ = ["Expectation", "ExpectationResult", "check_expectation"]
 
 
 @dataclass(frozen=True)
 class Expectation:
     """What a new version is allowed to change; anything else is a violation."""
 
-    changes: list[AllowedChange] = field(default_factory=list)
+    changes: list[ExpectedChange] = field(default_factory=list)
     added_columns: list[str] = field(default_factory=list)
     removed_columns: list[str] = field(default_factory=list)
     retyped_columns: list[str] = field(default_factory=list)

@@ -15,7 +15,7 @@ import duckdb
 from eventstore.errors import ConfigurationError
 from projections import Registry
 from warehouse.diff.compare import TrailSpec, compare
-from warehouse.diff.expectations import AllowedChange, Expectation
+from warehouse.diff.expectations import Expectation
 from warehouse.diff.model import Comparison
 from warehouse.diff.store import record
 from warehouse.versions import EVENTS, list_versions, validate_target
@@ -87,7 +87,7 @@ def expectation_for(registry: Registry, name: str, comparison: Comparison, b: in
     """
     projection = validate_target(registry, name, b)
     return Expectation(
-        changes=[AllowedChange(list(c.columns), c.where) for c in projection.expected_changes],
+        changes=list(projection.expected_changes),
         added_columns=[c.name for c in comparison.schema.added],
         removed_columns=[c.name for c in comparison.schema.removed],
     )
