@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, Self
 
 import duckdb
 import pyarrow as pa
@@ -27,6 +27,7 @@ __all__ = [
     "CatalogTable",
     "EventStoreAdapter",
     "SqlAdapter",
+    "StoreConnection",
     "StoreMismatchError",
     "attached_store",
     "bad_rows",
@@ -165,18 +166,40 @@ def snapshot_head(dsn: str, table_sql: str, events: str = "true") -> Head:
     return Head(bound, last, bool(pending and pending[0]))
 
 
-class SqlAdapter:
-    """Base of the foreign-store adapters: DuckDB attach, the read loop, table checks."""
-
-    kind = ""
-    gap_safety = ""
-    bound_kind = "transaction_id"
-    table: str  # set by each kind (a fixed name, or the configured table)
+class StoreConnection:
+    """A reader's store at ``dsn``, with one DuckDB connection attaching it on first use; closes with ``with``."""
 
     def __init__(self, dsn: str, schema: str = "public") -> None:
         self.dsn = dsn
         self.schema = schema
         self._duck: duckdb.DuckDBPyConnection | None = None
+
+    def duckdb(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with this store attached read-only as ``store``."""
+        if self._duck is None:
+            self._duck = attached_store(self.dsn)
+        return self._duck
+
+    def close(self) -> None:
+        """Release the DuckDB connection (and its PostgreSQL connections)."""
+        if self._duck is not None:
+            self._duck.close()
+            self._duck = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SqlAdapter(StoreConnection):
+    """Base of the foreign-store adapters: the read loop, table checks, detection and settings hooks."""
+
+    kind = ""
+    gap_safety = ""
+    bound_kind = "transaction_id"
+    table: str  # set by each kind (a fixed name, or the configured table)
 
     @classmethod
     def recognize(cls, table: CatalogTable) -> str | None:  # pragma: no cover - abstract
@@ -221,12 +244,6 @@ class SqlAdapter:
         """``schema.table`` quoted for PostgreSQL."""
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table)).as_string(None)
 
-    def duckdb(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with this store attached read-only as ``store``."""
-        if self._duck is None:
-            self._duck = attached_store(self.dsn)
-        return self._duck
-
     def read(
         self, after: Checkpoint = START, *, batch_size: int = 100_000, until: Head | None = None
     ) -> Iterator[pa.RecordBatch]:
@@ -238,18 +255,6 @@ class SqlAdapter:
         for batch in rel.to_arrow_reader(batch_size):
             if batch.num_rows:
                 yield batch.cast(ADAPTER_SCHEMA)
-
-    def close(self) -> None:
-        """Release the DuckDB connection (and its PostgreSQL connections)."""
-        if self._duck is not None:
-            self._duck.close()
-            self._duck = None
-
-    def __enter__(self) -> SqlAdapter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def columns(self, table: str) -> dict[str, str]:
         """Column name → type of ``schema.table`` (empty if it does not exist)."""

@@ -40,8 +40,8 @@ from eventstore.adapters._base import (
     ADAPTER_SCHEMA,
     DEFAULT_TABLE,
     CatalogTable,
+    StoreConnection,
     StoreMismatchError,
-    attached_store,
     catalog_tables,
     snapshot_head,
 )
@@ -77,18 +77,16 @@ READ_WORKERS = 2
 SLICE_EVENTS = 100_000
 
 
-class NativeReader:
+class NativeReader(StoreConnection):
     """Reads settled events of a native store table as Arrow record batches."""
 
     #: The gap-safety strategy (see the module docstring); adapters name theirs the same way.
     gap_safety = "transaction-snapshot"
 
     def __init__(self, dsn: str, schema: str = "public", table: str = "events") -> None:
-        self.dsn = dsn
-        self.schema = schema
+        super().__init__(dsn, schema)
         self.table = table
         self._table_sql = table_ref(schema, table).as_string(None)
-        self._duck: duckdb.DuckDBPyConnection | None = None
         # Tuning knobs, private: benchmarks force one backend, tests force tiny slices.
         self._read_workers = READ_WORKERS
         self._slice_events = SLICE_EVENTS
@@ -116,12 +114,6 @@ class NativeReader:
     def duckdb_relation_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """DuckDB SQL over the attached store (alias ``store``) returning the same rows."""
         return f"SELECT * FROM postgres_query('store', {quote_literal(self.query(after, bound, limit))})"
-
-    def duckdb(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with this store attached read-only as ``store``."""
-        if self._duck is None:
-            self._duck = attached_store(self.dsn)
-        return self._duck
 
     def read(
         self, after: Checkpoint = START, *, batch_size: int = 100_000, until: Head | None = None
@@ -207,18 +199,6 @@ class NativeReader:
                 future.cancel()
             pool.shutdown(wait=True)
             starts.close()
-
-    def close(self) -> None:
-        """Release the DuckDB connection (and its PostgreSQL connections)."""
-        if self._duck is not None:
-            self._duck.close()
-            self._duck = None
-
-    def __enter__(self) -> NativeReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _batches(con: duckdb.DuckDBPyConnection, relation_sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
