@@ -44,11 +44,14 @@ def _tcp_dsn(dbname: str) -> str:
 
 def prepare(home: Path, events: int) -> str:
     """Start the server on TCP and make sure database bench_lake_<events> holds ``events`` events."""
-    from pipelines.server import listen_on_port
+    from pipelines.server import listen_on_port, role_password
 
     server = EmbeddedServer(home)
     listen_on_port(server, PORT)
     admin = server.start()
+    # TCP logins need the superuser's password (docs/security.md); every stage's process and client
+    # (libpq, DuckDB's postgres scanner, dlt's SQLAlchemy) takes it from the environment.
+    os.environ["PGPASSWORD"], _ = role_password(admin, home, "postgres")
     name = f"bench_lake_{events}"
     dsn = ensure_database(admin, name)
     with connect(dsn, autocommit=True) as conn:
