@@ -10,6 +10,7 @@ Modules come from the bundled package ``projections.shop`` and, when the environ
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -57,13 +58,19 @@ class Registry:
         versions = self.versions(name)
         if not versions:
             raise ConfigurationError(
-                f"unknown projection {name!r}: known ones are {self.names()}; add a module to "
-                f"{BUNDLED_PACKAGE} or to the folder in {ENV_FOLDER}."
+                f"unknown projection {name!r}{did_you_mean(name, self.names())}: known ones are {self.names()}; "
+                f"add a module to {BUNDLED_PACKAGE} or to the folder in {ENV_FOLDER}."
             )
         chosen = versions[-1] if version is None else version
         if chosen not in versions:
             raise ConfigurationError(f"projection {name!r} has no version {version}: it has versions {versions}.")
         return self._projections[(name, chosen)]
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``known`` to a mistyped ``name``, or nothing."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _import_file(path: Path) -> ModuleType:

@@ -176,15 +176,30 @@ def shell(
     read_line: Callable[[str], str | None],
     write: Callable[[str], None],
 ) -> int:
-    """A small DuckDB REPL: ``read_line(prompt)`` gives lines (None at the end); returns failed statements."""
+    """A small DuckDB REPL: ``read_line(prompt)`` gives lines (None at the end); returns failed statements.
+
+    A statement ends with ``;``; at the end of the input a last statement without one runs too
+    (``echo "SELECT 1" | projectionist shell`` answers rather than printing nothing).
+    """
     failures = 0
     buffer: list[str] = []
+
+    def run_buffer() -> None:
+        nonlocal failures
+        try:
+            result = run_query(con, "\n".join(buffer))
+            write(format_table(result) if result.columns else "ok")
+        except QuerySQLError as exc:
+            failures += 1
+            write(f"error: {exc}")
+        buffer.clear()
+
     while (line := read_line("   ...> " if buffer else "lake> ")) is not None:
         stripped = line.strip()
         if not buffer and stripped.startswith("."):
             command = stripped.split()[0]
             if command in (".quit", ".exit"):
-                break
+                return failures
             if command == ".tables":
                 write(format_table(run_query(con, _TABLES)))
             else:
@@ -192,13 +207,9 @@ def shell(
         elif stripped:
             buffer.append(line.rstrip("\n"))
             if stripped.endswith(";"):
-                try:
-                    result = run_query(con, "\n".join(buffer))
-                    write(format_table(result) if result.columns else "ok")
-                except QuerySQLError as exc:
-                    failures += 1
-                    write(f"error: {exc}")
-                buffer = []
+                run_buffer()
+    if any(not line.strip().startswith("--") for line in buffer):
+        run_buffer()
     return failures
 
 

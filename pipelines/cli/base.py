@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,7 +56,24 @@ def exit_with(exc: ProjectionistError) -> None:
     sys.exit(exc.exit_code)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``projectionist X (DuckDB Y, Python Z)``: what a bug report needs (DuckDB's version fixes the lake format's)."""
+    if not value or ctx.resilient_parsing:
+        return
+    python = sys.version.split()[0]
+    click.echo(f"projectionist {metadata.version('projectionist')} (DuckDB {duckdb.__version__}, Python {python})")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print the versions of Projectionist, DuckDB and Python, and exit.",
+)
 @click.option("--home", type=click.Path(path_type=Path), help="Data root [env PROJECTIONIST_HOME; ./.projectionist].")
 @click.option("--dsn", help="Event store DSN [env PROJECTIONIST_EVENT_STORE_DSN; unset: embedded PostgreSQL].")
 @click.pass_context

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import Any, TextIO
 
 import click
 import duckdb
@@ -172,13 +172,24 @@ def read_only_lake() -> Any:
     return con
 
 
-@cli.command("sql")
-@click.argument("query")
+@cli.command("sql", context_settings={"ignore_unknown_options": True})
+@click.argument("query", required=False)
+@click.option("-f", "--file", "sql_file", type=click.File("r"), help="Read the SQL from this file (- for stdin).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
 @fail_cleanly
-def sql_command(query: str, as_json: bool, as_csv: bool) -> None:
-    """Run QUERY on the lake (attached read-only; raw.*, analytics.*, meta.* unqualified)."""
+def sql_command(query: str | None, sql_file: TextIO | None, as_json: bool, as_csv: bool) -> None:
+    """Run QUERY on the lake (attached read-only; raw.*, analytics.*, meta.* unqualified).
+
+    QUERY may start with a comment ("-- why ..."); `-` reads it from stdin, `-f FILE` from a file.
+    """
+    if (query is None) == (sql_file is None):
+        raise ConfigurationError("give the SQL as QUERY, as `-` (stdin) or with -f FILE: exactly one of them")
+    if sql_file is not None:
+        query = sql_file.read()
+    elif query == "-":
+        query = sys.stdin.read()
+    assert query is not None
     if as_json and as_csv:
         raise ConfigurationError("choose one of --json and --csv")
     con = read_only_lake()

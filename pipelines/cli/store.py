@@ -3,6 +3,7 @@ and ``status`` (the store, the lake and the projections at a glance)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import click
@@ -23,7 +24,7 @@ from eventstore.positions import START
 from eventstore.settings import Settings
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.cli.lake import ingest_and_report, read_only_lake
-from pipelines.cli.versions import demo_projections, echo_projection_status
+from pipelines.cli.versions import demo_projections, echo_projection_status, version_records
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.query import format_table, run_query
@@ -113,19 +114,20 @@ def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: 
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
 @fail_cleanly
-def status() -> None:
+def status(as_json: bool) -> None:
     """Show the event store's safe head and size, and the lake's checkpoint, lag and tables."""
     current = settings()
     dsn = event_store_dsn(current)
     source = open_source(current, dsn)  # checks the store's tables (no DDL: reading never writes)
     try:
-        streams = ""
+        stream_count: int | None = None  # counted where it is cheap: the native table's own column
         if current.store_kind == "native":
             with connect_read_only(dsn) as conn:
                 ref = table_ref(current.store_schema, current.store_table).as_string(conn)
                 row = conn.execute(f"SELECT count(DISTINCT stream_id) FROM {ref}").fetchone()
-                streams = f" in {row[0] if row else 0:,} streams"
+                stream_count = int(row[0]) if row else 0
         total, _ = source.pending(START)
         config = LakeConfig.from_settings(current)
         con = open_lake(config)
@@ -136,12 +138,49 @@ def status() -> None:
     finally:
         close_source(source)
     head = state.head
+    if as_json:
+        con = open_lake(config)
+        try:
+            projections = version_records(con)
+        finally:
+            con.close()
+        report = {
+            "event_store": {
+                "database": describe_dsn(dsn),
+                "source": source.name,
+                "events": total,
+                "streams": stream_count,
+                "safe_head": {
+                    "bound": head.bound,
+                    "bound_kind": getattr(source, "bound_kind", "transaction_id"),
+                    "last": str(head.last),
+                    "events_pending": head.events_pending,
+                },
+                "held_back_by": state.holder.describe() if state.holder is not None else None,
+            },
+            "lake": {
+                "catalog": config.describe(),
+                "holds": str(state.store) if state.store else None,
+                "checkpoint": str(state.checkpoint),
+                "events": state.events,
+                "snapshot": state.snapshot,
+                "lag_events": state.lag_events,
+                "lag_seconds": state.lag_seconds,
+                "tables": {
+                    name: {"files": files, "bytes": size} for name, (files, size) in sorted(state.tables.items())
+                },
+            },
+            "projections": projections,
+        }
+        click.echo(json.dumps(report, indent=2))
+        return
     bound = (
         "transactions below"
         if getattr(source, "bound_kind", "transaction_id") == "transaction_id"
         else "positions up to"
     )
     click.echo(f"event store: {describe_dsn(dsn)}, {source.name}")
+    streams = f" in {stream_count:,} streams" if stream_count is not None else ""
     click.echo(f"  events:    {total:,}{streams}")
     click.echo(f"  safe head: {bound} {head.bound}; last settled event {head.last}")
     if state.holder is not None:

@@ -6,6 +6,7 @@ Also the projection parts of ``status`` and ``demo``: :func:`echo_projection_sta
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from eventstore.errors import ConfigurationError
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.follow import Follower
 from projections import discover
+from projections.registry import did_you_mean
 from warehouse.diff import (
     check_expectation,
     compare_versions,
@@ -30,6 +32,7 @@ from warehouse.diff import (
     render_text,
     resolve_pair,
 )
+from warehouse.errors import PromotionError
 from warehouse.ingest import lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.versions import (
@@ -47,7 +50,7 @@ from warehouse.versions import (
     validate_target,
 )
 
-__all__ = ["demo_projections", "echo_projection_status", "version_rows"]
+__all__ = ["demo_projections", "echo_projection_status", "version_records", "version_rows"]
 
 
 def _lake() -> duckdb.DuckDBPyConnection:
@@ -120,56 +123,121 @@ def rebuild_command(name: str, version: int, chunk_events: int | None) -> None:
     )
 
 
+def _known(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Refuse a name that is neither a registered projection nor one with versions in the lake."""
+    names = sorted({*discover().names(), *(v.name for v in list_versions(con))})
+    if name not in names:
+        raise ConfigurationError(f"unknown projection {name!r}{did_you_mean(name, names)}: known ones are {names}.")
+
+
 @cli.command("promote")
 @click.argument("name")
 @click.argument("version", type=int)
 @click.option("--force", is_flag=True, help="Promote without a recorded comparison against the live version.")
 @click.option("--keep", type=click.IntRange(0), help="Then drop retired versions beyond the newest K.")
+@click.option("--yes", is_flag=True, help="With --keep: drop even the version `rollback` would restore.")
+@click.option("--dry-run", is_flag=True, help="Run every check and say what would happen; change nothing.")
 @fail_cleanly
-def promote_command(name: str, version: int, force: bool, keep: int | None) -> None:
+def promote_command(name: str, version: int, force: bool, keep: int | None, yes: bool, dry_run: bool) -> None:
     """Make version N live: analytics.NAME swaps to it atomically (needs `projectionist diff` first)."""
     registry = discover()
     validate_target(registry, name, version)
     con = _lake()
     try:
-        promotion = promote(con, registry, name, version, force=force)
-        dropped = retain(con, name, keep) if keep is not None else []
+        promotion = promote(con, registry, name, version, force=force, dry_run=True)  # every check, no write
+        doomed = _doomed_after_promotion(con, name, promotion.from_version, keep) if keep is not None else []
+        if promotion.from_version in doomed and not yes:
+            raise PromotionError(
+                f"--keep {keep} would drop v{promotion.from_version}, the version `projectionist rollback {name}` "
+                "would restore after this promotion: keep more, or confirm with --yes. Nothing was changed."
+            )
+        if not dry_run:
+            promotion = promote(con, registry, name, version, force=force)
+            doomed = retain(con, name, keep) if keep is not None else []
     finally:
         con.close()
     previous = f"v{promotion.from_version}" if promotion.from_version is not None else "nothing"
     gate = f" (comparison {promotion.comparison_id})" if promotion.comparison_id else ""
+    if dry_run:
+        click.echo(f"dry run: {name} v{version} would become live (was {previous}){gate}; nothing was changed")
+        if doomed:
+            click.echo(f"dry run: --keep {keep} would drop retired versions: {', '.join(f'v{v}' for v in doomed)}")
+        return
     click.echo(
         f"{name}: v{version} is live (was {previous}){gate}; analytics.{name} reads projections.{name}_v{version}"
     )
-    if dropped:
-        click.echo(f"dropped retired versions: {', '.join(f'v{v}' for v in dropped)}")
+    if doomed:
+        click.echo(f"dropped retired versions: {', '.join(f'v{v}' for v in doomed)}")
+
+
+def _doomed_after_promotion(con: duckdb.DuckDBPyConnection, name: str, retiring: int | None, keep: int) -> list[int]:
+    """The retired versions ``--keep`` would drop once the promotion retired ``retiring`` too."""
+    retired = {v.version for v in list_versions(con, name) if v.state == "retired"}
+    if retiring is not None:
+        retired.add(retiring)
+    return sorted(retired, reverse=True)[keep:]
 
 
 @cli.command("rollback")
 @click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Check that a rollback can be done and say what it would do.")
 @fail_cleanly
-def rollback_command(name: str) -> None:
+def rollback_command(name: str, dry_run: bool) -> None:
     """Make the previous live version of NAME live again."""
     con = _lake()
     try:
-        promotion = rollback(con, name, registry=discover())
+        _known(con, name)
+        promotion = rollback(con, name, registry=discover(), dry_run=dry_run)
     finally:
         con.close()
+    if dry_run:
+        click.echo(
+            f"dry run: {name} v{promotion.to_version} would be live again (v{promotion.from_version} retired); "
+            "nothing was changed"
+        )
+        return
     click.echo(f"{name}: v{promotion.to_version} is live again (v{promotion.from_version} retired)")
 
 
 @cli.command("retain")
 @click.argument("name")
 @click.option("--keep", type=click.IntRange(0), required=True, help="Retired versions to keep.")
+@click.option("--yes", is_flag=True, help="Also drop the version `rollback` would restore.")
+@click.option("--dry-run", is_flag=True, help="Say which versions would be dropped; drop nothing.")
 @fail_cleanly
-def retain_command(name: str, keep: int) -> None:
+def retain_command(name: str, keep: int, yes: bool, dry_run: bool) -> None:
     """Drop the tables of NAME's retired versions beyond the newest K."""
     con = _lake()
     try:
-        dropped = retain(con, name, keep)
+        _known(con, name)
+        dropped = retain(con, name, keep, dry_run=dry_run, drop_rollback_target=yes)
     finally:
         con.close()
-    click.echo(f"dropped {', '.join(f'v{v}' for v in dropped)}" if dropped else "nothing to drop")
+    listed = ", ".join(f"v{v}" for v in dropped)
+    if dry_run:
+        click.echo(f"dry run: would drop {listed}; nothing was dropped" if dropped else "dry run: nothing to drop")
+        return
+    click.echo(f"dropped {listed}" if dropped else "nothing to drop")
+
+
+def version_records(con: duckdb.DuckDBPyConnection, name: str | None = None) -> list[dict[str, Any]]:
+    """The versions in the lake as JSON-ready objects (``--json`` of ``versions`` and ``status``)."""
+    records = []
+    for v in list_versions(con, name):
+        behind = lag(con, v.name, v.version)[0] if v.state not in ("dropped", "building") else None
+        records.append(
+            {
+                "projection": v.name,
+                "version": v.version,
+                "state": v.state,
+                "rows": v.rows,
+                "checkpoint": str(v.checkpoint),
+                "lag_events": behind,
+                "built_at": v.built_at.isoformat() if v.built_at else None,
+                "build_seconds": v.build_seconds,
+            }
+        )
+    return records
 
 
 def version_rows(con: duckdb.DuckDBPyConnection, name: str | None = None) -> list[str]:
@@ -187,13 +255,17 @@ def version_rows(con: duckdb.DuckDBPyConnection, name: str | None = None) -> lis
 
 @cli.command("versions")
 @click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of versions.")
 @fail_cleanly
-def versions_command(name: str | None) -> None:
+def versions_command(name: str | None, as_json: bool) -> None:
     """List projection versions in the lake: state, rows, checkpoint, lag (events), build."""
-    if name is not None:
-        validate_target(discover(), name)
     con = _lake()
     try:
+        if name is not None:
+            _known(con, name)
+        if as_json:
+            click.echo(json.dumps(version_records(con, name), indent=2))
+            return
         lines = version_rows(con, name)
     finally:
         con.close()

@@ -58,6 +58,8 @@ def test_gate_diff_promote_rollback_and_status(store_dsn: str, tmp_path: Path, l
     assert "expectation satisfied" in output
     assert "trail: 5 event(s)" in output
     code, output = run("promote", "cart_summary", "2", "--keep", "0", home=tmp_path, env=env)
+    assert code == 2 and "would drop v1" in output, "dropping what rollback needs takes --yes"
+    code, output = run("promote", "cart_summary", "2", "--keep", "0", "--yes", home=tmp_path, env=env)
     assert code == 0 and "v2 is live (was v1) (comparison " in output and "dropped retired versions: v1" in output
     code, output = run("rollback", "cart_summary", home=tmp_path, env=env)
     assert code == 2 and "cart_summary v1 is dropped" in output, output

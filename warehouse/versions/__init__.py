@@ -35,7 +35,7 @@ from warehouse.versions.catalog import (
 )
 from warehouse.versions.dead_lettering import DeadLetter, dead_letters
 from warehouse.versions.lake_events import EVENTS
-from warehouse.versions.promotion import Promotion, latest_comparison, promote, retain, rollback
+from warehouse.versions.promotion import Promotion, latest_comparison, promote, retain, rollback, rollback_target
 from warehouse.versions.rebuild_plan import CHUNK_EVENTS, UnfinishedRebuild, resumable_rebuild, unfinished_rebuilds
 from warehouse.versions.rebuilding import rebuild
 
@@ -62,6 +62,7 @@ __all__ = [
     "resumable_rebuild",
     "retain",
     "rollback",
+    "rollback_target",
     "unfinished_rebuilds",
     "validate_target",
 ]

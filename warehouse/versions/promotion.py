@@ -29,7 +29,7 @@ from warehouse.versions.catalog import (
 )
 from warehouse.versions.incremental import advance_to
 
-__all__ = ["Promotion", "latest_comparison", "promote", "retain", "rollback"]
+__all__ = ["Promotion", "latest_comparison", "promote", "retain", "rollback", "rollback_target"]
 
 
 @dataclass(frozen=True)
@@ -118,11 +118,13 @@ def promote(
     *,
     force: bool = False,
     actor: str | None = None,
+    dry_run: bool = False,
 ) -> Promotion:
     """Make ``version`` live: ``analytics.<name>`` swaps to it atomically; the previous live one is retired.
 
     Unless ``force``, a comparison of the live version against this one, recorded after both were
-    built (``projectionist diff``), is required; a projection's first promotion needs none.
+    built (``projectionist diff``), is required; a projection's first promotion needs none. With
+    ``dry_run`` every check runs and nothing is written: the promotion it would record is returned.
     """
     projection = validate_target(registry, name, version)
     ensure_version_tables(con)
@@ -146,31 +148,51 @@ def promote(
                 f"`projectionist diff {name} {live.version} {version}` and check it, then promote again "
                 "(or pass --force)."
             )
+    if dry_run:
+        return Promotion(name, live.version if live else None, version, datetime.now(UTC), _actor(actor), comparison_id)
     return _swap(con, projection, live.version if live else None, _actor(actor), comparison_id)
 
 
+def rollback_target(con: duckdb.DuckDBPyConnection, name: str) -> int | None:
+    """The version ``rollback`` would make live again (the one the live version replaced), or None."""
+    ensure_version_tables(con)
+    live = live_version(con, name)
+    if live is None:
+        return None
+    row = con.execute(
+        "SELECT from_version FROM meta.promotions WHERE name = ? AND to_version = ? ORDER BY promoted_at DESC LIMIT 1",
+        [name, live.version],
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def rollback(
-    con: duckdb.DuckDBPyConnection, name: str, *, actor: str | None = None, registry: Registry | None = None
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    *,
+    actor: str | None = None,
+    registry: Registry | None = None,
+    dry_run: bool = False,
 ) -> Promotion:
     """Make the previous live version of ``name`` live again (its table must still exist).
 
     A retired version is no longer kept current; with ``registry`` it is first brought up to the
     lake's checkpoint, so the rollback serves current rows (without, the next ``project`` does it).
+    With ``dry_run`` the checks run and nothing is written or advanced.
     """
     ensure_version_tables(con)
     live = live_version(con, name)
     if live is None:
         raise PromotionError(f"{name} has no live version to roll back.")
-    row = con.execute(
-        "SELECT from_version FROM meta.promotions WHERE name = ? AND to_version = ? ORDER BY promoted_at DESC LIMIT 1",
-        [name, live.version],
-    ).fetchone()
-    if row is None or row[0] is None:
+    target = rollback_target(con, name)
+    if target is None:
         raise PromotionError(f"{name} v{live.version} was its first live version: there is nothing to roll back to.")
-    previous = find_version(con, name, int(row[0]))
+    previous = find_version(con, name, target)
     if previous is None or previous.state not in ("retired", "ready"):
         state = "gone" if previous is None else previous.state
-        raise PromotionError(f"{name} v{row[0]} is {state}: it can no longer be rolled back to.")
+        raise PromotionError(f"{name} v{target} is {state}: it can no longer be rolled back to.")
+    if dry_run:
+        return Promotion(name, live.version, previous.version, datetime.now(UTC), _actor(actor), None)
     if registry is not None and previous.version in registry.versions(name):
         projection = registry.get(name, previous.version)
         check_fingerprint(projection, previous)
@@ -216,14 +238,27 @@ def rollback(
     return Promotion(name, live.version, previous.version, at, who, None)
 
 
-def retain(con: duckdb.DuckDBPyConnection, name: str, keep: int) -> list[int]:
-    """Drop the tables of ``name``'s retired versions beyond the newest ``keep``; return their versions."""
+def retain(
+    con: duckdb.DuckDBPyConnection, name: str, keep: int, *, dry_run: bool = False, drop_rollback_target: bool = True
+) -> list[int]:
+    """Drop the tables of ``name``'s retired versions beyond the newest ``keep``; return their versions.
+
+    With ``dry_run`` nothing is dropped (the versions that would be are returned). Without
+    ``drop_rollback_target``, a drop that would take the version ``rollback`` restores is refused
+    (:class:`PromotionError`) before anything is dropped.
+    """
     if keep < 0:
         raise ConfigurationError(f"--keep must be 0 or more, not {keep}.")
     retired = sorted((v.version for v in list_versions(con, name) if v.state == "retired"), reverse=True)
     doomed = retired[keep:]
-    if not doomed:
-        return []
+    if not doomed or dry_run:
+        return doomed
+    target = rollback_target(con, name)
+    if not drop_rollback_target and target in doomed:
+        raise PromotionError(
+            f"keeping {keep} retired version(s) of {name} would drop v{target}, the version "
+            f"`projectionist rollback {name}` restores: keep more, or confirm with --yes. Nothing was dropped."
+        )
 
     def commit() -> None:
         with transaction(con):
