@@ -16,13 +16,14 @@ from psycopg import conninfo
 from eventstore.connection import EmbeddedServer, event_store_dsn, libpq_conninfo
 from eventstore.duckdb_connections import bundled_extension_path
 from eventstore.errors import ConfigurationError
+from eventstore.positions import START
 from eventstore.quoting import quote_literal
 from eventstore.settings import Settings
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.server import listening_port, role_password
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.errors import LakeConfigurationError, LakeNotCreatedError
-from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint
+from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint, table_files
 from warehouse.lake import ANALYST_ROLE, LakeConfig, analyst_lake, open_lake
 from warehouse.query import (
     format_csv,
@@ -113,13 +114,19 @@ def _ingest_dead_letters(con: duckdb.DuckDBPyConnection) -> int:
     show_default=True,
     help="analytics.stream_stats flags streams with more events than this.",
 )
+@click.option("--dry-run", is_flag=True, help="Say how many events wait in the store; ingest nothing.")
 @fail_cleanly
-def ingest_command(batch_size: int, no_compact: bool, memory_limit: str, long_stream_threshold: int) -> None:
+def ingest_command(
+    batch_size: int, no_compact: bool, memory_limit: str, long_stream_threshold: int, dry_run: bool
+) -> None:
     """Land every settled event not yet in the lake into raw.events, checkpointed per commit."""
     if batch_size < 1:
         raise ConfigurationError("--batch-size must be at least 1")
     current = settings()
     dsn = event_store_dsn(current)
+    if dry_run:
+        _ingest_dry_run(current, dsn, batch_size)
+        return
     ingest_and_report(
         current,
         dsn,
@@ -130,12 +137,40 @@ def ingest_command(batch_size: int, no_compact: bool, memory_limit: str, long_st
     )
 
 
-@cli.command("compact")
-@fail_cleanly
-def compact_command() -> None:
-    """Merge small adjacent Parquet files of raw.events (ingest also does it past 64 files)."""
-    con = open_lake(LakeConfig.from_settings(settings()))
+def _ingest_dry_run(current: Settings, dsn: str, batch_size: int) -> None:
+    source = open_source(current, dsn)
     try:
+        try:
+            con = open_lake(LakeConfig.from_settings(current), read_only=True)
+        except LakeNotCreatedError:
+            checkpoint = START
+        else:
+            try:
+                checkpoint, _ = lake_checkpoint(con)
+            finally:
+                con.close()
+        head = source.head(checkpoint)
+        waiting, _ = source.pending(checkpoint)
+    finally:
+        close_source(source)
+    commits = -(-waiting // batch_size)
+    click.echo(
+        f"dry run: {waiting:,} events of {source.name} are not in the lake yet (after checkpoint {checkpoint}; "
+        f"settled up to {head.bound}); ingesting them takes about {commits:,} commit(s); nothing was ingested"
+    )
+
+
+@cli.command("compact")
+@click.option("--dry-run", is_flag=True, help="Say how many data files raw.events has; merge nothing.")
+@fail_cleanly
+def compact_command(dry_run: bool) -> None:
+    """Merge small adjacent Parquet files of raw.events (ingest also does it past 64 files)."""
+    con = open_lake(LakeConfig.from_settings(settings()), read_only=dry_run)
+    try:
+        if dry_run:
+            files, size = table_files(con).get("raw.events", (0, 0))
+            click.echo(f"dry run: raw.events has {files:,} data files ({size:,} bytes) to merge; nothing was changed")
+            return
         before, after = compact(con)
     finally:
         con.close()

@@ -36,6 +36,7 @@ from warehouse.errors import PromotionError
 from warehouse.ingest import lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.versions import (
+    CHUNK_EVENTS,
     ProjectResult,
     dead_letters,
     lag,
@@ -68,14 +69,26 @@ def _echo_results(results: list[ProjectResult]) -> None:
 
 @cli.command("project")
 @click.argument("names", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Say how many events each version is behind; change nothing.")
 @fail_cleanly
-def project_command(names: tuple[str, ...]) -> None:
+def project_command(names: tuple[str, ...], dry_run: bool) -> None:
     """Bring every live and ready projection version up to the lake's checkpoint (only touched keys)."""
     registry = discover()
     for name in names:
         validate_target(registry, name)
     con = _lake()
     try:
+        if dry_run:
+            behind = [
+                (v.name, v.version, v.state, lag(con, v.name, v.version)[0])
+                for v in list_versions(con)
+                if v.state in ("live", "ready") and (not names or v.name in names)
+            ]
+            for name, version, state, events in behind:
+                word = f"would advance over {events:,} events" if events else "is up to date"
+                click.echo(f"dry run: {name} v{version} ({state}) {word}")
+            click.echo("dry run: nothing was changed" if behind else "dry run: no live or ready version to advance")
+            return
         results = project(con, registry, names=list(names) or None)
     finally:
         con.close()
@@ -93,13 +106,23 @@ def project_command(names: tuple[str, ...]) -> None:
     type=click.IntRange(1),
     help="Events per committed chunk (default: 5,000,000 for SQL bodies, 500,000 for polars, 1,000,000 for folds).",
 )
+@click.option("--dry-run", is_flag=True, help="Say how many events and chunks the rebuild would take; build nothing.")
 @fail_cleanly
-def rebuild_command(name: str, version: int, chunk_events: int | None) -> None:
+def rebuild_command(name: str, version: int, chunk_events: int | None, dry_run: bool) -> None:
     """Build projections.NAME_vN from every event in the lake while the live version keeps serving."""
     registry = discover()
-    validate_target(registry, name, version)
+    projection = validate_target(registry, name, version)
     con = _lake()
     try:
+        if dry_run:
+            checkpoint, events = lake_checkpoint(con)
+            size = chunk_events or CHUNK_EVENTS[projection.kind]
+            planned = max(1, -(-events // size)) if projection.keyed_by_stream else 1
+            click.echo(
+                f"dry run: {name} v{version} would be built from {events:,} events up to checkpoint {checkpoint} "
+                f"in {planned} chunk(s) of at most {size:,} events, beside the live version; nothing was built"
+            )
+            return
         unfinished = resumable_rebuild(con, registry, name, version)
         continuing = f", continuing after chunk {unfinished.chunks_done} of {unfinished.chunks}" if unfinished else ""
         click.echo(f"rebuilding {name} v{version} from raw.all_events{continuing} …", err=True)

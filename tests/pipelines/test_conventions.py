@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._lake_data import bulk_append
 from tests.pipelines.test_lake_cli import run
 
 
@@ -97,3 +98,39 @@ def test_dry_runs_change_nothing_and_dropping_the_rollback_target_needs_yes(
     code, output = run("retain", "cart_summary", "--keep", "0", "--yes", home=home, env=env)
     assert code == 0 and "dropped v1" in output, output
     assert _states(home, env) == {1: "dropped", 2: "live"}
+
+
+def test_dry_runs_of_ingest_project_rebuild_and_compact_change_nothing(
+    demo: tuple[Path, dict[str, str]], store_dsn: str
+) -> None:
+    home, env = demo
+    env = {**env}
+    more = bulk_append(env["PROJECTIONIST_EVENT_STORE_DSN"], 120, transactions=2, seed=9)
+
+    def snapshot() -> tuple[object, ...]:
+        code, output = run(
+            "sql", "SELECT max(snapshot_id) FROM ducklake_snapshots('lake')", "--json", home=home, env=env
+        )
+        assert code == 0, output
+        return tuple(json.loads(output)[0].values())
+
+    before = snapshot()
+    code, output = run("ingest", "--dry-run", "--batch-size", "100", home=home, env=env)
+    assert code == 0 and f"dry run: {more:,} events of native:public.events are not in the lake yet" in output, output
+    assert "about 2 commit(s); nothing was ingested" in output
+    code, output = run("project", "--dry-run", home=home, env=env)
+    assert code == 0 and "dry run: cart_summary v1 (live) is up to date" in output, output
+    code, output = run(
+        "rebuild", "cart_summary", "--version", "2", "--chunk-events", "150", "--dry-run", home=home, env=env
+    )
+    assert (
+        code == 0 and "would be built from 400 events" in output.replace(",", "")
+    ) or "chunk(s) of at most 150" in output
+    assert "nothing was built" in output, output
+    code, output = run("compact", "--dry-run", home=home, env=env)
+    assert code == 0 and "dry run: raw.events has" in output, output
+    assert snapshot() == before, "a dry run committed nothing to the lake"
+    code, output = run("ingest", home=home, env=env)
+    assert code == 0 and f"ingested {more:,} events" in output
+    code, output = run("project", "--dry-run", "cart_summary", home=home, env=env)
+    assert code == 0 and "cart_summary v1 (live) would advance over" in output, output
