@@ -49,6 +49,22 @@ class Registry:
         """Every projection name, sorted."""
         return sorted({name for name, _ in self._projections})
 
+    def declared_fields(self) -> dict[str, dict[str, str]]:
+        """Per event type, the payload fields whose type the projections declare (``requires``).
+
+        A field declared with different types by different projections is left out: the analytics
+        views then infer it, rather than pick one projection's reading over another's.
+        """
+        seen: dict[str, dict[str, set[str]]] = {}
+        for projection in self:
+            for event_type, fields in projection.requires.items():
+                for field, kind in fields.items():
+                    seen.setdefault(event_type, {}).setdefault(field, set()).add(kind.upper())
+        return {
+            event_type: {field: next(iter(kinds)) for field, kinds in fields.items() if len(kinds) == 1}
+            for event_type, fields in seen.items()
+        }
+
     def versions(self, name: str) -> list[int]:
         """The versions of projection ``name``, ascending (empty if unknown)."""
         return sorted(v for n, v in self._projections if n == name)

@@ -3,7 +3,10 @@
 Naming (docs/lake.md): ``analytics.events_<type>_v<N>`` for version N of an event type (``ItemAdded``
 v2 → ``analytics.events_item_added_v2``), and ``analytics.events_<type>`` for all its versions at
 once (UNION ALL BY NAME: a field missing in a version is NULL there). Payload fields become typed
-columns, inferred from a sample of the events of that type and version (``declared`` overrides).
+columns, inferred from a sample of the events of that type and version, except where the projections
+declare a field's type (``requires``: ``DECIMAL(18,2)`` for money, ``BIGINT`` for counts): such a
+column has exactly the declared type, and a value that does not fit it exactly (more decimals than
+the scale, too many digits, not a number) is NULL with ``<column>_unfit`` true: never rounded.
 
 ``analytics.stream_stats`` has one row per stream and flags streams longer than a threshold
 (``is_long``: keep streams short); ``analytics.event_volume_daily`` counts events per day and type.
@@ -55,6 +58,17 @@ class TypedView:
     event_type: str
     event_version: int
     columns: tuple[tuple[str, str, str], ...]  # (column, SQL type, JSON field)
+    declared: tuple[str, ...] = ()  # the columns whose type a projection declared (they get an _unfit flag)
+    declaration: tuple[str, ...] = ()  # "field TYPE" of every declared field of the event type, sorted
+
+    @property
+    def comment(self) -> str:
+        """The view's comment; it names the declared types, so a changed declaration rebuilds the view."""
+        declared = f"; declared types: {', '.join(self.declaration)}" if self.declaration else ""
+        return (
+            f"Events {self.event_type} version {self.event_version}, payload fields as typed columns "
+            f"(inferred from up to {SAMPLE_EVENTS:,} events{declared})."
+        )
 
     @property
     def name(self) -> str:
@@ -69,6 +83,7 @@ def _infer(con: duckdb.DuckDBPyConnection, event_type: str, version: int, declar
     ).fetchone()
     structure = json.loads(row[0]) if row and row[0] else {}
     columns = []
+    checked = []
     taken = {name for name, _ in _BASE_COLUMNS}
     for field in sorted(structure) if isinstance(structure, dict) else []:
         kind = declared.get(field) or (
@@ -79,19 +94,60 @@ def _infer(con: duckdb.DuckDBPyConnection, event_type: str, version: int, declar
             column = f"data_{column}"
         taken.add(column)
         columns.append((column, kind, field))
-    return TypedView(event_type, version, tuple(columns))
+        if field in declared and kind.upper() != "VARCHAR":
+            checked.append(column)
+            taken.add(f"{column}_unfit")
+    return TypedView(event_type, version, tuple(columns), tuple(checked), tuple(sorted(_declared_types(declared))))
+
+
+#: A value of a declared DECIMAL or integer type fits when casting it to the declared type loses nothing:
+#: compared with the same text cast to this wide type (exact for 20 integer and 18 decimal digits).
+_WIDE_DECIMAL = "DECIMAL(38,18)"
+_EXACT = (
+    "DECIMAL",
+    "NUMERIC",
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "INT",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+)
+
+
+def _declared_types(fields: Mapping[str, str]) -> set[str]:
+    return {f"{field} {kind}" for field, kind in fields.items() if kind.upper() != "VARCHAR"}
+
+
+def _declared_part(comment: str) -> set[str]:
+    """The declared types a typed view's comment names (empty for a view built before declarations)."""
+    _, found, rest = comment.partition("; declared types: ")
+    return {part.strip() for part in rest.removesuffix(").").split(", ") if part.strip()} if found else set()
 
 
 def _field_sql(kind: str, field: str) -> str:
+    """The typed value of ``field``; for a declared type, NULL when the value does not fit it exactly."""
     path = quote_literal("$." + json.dumps(field))
     if kind == "JSON":
         return f"json_extract(data, {path})"
-    return f"TRY_CAST(json_extract_string(data, {path}) AS {kind})"
+    text = f"json_extract_string(data, {path})"
+    if kind.upper().startswith(_EXACT):  # DuckDB rounds '2.5' to 3 and 1.005 to 1.01: compare to a wide cast
+        narrow = f"TRY_CAST({text} AS {kind})"
+        return f"CASE WHEN TRY_CAST({text} AS {_WIDE_DECIMAL}) = {narrow} THEN {narrow} END"
+    return f"TRY_CAST({text} AS {kind})"
 
 
 def _view_sql(view: TypedView) -> str:
     base = ", ".join(name for name, _ in _BASE_COLUMNS)
     fields = "".join(f", {_field_sql(kind, field)} AS {column}" for column, kind, field in view.columns)
+    for column, kind, field in view.columns:
+        if column in view.declared:
+            text = f"json_extract_string(data, {quote_literal('$.' + json.dumps(field))})"
+            fields += f", ({text} IS NOT NULL AND {_field_sql(kind, field)} IS NULL) AS {column}_unfit"
     return (
         f"SELECT {base}{fields} FROM raw.all_events WHERE event_type = {quote_literal(view.event_type)} "
         f"AND event_version = {view.event_version}"
@@ -154,13 +210,15 @@ def refresh_analytics(
     con: duckdb.DuckDBPyConnection,
     *,
     long_stream_threshold: int = DEFAULT_LONG_STREAM_THRESHOLD,
-    declared: Mapping[tuple[str, int], Mapping[str, str]] | None = None,
+    declared: Mapping[str, Mapping[str, str]] | None = None,
     force: bool = False,
 ) -> list[str]:
     """(Re)create the analytics views when event types, versions or the threshold changed; returns views written.
 
-    Typed views of versions already present are kept (a version's payload shape is fixed); ``force``
-    re-infers every one. ``declared`` maps ``(event_type, version)`` to ``{field: SQL type}`` overrides.
+    ``declared`` maps an event type to ``{field: SQL type}`` (the projections' ``requires``:
+    :meth:`projections.Registry.declared_fields`). Typed views of versions already present are kept (a
+    version's payload shape is fixed) unless the declared types of their event type changed; ``force``
+    re-infers every one.
     """
     declared = declared or {}
     pairs = [
@@ -169,11 +227,17 @@ def refresh_analytics(
     ]
     existing = _existing_views(con)
     stats_comment = _stream_stats_comment(long_stream_threshold)
-    new_pairs = [(t, v) for t, v in pairs if force or f"events_{safe_name(t)}_v{v}" not in existing]
+    new_pairs = [
+        (t, v)
+        for t, v in pairs
+        if force
+        or f"events_{safe_name(t)}_v{v}" not in existing
+        or _declared_part(existing[f"events_{safe_name(t)}_v{v}"]) != _declared_types(declared.get(t, {}))
+    ]
     stale_stats = existing.get("stream_stats") != stats_comment or "event_volume_daily" not in existing
     if not new_pairs and not stale_stats:
         return []
-    views = [_infer(con, t, v, declared.get((t, v), {})) for t, v in new_pairs]
+    views = [_infer(con, t, v, declared.get(t, {})) for t, v in new_pairs]
     written: list[str] = []
 
     def write() -> None:
@@ -184,11 +248,19 @@ def refresh_analytics(
                     con,
                     view.name,
                     _view_sql(view),
-                    (
-                        f"Events {view.event_type} version {view.event_version}, payload fields as typed columns "
-                        f"(inferred from up to {SAMPLE_EVENTS:,} events)."
-                    ),
-                    [*_BASE_COLUMNS, *[(c, f"data.{f} as {k}.") for c, k, f in view.columns]],
+                    view.comment,
+                    [
+                        *_BASE_COLUMNS,
+                        *[(c, f"data.{f} as {k}.") for c, k, f in view.columns],
+                        *[
+                            (
+                                f"{c}_unfit",
+                                f"True when data.{f} holds a value that does not fit {k} exactly ({c} is NULL).",
+                            )
+                            for c, k, f in view.columns
+                            if c in view.declared
+                        ],
+                    ],
                 )
                 written.append(f"analytics.{view.name}")
             for event_type in sorted({view.event_type for view in views}):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import duckdb
 
+from eventstore.connection import connect
+from eventstore.native_store import NewEvent, append
+from projections import discover
 from tests.warehouse.conftest import append_shop
 from warehouse.analytics import refresh_analytics
 from warehouse.ingest import ingest
@@ -76,3 +81,50 @@ def test_refresh_is_a_no_op_until_types_or_threshold_change(
     assert refresh_analytics(con) == []
     assert refresh_analytics(con, long_stream_threshold=3) == ["analytics.stream_stats", "analytics.event_volume_daily"]
     assert rows(con, "SELECT bool_and(is_long) FROM analytics.stream_stats") == [(True,)]
+
+
+_TYPES = "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'events_item_added_v1'"
+
+
+def test_declared_types_are_exact_and_a_value_that_does_not_fit_is_null_with_a_flag(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+) -> None:
+    with connect(store_dsn) as conn:
+        append(
+            conn,
+            "cart-exact",
+            "cart",
+            [
+                NewEvent("ItemAdded", {"product_id": "p1", "quantity": 2, "unit_price": 324000.0}),
+                NewEvent("ItemAdded", {"product_id": "p2", "quantity": 1, "unit_price": 0.1}),
+                NewEvent("ItemAdded", {"product_id": "p3", "quantity": 1, "unit_price": 1.005}),  # 3 decimals
+                NewEvent("ItemAdded", {"product_id": "p4", "quantity": 2.5, "unit_price": 1e3}),  # not a count
+            ],
+        )
+    con = open_lake(lake_config)
+    ingest(con, source)
+    refresh_analytics(con)  # without declarations: inferred, money as DOUBLE
+    types = dict(
+        rows(con, "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'events_item_added_v1'")
+    )
+    assert types["unit_price"] == "DOUBLE"
+    declared = discover().declared_fields()
+    assert declared["ItemAdded"]["unit_price"] == "DECIMAL(18,2)" and declared["ItemAdded"]["quantity"] == "BIGINT"
+    written = refresh_analytics(con, declared=declared)  # the declarations changed: the view is rebuilt
+    assert "analytics.events_item_added_v1" in written and refresh_analytics(con, declared=declared) == []
+    types = dict(
+        rows(con, "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'events_item_added_v1'")
+    )
+    assert types["unit_price"] == "DECIMAL(18,2)" and types["quantity"] == "BIGINT"
+    assert types["unit_price_unfit"] == "BOOLEAN" and "product_id_unfit" not in types  # VARCHAR always fits
+    got = rows(
+        con,
+        "SELECT product_id, unit_price, unit_price_unfit, quantity, quantity_unfit "
+        "FROM analytics.events_item_added_v1 ORDER BY product_id",
+    )
+    assert got == [
+        ("p1", Decimal("324000.00"), False, 2, False),
+        ("p2", Decimal("0.10"), False, 1, False),
+        ("p3", None, True, 1, False),  # never rounded to 1.01 (or 1.00)
+        ("p4", Decimal("1000.00"), False, None, True),
+    ]
