@@ -364,8 +364,9 @@ def diff_command(
         result = check_expectation(con, comparison, expectation_for(registry, name, comparison, b))
     finally:
         con.close()
+    verdict = f"declared changes of {name} v{b}: {result}"
     if html_path is not None:
-        html_path.write_text(render_html(comparison), encoding="utf-8")
+        html_path.write_text(render_html(comparison, verdict), encoding="utf-8")
     if as_json:
         click.echo(comparison.to_json())
     elif as_markdown:
@@ -373,7 +374,7 @@ def diff_command(
     else:
         click.echo(render_text(comparison))
     click.echo(f"\nrecorded as comparison {comparison_id} in meta.comparisons", err=as_json)
-    click.echo(f"declared changes of {name} v{b}: {result}", err=as_json)
+    click.echo(verdict, err=as_json)
     if html_path is not None:
         click.echo(f"HTML report: {html_path}", err=as_json)
 

@@ -52,8 +52,10 @@ def test_gate_diff_promote_rollback_and_status(store_dsn: str, tmp_path: Path, l
     assert code == 0 and "cart_summary v2 ready: " in output and " events in 3 chunks, checkpoint" in output, output
     code, output = run("diff", "cart_summary", "--sample", "1", "--tolerance", "total_amount", home=tmp_path, env=env)
     assert code == 2 and "COLUMN=NUMBER" in output
-    code, output = run("diff", "cart_summary", "--sample", "1", home=tmp_path, env=env)
+    page = tmp_path / "diff.html"
+    code, output = run("diff", "cart_summary", "--sample", "1", "--html", str(page), home=tmp_path, env=env)
     assert code == 0, output
+    assert "<p class='verdict satisfied'" in page.read_text() and "expectation satisfied" in page.read_text()
     assert "added column currency VARCHAR" in output and "added column distinct_products BIGINT" in output
     assert "expectation satisfied" in output
     assert "trail: 5 event(s)" in output

@@ -383,6 +383,15 @@ def test_markdown_html_and_text_carry_the_counts(crafted: Comparison) -> None:
     assert "<td class='changed'>4</td>" in page and "<td class='identical'>3</td>" in page
     assert page.count("<svg") == 2  # total_amount and score have deltas
     assert not re.search(r"(src|href)=['\"]?https?:", page) and "<script" not in page
+    assert "Declared changes" not in page
+    verdict = (
+        "declared changes of t v2: expectation violated:\n  - 2 row(s) only in B, which the expectation does not allow"
+    )
+    page = render_html(crafted, verdict)
+    assert (
+        "<p class='verdict violated' style='color:#cf222e'>declared changes of t v2: expectation violated:</p>" in page
+    )
+    assert "<li>2 row(s) only in B, which the expectation does not allow</li>" in page
     text = render_text(crafted)
     assert "changed                4" in text and "c02" in text and "status: open -> paid" in text
     assert "trail: 3 event(s) in c02 at positions 10..12" in text

@@ -166,8 +166,12 @@ def _svg_histogram(d: DeltaStats, width: int = 480, height: int = 160) -> str:
     )
 
 
-def render_html(c: Comparison) -> str:
-    """A self-contained HTML page: the markdown report's content plus a delta histogram per column."""
+def render_html(c: Comparison, verdict: str | None = None) -> str:
+    """A self-contained HTML page: the markdown report's content plus a delta histogram per column.
+
+    ``verdict`` is the declared-changes verdict the text report ends with (``str`` of an
+    ``ExpectationResult``); the page shows it first, in green or red.
+    """
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -178,6 +182,14 @@ def render_html(c: Comparison) -> str:
         f"<h1><code>{e(c.a)}</code> → <code>{e(c.b)}</code></h1>",
         f"<p>keys: <code>{e(', '.join(c.keys))}</code>; compared at {e(c.compared_at)}</p>",
     ]
+    if verdict is not None:
+        headline, _, details = verdict.partition("\n")
+        state = "satisfied" if "expectation satisfied" in headline else "violated"
+        color = "#1a7f37" if state == "satisfied" else "#cf222e"
+        parts.append(f"<h2>Declared changes</h2><p class='verdict {state}' style='color:{color}'>{e(headline)}</p>")
+        problems = [line.strip().removeprefix("- ") for line in details.splitlines() if line.strip()]
+        if problems:
+            parts += ["<ul class='problems'>", *(f"<li>{e(line)}</li>" for line in problems), "</ul>"]
     key_lines = _key_lines("A", c.a, c.key_reports["a"]) + _key_lines("B", c.b, c.key_reports["b"])
     if key_lines:
         parts += ["<h2>Keys</h2><ul>", *(f"<li>{e(line)}</li>" for line in key_lines), "</ul>"]
