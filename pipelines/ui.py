@@ -59,12 +59,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: ``python -m dagster`` without its SupersessionWarning: `dagster dev` still works and is what this runs
+#: (`dg dev` needs a dg project layout Projectionist does not have), so the warning only confuses.
+_DAGSTER_MAIN = (
+    "import warnings; from dagster_shared.utils.warnings import SupersessionWarning; "
+    "warnings.filterwarnings('ignore', category=SupersessionWarning); "
+    "from dagster._cli import main; main()"
+)
+
+
 def start_dagster_dev(settings: Settings, port: int, *, log: Path | None = None) -> subprocess.Popen[bytes]:
     """Start ``dagster dev`` on 127.0.0.1:port in a new process group; return the process."""
     command = [
         sys.executable,
-        "-m",
-        "dagster",
+        "-c",
+        _DAGSTER_MAIN,
         "dev",
         "-m",
         "pipelines.definitions",
@@ -78,6 +87,9 @@ def start_dagster_dev(settings: Settings, port: int, *, log: Path | None = None)
         return subprocess.Popen(
             command,
             env=dagster_env(settings),
+            # In the Dagster home: a dagster.yaml in the folder it starts in (the repository's) would make
+            # Dagster warn that it "will not be used", though the instance uses the same file, copied.
+            cwd=dagster_home(settings),
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=True,  # its own process group: stopping it stops every child

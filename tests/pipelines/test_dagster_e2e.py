@@ -41,6 +41,9 @@ def dagster_dev(store_dsn: str, lake_env: dict[str, str], tmp_path: Path) -> Ite
     web = DagsterWeb(f"http://127.0.0.1:{port}")
     try:
         web.location = web.wait_until_loaded(timeout=180, log=log)  # type: ignore[attr-defined]
+        started = log.read_text(errors="replace")
+        # `projectionist ui` starts without the warnings a new user was puzzled by.
+        assert "SupersessionWarning" not in started and "will not be used" not in started, started
         yield web, settings
     finally:
         stop_process_group(process)  # by the PID we started, with its whole process group
