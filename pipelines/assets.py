@@ -16,6 +16,7 @@ import dagster as dg
 from pipelines.failures import RETRY_POLICY, as_failure
 from pipelines.resources import ProjectionistResource, current_registry
 from projections import Projection, Registry
+from projections.registry import declared_types
 from warehouse.analytics import refresh_analytics
 from warehouse.ingest import ingest, lake_checkpoint
 
@@ -61,7 +62,7 @@ def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistRe
     ):
         before, _ = lake_checkpoint(con)
         result = ingest(con, source, progress=lambda n: context.log.info(f"committed a batch of {n:,} events"))
-        declared = current_registry().declared_fields()
+        declared = declared_types()
         views = refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold, declared=declared)
         lag_events, _oldest = source.pending(result.checkpoint)
     seconds = time.monotonic() - started
@@ -91,7 +92,7 @@ def _stream_health_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinit
     )
     def _health(projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
         with as_failure(f"refreshing {key.to_user_string()}"), projectionist.lake_connection() as con:
-            declared = current_registry().declared_fields()
+            declared = declared_types()
             refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold, declared=declared)
             table = f"analytics.{key.path[-1]}"
             row = con.execute(f"SELECT count(*) FROM {table}").fetchone()

@@ -144,6 +144,16 @@ def _modules(folder: Path | None, bundled: bool) -> Iterator[tuple[str, ModuleTy
             yield str(path), _load(str(path), lambda path=path: _import_file(path))
 
 
+def declared_types() -> dict[str, dict[str, str]] | None:
+    """The field types the projections found now declare (:meth:`Registry.declared_fields`), or None
+    when a projection module cannot be loaded: landing events must not depend on every projection
+    module being sound, so the analytics views then keep the types they have."""
+    try:
+        return discover().declared_fields()
+    except ProjectionDefinitionError:
+        return None
+
+
 def discover(folder: Path | str | None = None, *, bundled: bool = True) -> Registry:
     """Load the bundled projection modules and those in ``folder`` (default: env ``PROJECTIONIST_PROJECTIONS``)."""
     if folder is None and os.environ.get(ENV_FOLDER):

@@ -216,10 +216,12 @@ def refresh_analytics(
     """(Re)create the analytics views when event types, versions or the threshold changed; returns views written.
 
     ``declared`` maps an event type to ``{field: SQL type}`` (the projections' ``requires``:
-    :meth:`projections.Registry.declared_fields`). Typed views of versions already present are kept (a
-    version's payload shape is fixed) unless the declared types of their event type changed; ``force``
+    :func:`projections.registry.declared_types`). Typed views of versions already present are kept (a
+    version's payload shape is fixed) unless the declared types of their event type changed; with
+    ``declared=None`` (unknown: a projection module is broken) existing views keep their types. ``force``
     re-infers every one.
     """
+    known = declared is not None  # None: the declarations are unknown now; keep the views' types as they are
     declared = declared or {}
     pairs = [
         (str(t), int(v))
@@ -232,7 +234,7 @@ def refresh_analytics(
         for t, v in pairs
         if force
         or f"events_{safe_name(t)}_v{v}" not in existing
-        or _declared_part(existing[f"events_{safe_name(t)}_v{v}"]) != _declared_types(declared.get(t, {}))
+        or (known and _declared_part(existing[f"events_{safe_name(t)}_v{v}"]) != _declared_types(declared.get(t, {})))
     ]
     stale_stats = existing.get("stream_stats") != stats_comment or "event_volume_daily" not in existing
     if not new_pairs and not stale_stats:

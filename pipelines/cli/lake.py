@@ -21,7 +21,7 @@ from eventstore.quoting import quote_literal
 from eventstore.settings import Settings
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.server import listening_port, role_password
-from projections import discover
+from projections.registry import declared_types
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.errors import LakeConfigurationError, LakeNotCreatedError
 from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint, table_files
@@ -69,7 +69,7 @@ def ingest_and_report(
                     )
             else:
                 result = ingest(con, source, batch_size=batch_size, compact_after=compact_after)
-            declared = discover().declared_fields()
+            declared = declared_types()
             views = refresh_analytics(con, long_stream_threshold=threshold, declared=declared) if result.events else []
             dead = _ingest_dead_letters(con)
         finally:

@@ -112,6 +112,7 @@ def test_declared_types_are_exact_and_a_value_that_does_not_fit_is_null_with_a_f
     assert declared["ItemAdded"]["unit_price"] == "DECIMAL(18,2)" and declared["ItemAdded"]["quantity"] == "BIGINT"
     written = refresh_analytics(con, declared=declared)  # the declarations changed: the view is rebuilt
     assert "analytics.events_item_added_v1" in written and refresh_analytics(con, declared=declared) == []
+    assert refresh_analytics(con, declared=None) == [], "unknown declarations (a broken module) keep the views"
     types = dict(
         rows(con, "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'events_item_added_v1'")
     )
