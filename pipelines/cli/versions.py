@@ -167,16 +167,17 @@ def promote_command(name: str, version: int, force: bool, keep: int | None, yes:
     validate_target(registry, name, version)
     con = _lake()
     try:
-        promotion = promote(con, registry, name, version, force=force, dry_run=True)  # every check, no write
+        # Every check first, without writing: a --keep that needs --yes is refused before the promotion.
+        promotion = promote(con, registry, name, version, force=force, dry_run=dry_run or keep is not None)
         doomed = _doomed_after_promotion(con, name, promotion.from_version, keep) if keep is not None else []
         if promotion.from_version in doomed and not yes:
             raise PromotionError(
                 f"--keep {keep} would drop v{promotion.from_version}, the version `projectionist rollback {name}` "
                 "would restore after this promotion: keep more, or confirm with --yes. Nothing was changed."
             )
-        if not dry_run:
+        if not dry_run and keep is not None:
             promotion = promote(con, registry, name, version, force=force)
-            doomed = retain(con, name, keep) if keep is not None else []
+            doomed = retain(con, name, keep)
     finally:
         con.close()
     previous = f"v{promotion.from_version}" if promotion.from_version is not None else "nothing"

@@ -157,11 +157,14 @@ def rollback_target(con: duckdb.DuckDBPyConnection, name: str) -> int | None:
     """The version ``rollback`` would make live again (the one the live version replaced), or None."""
     ensure_version_tables(con)
     live = live_version(con, name)
-    if live is None:
-        return None
+    return None if live is None else _replaced(con, name, live.version)
+
+
+def _replaced(con: duckdb.DuckDBPyConnection, name: str, live: int) -> int | None:
+    """The version the promotion to ``live`` replaced (None for a projection's first live version)."""
     row = con.execute(
         "SELECT from_version FROM meta.promotions WHERE name = ? AND to_version = ? ORDER BY promoted_at DESC LIMIT 1",
-        [name, live.version],
+        [name, live],
     ).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
@@ -184,7 +187,7 @@ def rollback(
     live = live_version(con, name)
     if live is None:
         raise PromotionError(f"{name} has no live version to roll back.")
-    target = rollback_target(con, name)
+    target = _replaced(con, name, live.version)
     if target is None:
         raise PromotionError(f"{name} v{live.version} was its first live version: there is nothing to roll back to.")
     previous = find_version(con, name, target)
