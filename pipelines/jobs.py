@@ -1,5 +1,7 @@
 """Jobs (typed config), the ingest schedule and the sensor on the event store's safe head."""
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -41,6 +43,25 @@ class PromoteConfig(dg.Config):
     force: bool = False
 
 
+#: Seconds between two progress lines of a rebuild in Dagster's log (a bar has no place there).
+PROGRESS_LOG_SECONDS = 5.0
+
+
+def _logged_progress(context: dg.OpExecutionContext, label: str) -> Callable[[int], None]:
+    """A ``progress`` callback that logs the events done so far, at most every :data:`PROGRESS_LOG_SECONDS`."""
+    done = 0
+    last = time.monotonic()
+
+    def advance(events: int) -> None:
+        nonlocal done, last
+        done += events
+        if time.monotonic() - last >= PROGRESS_LOG_SECONDS:
+            last = time.monotonic()
+            context.log.info(f"{label}: {done:,} events so far")
+
+    return advance
+
+
 def _target(name: str, version: int | None) -> tuple[Registry, int | None]:
     """Refuse an unknown projection or version before anything is written (terminal: no retry)."""
     from warehouse import versions
@@ -65,7 +86,12 @@ def rebuild_version(
     assert version is not None
     with as_failure(f"rebuilding {config.name} v{version}"), projectionist.lake_connection() as con:
         result = versions.rebuild(
-            con, registry, config.name, version, progress=lambda n: context.log.info(f"committed {n:,} events")
+            con,
+            registry,
+            config.name,
+            version,
+            progress=lambda n: context.log.info(f"committed {n:,} events"),
+            events_done=_logged_progress(context, f"{config.name} v{version}"),
         )
         info = {v.version: v for v in versions.list_versions(con, config.name)}[version]
     context.log.info(f"rebuilt {config.name} v{version}: {result.rows:,} rows from {result.events:,} events")

@@ -127,10 +127,10 @@ def rebuild_command(name: str, version: int, chunk_events: int | None, dry_run: 
         continuing = f", continuing after chunk {unfinished.chunks_done} of {unfinished.chunks}" if unfinished else ""
         click.echo(f"rebuilding {name} v{version} from raw.all_events{continuing} …", err=True)
         if sys.stderr.isatty():
-            # The bar moves once per committed chunk; a resumed rebuild starts where the last run stopped.
+            # The bar moves as DuckDB scans a chunk; a resumed rebuild starts where the last run stopped.
             total = unfinished.events if unfinished else lake_checkpoint(con)[1]
             with click.progressbar(length=total, label=f"{name} v{version}", file=sys.stderr) as bar:
-                result = rebuild(con, registry, name, version, progress=bar.update, chunk_events=chunk_events)
+                result = rebuild(con, registry, name, version, events_done=bar.update, chunk_events=chunk_events)
         else:
             result = rebuild(con, registry, name, version, chunk_events=chunk_events)
         state = next(v.state for v in list_versions(con, name) if v.version == version)

@@ -6,6 +6,7 @@ row to a table (a rebuild's path). Each goes through the checks of :mod:`project
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -126,6 +127,7 @@ def compute_into(
     upcasters: Upcasters | None = None,
     policy: Literal["skip", "stop"] | None = None,
     check: Check = "single_pass",
+    seen: Callable[[int], None] | None = None,
 ) -> InsertResult:
     """Compute every row of ``projection`` over relation ``events`` and append them to ``table``.
 
@@ -133,9 +135,10 @@ def compute_into(
     DuckDB into the table without passing through Python. ``check`` is one of :data:`CHECKS`: with
     ``single_pass`` a poison event raises one of :data:`DATA_ERRORS` without being named; a caller
     then rolls its transaction back (a failed statement aborts it) and calls again with the next
-    check, which names poison events and applies ``policy`` (default ``poison.rebuild``).
+    check, which names poison events and applies ``policy`` (default ``poison.rebuild``). ``seen``:
+    see :class:`~projections.engine.run.Run`.
     """
-    run = Run(con, projection, events, upcasters)
+    run = Run(con, projection, events, upcasters, seen)
     inserted = _compute_checked(run, None, None, policy or projection.poison.rebuild, check, _Sink(con, table))
     assert isinstance(inserted[0], int)
     return InsertResult(inserted[0], inserted[1])

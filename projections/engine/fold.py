@@ -48,7 +48,10 @@ def fold(run: Run, valid: str, body: Fold, policy: str) -> tuple[pa.Table, list[
             rows.append({**row, key: stream, LAST_GLOBAL_POSITION: last})
 
     new_event = Event.__new__
+    seen = run.seen
     for batch in reader:
+        if seen is not None:
+            seen(batch.num_rows)
         for position, transaction, stream_id, version, event_id, kind, event_version, data, at, cid, caid in zip(
             *batch.to_pydict().values(), strict=True
         ):

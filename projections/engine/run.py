@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import duckdb
@@ -25,10 +25,19 @@ def known_versions(projection: Projection, upcasters: Upcasters) -> dict[str, in
 
 
 class Run:
-    """One computation's connection, projection and the SQL of its events."""
+    """One computation's connection, projection and the SQL of its events.
+
+    ``seen``, when given, is told how many events a body that goes through them in Python (a fold)
+    has gone through so far, for progress bars.
+    """
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, projection: Projection, events: str, upcasters: Upcasters | None
+        self,
+        con: duckdb.DuckDBPyConnection,
+        projection: Projection,
+        events: str,
+        upcasters: Upcasters | None,
+        seen: Callable[[int], None] | None = None,
     ) -> None:
         if upcasters is None:
             upcasters = discover().upcasters
@@ -36,6 +45,7 @@ class Run:
         self.projection = projection
         self.columns = events_source(con, events)
         self.events, self.upcasters = events, upcasters
+        self.seen = seen
         types = ", ".join(quote_literal(t) for t in sorted(projection.consumes))
         self.where = f"event_type IN ({types})"
         self.consumed = upcast_sql(con, events, upcasters, where=self.where, columns=self.columns)

@@ -27,6 +27,7 @@ from projections.engine import Check, escalate, first_poison_error
 from projections.errors import PoisonEventError
 from warehouse.errors import LakeUnavailableError
 from warehouse.lake import comment_column, is_conflict, retry_conflicts, transaction
+from warehouse.progress import EventProgress
 from warehouse.versions.catalog import (
     ProjectResult,
     ensure_version_tables,
@@ -57,6 +58,7 @@ def rebuild(
     *,
     progress: Callable[[int], None] | None = None,
     chunk_events: int | None = None,
+    events_done: Callable[[int], None] | None = None,
 ) -> ProjectResult:
     """Build ``projections.<name>_v<version>`` from the lake's events (building → ready; a live one stays live).
 
@@ -68,28 +70,35 @@ def rebuild(
     same checkpoint; ``progress`` first gets the events already done) unless the projection's code
     or the upcasters changed, and gives the same table as an uninterrupted rebuild. Poison events
     follow the projection's ``poison.rebuild`` policy (default ``stop``).
+
+    ``events_done``, for a bar, is called with each increment of the events done, inside chunks too
+    (:class:`~warehouse.progress.EventProgress`: a rebuild of one chunk moves it as DuckDB scans),
+    from a background thread or this one, never two at once.
     """
     projection = validate_target(registry, name, version)
     if chunk_events is not None and chunk_events < 1:
         raise ConfigurationError(f"chunk_events must be 1 or more, not {chunk_events}.")
     started = time.monotonic()
-    opening = _open(con, registry, projection, chunk_events, started)
-    plan = opening.start.plan
-    if opening.inserted is not None:  # built at once, in the transaction that read the plan
-        if progress is not None:
-            progress(plan.events)
-        rows, dead = opening.inserted.rows, len(opening.inserted.poison)
-        return ProjectResult(name, version, plan.events, rows, rows, plan.until, dead, time.monotonic() - started)
-    if opening.start.state in (None, "building", "dropped"):
+    with EventProgress(con, events_done) as watch:
+        opening = _open(con, registry, projection, chunk_events, started, watch)
+        plan = opening.start.plan
+        if opening.inserted is not None:  # built at once, in the transaction that read the plan
+            watch.commit(plan.events)
+            if progress is not None:
+                progress(plan.events)
+            rows, dead = opening.inserted.rows, len(opening.inserted.poison)
+            return ProjectResult(name, version, plan.events, rows, rows, plan.until, dead, time.monotonic() - started)
+        if opening.start.state in (None, "building", "dropped"):
 
-        def mark() -> None:
-            with transaction(con):
-                upsert_version(con, projection, "building", START, 0, None, None)
+            def mark() -> None:
+                with transaction(con):
+                    upsert_version(con, projection, "building", START, 0, None, None)
 
-        retry_conflicts(mark, f"marking {projection.label} as building")
-    if plan.chunks_done and progress is not None:
-        progress(plan.events_done)
-    rows, dead = _write_chunks(con, registry, projection, plan, opening.after, progress, started)
+            retry_conflicts(mark, f"marking {projection.label} as building")
+        watch.commit(plan.events_done)
+        if plan.chunks_done and progress is not None:
+            progress(plan.events_done)
+        rows, dead = _write_chunks(con, registry, projection, plan, opening.after, watch, progress, started)
     return ProjectResult(
         name,
         version,
@@ -119,6 +128,7 @@ def _open(
     projection: Projection,
     chunk_events: int | None,
     started: float,
+    watch: EventProgress,
     *,
     missing_ok: bool = True,
 ) -> _Opening:
@@ -137,7 +147,7 @@ def _open(
                 row = (start.plan.expected, start.state, start.letters)  # what _write_chunk's transaction would read
                 with events_until(con, start.plan.until) as events:
                     done = (0, 0, time.monotonic() - started)
-                    work = _Chunk(con, registry, projection, start.plan, 0, events, start.plan.events, done)
+                    work = _Chunk(con, registry, projection, start.plan, 0, events, start.plan.events, done, watch)
                     return _Opening(start, _commit_chunk(work, CHECKS[0], row))
             tx.abandon()
     except (duckdb.Error, *DATA_ERRORS) as exc:
@@ -147,7 +157,7 @@ def _open(
         return _Opening(start, after=CHECKS[0] if isinstance(exc, DATA_ERRORS) else None)
     if start is None:
         ensure_version_tables(con)
-        return _open(con, registry, projection, chunk_events, started, missing_ok=False)
+        return _open(con, registry, projection, chunk_events, started, watch, missing_ok=False)
     return _Opening(start)
 
 
@@ -157,6 +167,7 @@ def _write_chunks(
     projection: Projection,
     plan: Plan,
     after: Check | None,
+    watch: EventProgress,
     progress: Callable[[int], None] | None,
     started: float,
 ) -> tuple[int, int]:
@@ -168,9 +179,10 @@ def _write_chunks(
             for chunk in range(plan.chunks_done, plan.chunks):
                 with chunk_of(con, events, chunk, plan) as chunk_view:
                     done = rows, dead, plan.seconds + time.monotonic() - started
-                    work = _Chunk(con, registry, projection, plan, chunk, chunk_view, sizes[chunk], done)
+                    work = _Chunk(con, registry, projection, plan, chunk, chunk_view, sizes[chunk], done, watch)
                     inserted = _write_chunk(work, after)
                 rows, dead = rows + inserted.rows, dead + len(inserted.poison)
+                watch.commit(sizes[chunk])
                 if progress is not None:
                     progress(sizes[chunk])
         except PoisonEventError as exc:
@@ -196,6 +208,7 @@ class _Chunk:
     events: str  # the relation of its events
     size: int  # how many events it holds
     done: tuple[int, int, float]  # what earlier chunks did: rows, dead letters, seconds
+    watch: EventProgress
 
 
 def _commit_chunk(work: _Chunk, check: Check, row: tuple[Any, ...]) -> InsertResult:
@@ -226,6 +239,7 @@ def _commit_chunk(work: _Chunk, check: Check, row: tuple[Any, ...]) -> InsertRes
             con.execute("DELETE FROM meta.rebuild_dead_letters WHERE projection = ? AND version = ?", [name, version])
         for statement in _table_ddl(projection, staging):
             con.execute(statement)
+    work.watch.begin(size)  # the events this chunk computes, for progress inside it
     inserted = compute_into(
         con,
         projection,
@@ -234,6 +248,7 @@ def _commit_chunk(work: _Chunk, check: Check, row: tuple[Any, ...]) -> InsertRes
         upcasters=registry.upcasters,
         policy=projection.poison.rebuild,
         check=check,
+        seen=work.watch.seen,
     )
     at = datetime.now(UTC)
     rows, dead = done[0] + inserted.rows, done[1] + len(inserted.poison)
