@@ -1,7 +1,5 @@
 """Jobs (typed config), the ingest schedule and the sensor on the event store's safe head."""
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -15,6 +13,7 @@ from pipelines.failures import RETRY_POLICY, as_failure
 from pipelines.resources import ProjectionistResource, current_registry
 from projections import Registry
 from warehouse.errors import LakeNotCreatedError, PromotionError
+from warehouse.progress import LOG_SECONDS, every
 
 __all__ = ["build_automation", "build_jobs"]
 
@@ -41,25 +40,6 @@ class PromoteConfig(dg.Config):
     name: str
     version: int
     force: bool = False
-
-
-#: Seconds between two progress lines of a rebuild in Dagster's log (a bar has no place there).
-PROGRESS_LOG_SECONDS = 5.0
-
-
-def _logged_progress(context: dg.OpExecutionContext, label: str) -> Callable[[int], None]:
-    """A ``progress`` callback that logs the events done so far, at most every :data:`PROGRESS_LOG_SECONDS`."""
-    done = 0
-    last = time.monotonic()
-
-    def advance(events: int) -> None:
-        nonlocal done, last
-        done += events
-        if time.monotonic() - last >= PROGRESS_LOG_SECONDS:
-            last = time.monotonic()
-            context.log.info(f"{label}: {done:,} events so far")
-
-    return advance
 
 
 def _target(name: str, version: int | None) -> tuple[Registry, int | None]:
@@ -91,7 +71,9 @@ def rebuild_version(
             config.name,
             version,
             progress=lambda n: context.log.info(f"committed {n:,} events"),
-            events_done=_logged_progress(context, f"{config.name} v{version}"),
+            events_done=every(
+                LOG_SECONDS, lambda n: context.log.info(f"{config.name} v{version}: {n:,} events so far")
+            ),
         )
         info = {v.version: v for v in versions.list_versions(con, config.name)}[version]
     context.log.info(f"rebuilt {config.name} v{version}: {result.rows:,} rows from {result.events:,} events")

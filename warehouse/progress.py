@@ -11,12 +11,16 @@ reports only with ``enable_progress_bar`` on; its printing stays off) and report
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 
 import duckdb
 
-__all__ = ["EventProgress"]
+__all__ = ["LOG_SECONDS", "EventProgress", "every"]
+
+#: Seconds between two progress lines in a log.
+LOG_SECONDS = 5.0
 
 #: Seconds between two polls of the running statement's progress.
 POLL_SECONDS = 0.1
@@ -105,3 +109,19 @@ class EventProgress:
                 if share > self._share:
                     self._share = share
                     self._report_running()
+
+
+def every(seconds: float, line: Callable[[int], None]) -> Callable[[int], None]:
+    """An ``advance`` callback that adds up the increments and calls ``line`` with the total done so far,
+    at most once every ``seconds`` (for logs, where a bar has no place)."""
+    done = 0
+    last = time.monotonic()
+
+    def advance(events: int) -> None:
+        nonlocal done, last
+        done += events
+        if time.monotonic() - last >= seconds:
+            last = time.monotonic()
+            line(done)
+
+    return advance

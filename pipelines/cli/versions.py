@@ -35,6 +35,7 @@ from warehouse.diff import (
 from warehouse.errors import PromotionError
 from warehouse.ingest import lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.progress import LOG_SECONDS, every
 from warehouse.versions import (
     CHUNK_EVENTS,
     ProjectResult,
@@ -132,7 +133,10 @@ def rebuild_command(name: str, version: int, chunk_events: int | None, dry_run: 
             with click.progressbar(length=total, label=f"{name} v{version}", file=sys.stderr) as bar:
                 result = rebuild(con, registry, name, version, events_done=bar.update, chunk_events=chunk_events)
         else:
-            result = rebuild(con, registry, name, version, chunk_events=chunk_events)
+            line = lambda n: click.echo(f"{name} v{version}: {n:,} events so far", err=True)  # noqa: E731
+            result = rebuild(
+                con, registry, name, version, events_done=every(LOG_SECONDS, line), chunk_events=chunk_events
+            )
         state = next(v.state for v in list_versions(con, name) if v.version == version)
     finally:
         con.close()

@@ -9,7 +9,7 @@ from projections import discover
 from tests.warehouse.conftest import append_shop
 from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
-from warehouse.progress import EventProgress
+from warehouse.progress import EventProgress, every
 from warehouse.sources import StoreSource
 from warehouse.versions import rebuild
 
@@ -68,3 +68,15 @@ def test_a_rebuild_reports_every_event_once_and_per_chunk_commits_unchanged(
         if version == 2 and chunk_events is None:
             # A fold says what it went through: a rebuild of one chunk moves before its commit.
             assert len(done) >= 2 and done[0] < result.events, done
+
+
+def test_a_log_line_gives_the_total_so_far_and_waits_its_interval() -> None:
+    lines: list[int] = []
+    each = every(0.0, lines.append)
+    for n in (5, 7, 1):
+        each(n)
+    assert lines == [5, 12, 13]
+    quiet: list[int] = []
+    rare = every(3600.0, quiet.append)
+    rare(10)
+    assert quiet == []  # nothing before the first interval has passed
