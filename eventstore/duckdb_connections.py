@@ -23,6 +23,8 @@ _BUNDLES = {
     "postgres_scanner": "duckdb_extension_postgres_scanner",
     "ducklake": "duckdb_extension_ducklake",
     "sqlite_scanner": "duckdb_extension_sqlite",
+    "httpfs": "duckdb_extension_httpfs",
+    "aws": "duckdb_extension_aws",
 }
 _ALIASES = {"postgres": "postgres_scanner", "sqlite": "sqlite_scanner"}
 
@@ -41,7 +43,7 @@ def bundled_extension_path(name: str) -> Path | None:
 
 
 def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Load extension ``name`` (postgres, ducklake, sqlite): installed copy first, bundled wheel next."""
+    """Load extension ``name`` (postgres, ducklake, sqlite, httpfs, aws): installed copy first, bundled wheel next."""
     name = _ALIASES.get(name, name)
     try:
         con.execute(f"LOAD {name}")

@@ -17,6 +17,7 @@ version), ``analytics`` (what analysts query), ``meta`` (checkpoints and bookkee
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import re
 import tempfile
@@ -36,6 +37,8 @@ from eventstore.failures import first_line, reason, scrub, verdict
 from eventstore.quoting import quote_literal
 from eventstore.settings import Settings
 from warehouse.errors import LakeConfigurationError, LakeNotCreatedError, LakeUnavailableError
+from warehouse.object_storage import EXTENSIONS as OBJECT_STORAGE_EXTENSIONS
+from warehouse.object_storage import S3Location
 
 __all__ = [
     "DEAD_LETTER_COLUMNS",
@@ -100,25 +103,30 @@ class LakeConfig:
     catalog: str  # libpq DSN, or a SQLite file path
     data_path: str  # ends with "/"
     secret: str | None = None  # the catalog password, to scrub from messages
+    s3: S3Location | None = None  # when the data is on object storage
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LakeConfig:
         """The configured lake; starts the embedded PostgreSQL when it holds the default catalog."""
         data_path = settings.lake_data or str(settings.home / "lake" / "data")
-        if "://" not in data_path:
+        s3 = None
+        if "://" in data_path:
+            s3 = S3Location.parse(data_path, os.environ)  # the standard AWS variables, read where they are used
+        else:
             data_path = str(Path(data_path).expanduser().absolute())
         if not data_path.endswith("/"):
             data_path += "/"
         spec = settings.lake
         if spec is None:
             server = EmbeddedServer(settings.home).start()
-            return cls("postgres", ensure_database(server, LAKE_DATABASE), data_path)
+            return cls("postgres", ensure_database(server, LAKE_DATABASE), data_path, s3=s3)
         if spec.startswith("sqlite:") or spec.endswith((".sqlite", ".sqlite3", ".db")):
             path = Path(spec.removeprefix("sqlite:")).expanduser().absolute()
-            return cls("sqlite", str(path), data_path)
+            return cls("sqlite", str(path), data_path, s3=s3)
         if spec.startswith(("postgres://", "postgresql://")) or "dbname=" in spec or "host=" in spec:
             params = libpq_conninfo(spec)
-            return cls("postgres", spec, data_path, str(params["password"]) if params.get("password") else None)
+            password = str(params["password"]) if params.get("password") else None
+            return cls("postgres", spec, data_path, password, s3)
         raise LakeConfigurationError(
             f"PROJECTIONIST_LAKE {spec!r} is neither a PostgreSQL DSN nor a SQLite file: use "
             "postgresql://user@host:port/database, or sqlite:/path/to/lake.sqlite (single writer only)."
@@ -127,7 +135,8 @@ class LakeConfig:
     @property
     def extensions(self) -> tuple[str, ...]:
         """DuckDB extensions needed to attach this lake (postgres always: ingest reads the store with it)."""
-        return ("ducklake", "postgres") if self.catalog_kind == "postgres" else ("ducklake", "postgres", "sqlite")
+        catalog = ("ducklake", "postgres") if self.catalog_kind == "postgres" else ("ducklake", "postgres", "sqlite")
+        return catalog + (OBJECT_STORAGE_EXTENSIONS if self.s3 is not None else ())
 
     def attach_target(self) -> str:
         """The ``ducklake:...`` string of ATTACH (contains the password, if any: never print it)."""
@@ -346,18 +355,31 @@ def open_lake(
         con.execute("SET ducklake_max_retry_count = 100")
         con.execute("SET ducklake_retry_wait_ms = 20")
         con.execute("SET ducklake_retry_backoff = 1.5")
+        if config.s3 is not None:
+            _object_storage(con, config.s3)
         _attach(con, config, read_only)
         if not read_only:
             # A lake keeps the data path it was created with; PROJECTIONIST_LAKE_DATA only picks it
             # for a new lake. Writing needs the stored one.
             row = con.execute("SELECT value FROM ducklake_options('lake') WHERE option_name = 'data_path'").fetchone()
             if row and row[0] and str(row[0]) != config.data_path:
-                _check_data_path(LakeConfig(config.catalog_kind, config.catalog, str(row[0]), config.secret))
+                _check_data_path(replace(config, data_path=str(row[0])))
             ensure_lake(con)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _object_storage(con: duckdb.DuckDBPyConnection, location: S3Location) -> None:
+    """The connection's secret for the lake's bucket; the credential chain finds the keys when DuckDB needs them."""
+    try:
+        con.execute(location.secret_sql())
+    except duckdb.Error as exc:
+        raise LakeConfigurationError(
+            f"cannot set up access to s3://{location.bucket}: {first_line(exc)}. Give credentials the standard "
+            "AWS way (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the machine's role)."
+        ) from exc
 
 
 def comment_column(table: str, column: str, comment: str) -> str:

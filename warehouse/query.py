@@ -57,7 +57,7 @@ def sandbox(con: duckdb.DuckDBPyConnection, data_path: str, temp_directory: Path
     ``temp_directory`` (private, under the home) is where DuckDB may spill large intermediate results.
     """
     temp_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    allowed = [data_path] if "://" not in data_path else []
+    allowed = [data_path]  # a local folder or an object-storage prefix (s3://bucket/prefix/)
     quoted = ", ".join(quote_literal(path) for path in allowed)
     for statement in (
         "SET temp_directory = " + quote_literal(str(temp_directory)),

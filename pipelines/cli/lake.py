@@ -280,6 +280,8 @@ def attach_command(show_password: bool) -> None:
     extensions = [("ducklake", "ducklake"), ("postgres", "postgres_scanner")]
     if config.catalog_kind == "sqlite":
         extensions = [("ducklake", "ducklake"), ("sqlite", "sqlite_scanner")]
+    if config.s3 is not None:
+        extensions += [("httpfs", "httpfs"), ("aws", "aws")]
     click.echo("-- DuckDB " + duckdb.__version__ + " (other versions cannot read the bundled extensions)")
     for note in notes:
         click.echo(f"-- {note}")
@@ -287,13 +289,15 @@ def attach_command(show_password: bool) -> None:
         click.echo(f"INSTALL {name};")
     for name, _ in extensions:
         click.echo(f"LOAD {name};")
+    if config.s3 is not None:
+        click.echo("-- the lake's files are on S3: credentials come from your AWS environment, profile or role")
+        click.echo(config.s3.secret_sql() + ";")
     click.echo(config.attach_sql(read_only=True, with_data_path=False) + ";")
     click.echo("USE lake;")
-    if "://" not in config.data_path:
-        click.echo("-- lock the session as `projectionist sql` does (no files outside the lake, no ATTACH, no SET):")
-        click.echo(f"SET allowed_directories = [{quote_literal(config.data_path)}];")
-        click.echo("SET enable_external_access = false;")
-        click.echo("SET lock_configuration = true;")
+    click.echo("-- lock the session as `projectionist sql` does (no files outside the lake, no ATTACH, no SET):")
+    click.echo(f"SET allowed_directories = [{quote_literal(config.data_path)}];")
+    click.echo("SET enable_external_access = false;")
+    click.echo("SET lock_configuration = true;")
     click.echo("-- without network, replace INSTALL/LOAD with the extensions bundled in this environment:")
     for _, bundled in extensions:
         path = bundled_extension_path(bundled)
