@@ -11,6 +11,7 @@ import duckdb
 from eventstore.errors import ConfigurationError
 from eventstore.positions import Checkpoint
 from projections import Registry
+from warehouse.errors import PromotionError
 from warehouse.ingest import lake_checkpoint
 from warehouse.lake import transaction
 from warehouse.versions.catalog import (
@@ -21,6 +22,7 @@ from warehouse.versions.catalog import (
     check_fingerprint,
     ensure_version_tables,
     find_version,
+    live_version,
     validate_target,
     version_info,
 )
@@ -69,7 +71,14 @@ def project(
         if not recorded:
             projection = registry.get(name)
             results.append(rebuild(con, registry, name, projection.version))
-            promote(con, registry, name, projection.version, force=True, actor="project (first version)")
+            try:
+                promote(con, registry, name, projection.version, force=True, actor="project (first version)")
+            except PromotionError:
+                # Another process (a second machine's `project`, a Dagster run) built and promoted the
+                # same first version meanwhile: that is what this call wanted too.
+                live = live_version(con, name)
+                if live is None or live.version != projection.version:
+                    raise
             if progress is not None:
                 progress(f"{projection.table_name} built and promoted", results[-1].rows)
             continue
