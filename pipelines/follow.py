@@ -27,10 +27,12 @@ import psycopg
 from eventstore.connection import event_store_dsn
 from eventstore.errors import ProjectionistError
 from eventstore.failures import translate
-from eventstore.positions import Holder
+from eventstore.positions import START, Checkpoint, Holder
 from eventstore.settings import Settings
 from projections import Registry
-from warehouse.ingest import EventSource, IngestResult, ingest
+from projections.registry import declared_types
+from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped_versions
+from warehouse.ingest import EventSource, IngestResult, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import close_source, head_holder, open_source
 from warehouse.versions import ProjectResult, project
@@ -68,6 +70,8 @@ class Follower:
     failures: int = 0
     reported_holder: tuple[int, int] | None = None
     holder_seen: dict[tuple[int, int], float] = field(default_factory=dict)
+    long_stream_threshold: int = DEFAULT_LONG_STREAM_THRESHOLD
+    landed: Checkpoint = START  # the lake's checkpoint after the last cycle's ingest
 
     def cycle(self) -> float:
         """One cycle; returns the seconds to wait before the next. Raises on a terminal failure."""
@@ -104,7 +108,20 @@ class Follower:
             self.source = open_source(self.settings, event_store_dsn(self.settings))
         if self.lake is None:
             self.lake = open_lake(LakeConfig.from_settings(self.settings))
-        return ingest(self.lake, self.source), project(self.lake, self.registry)
+        if self.landed == START:
+            self.landed = lake_checkpoint(self.lake)[0]  # once: later cycles know where the last one ended
+        ingested = ingest(self.lake, self.source)
+        if ingested.events:
+            new = untyped_versions(self.lake, self.landed)
+            if new:
+                # A type or version never seen: analysts get its typed view now, not at the next `ingest`.
+                views = refresh_analytics(
+                    self.lake, long_stream_threshold=self.long_stream_threshold, declared=declared_types()
+                )
+                named = ", ".join(f"{t} v{v}" for t, v in new)
+                self.log(f"{_clock()} new event types: {named}; analytics views written: {len(views)}")
+        self.landed = ingested.checkpoint
+        return ingested, project(self.lake, self.registry)
 
     def _failed(self, error: ProjectionistError) -> float:
         # Connections that saw the failure may be broken in ways a retry on them would not cure

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import duckdb
 
+from eventstore.positions import Checkpoint
 from eventstore.quoting import quote_literal
 from warehouse.lake import retry_conflicts, safe_name, set_view_column_comments, transaction
 
-__all__ = ["DEFAULT_LONG_STREAM_THRESHOLD", "TypedView", "refresh_analytics"]
+__all__ = ["DEFAULT_LONG_STREAM_THRESHOLD", "TypedView", "refresh_analytics", "untyped_versions"]
 
 DEFAULT_LONG_STREAM_THRESHOLD = 1000
 SAMPLE_EVENTS = 10_000  # events per (type, version) used to infer its payload's columns
@@ -204,6 +205,21 @@ def _existing_views(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         "AND schema_name = 'analytics'"
     ).fetchall()
     return {str(name): str(comment) for name, comment in rows}
+
+
+def untyped_versions(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> list[tuple[str, int]]:
+    """The event types and versions landed after ``after`` that have no typed view yet.
+
+    What `follow` asks after each ingest: it reads only the new events, so a cycle pays for the
+    views (:func:`refresh_analytics`, which scans the whole lake) only when a new type or version came.
+    """
+    rows = con.execute(
+        "SELECT DISTINCT event_type, event_version FROM raw.events "
+        "WHERE transaction_id > $1 OR (transaction_id = $1 AND global_position > $2) ORDER BY ALL",
+        [after.transaction_id, after.global_position],
+    ).fetchall()
+    existing = _existing_views(con) if rows else {}
+    return [(str(t), int(v)) for t, v in rows if f"events_{safe_name(str(t))}_v{int(v)}" not in existing]
 
 
 def refresh_analytics(
