@@ -93,6 +93,9 @@ def new_connection(*extensions: str, threads: int | None = None) -> duckdb.DuckD
     if threads is not None:
         config["threads"] = threads
     con = duckdb.connect(":memory:", config=config)
+    # DuckDB draws its own bar on stdout for a statement past 2 s, into whatever output a command has
+    # (a pipe, a log): Projectionist's bars (warehouse.progress) read its progress instead.
+    con.execute("SET enable_progress_bar = false")
     for extension in extensions:
         load_extension(con, extension)
     return con

@@ -1,5 +1,6 @@
 """Jobs (typed config), the ingest schedule and the sensor on the event store's safe head."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -91,6 +92,81 @@ def rebuild_version(
     )
 
 
+class ShardedRebuildConfig(dg.Config):
+    name: str
+    version: int
+    shards: int = 4
+
+
+#: What flows from the plan to each shard's op and on to the swap: (projection, version, shard).
+Shard = tuple[str, int, int]
+
+
+@dg.op(
+    out=dg.DynamicOut(),
+    retry_policy=RETRY_POLICY,
+    description="Plan a sharded rebuild (ranges of stream ids up to the lake's checkpoint); one output per shard.",
+)
+def plan_rebuild_shards(
+    context: dg.OpExecutionContext, config: ShardedRebuildConfig, projectionist: ProjectionistResource
+) -> Iterator[dg.DynamicOutput[Shard]]:
+    from warehouse import versions
+
+    registry, version = _target(config.name, config.version)
+    assert version is not None
+    with as_failure(f"planning shards of {config.name} v{version}"), projectionist.lake_connection() as con:
+        plan = versions.plan_shards(con, registry, config.name, version, config.shards)
+    kept = f"; {len(plan.done)} built by an earlier run are kept" if plan.done else ""
+    context.log.info(f"{config.name} v{version}: {plan.events:,} events in {plan.shards} shards{kept}")
+    for shard in range(plan.shards):  # a shard built already is skipped by its own op
+        yield dg.DynamicOutput((config.name, version, shard), mapping_key=f"shard_{shard}")
+
+
+@dg.op(
+    retry_policy=RETRY_POLICY,
+    description="Build one shard of a planned sharded rebuild into a table of its own (shards run side by side).",
+)
+def build_rebuild_shard(context: dg.OpExecutionContext, projectionist: ProjectionistResource, shard: Shard) -> Shard:
+    from warehouse import versions
+
+    name, version, index = shard
+    registry, _ = _target(name, version)
+    with as_failure(f"building shard {index} of {name} v{version}"), projectionist.lake_connection() as con:
+        rows, dead = versions.build_shard(con, registry, name, version, index)
+    context.log.info(f"{name} v{version} shard {index}: {rows:,} rows" + (f", {dead:,} dead-lettered" if dead else ""))
+    return shard
+
+
+@dg.op(
+    pool=WRITER_POOL,
+    retry_policy=RETRY_POLICY,
+    description="Swap the built shards in as the version's table, in one commit.",
+)
+def finish_rebuild_shards(
+    context: dg.OpExecutionContext, projectionist: ProjectionistResource, shards: list[Shard]
+) -> None:
+    from warehouse import versions
+
+    name, version, _ = shards[0]
+    registry, _ = _target(name, version)
+    with as_failure(f"swapping in the shards of {name} v{version}"), projectionist.lake_connection() as con:
+        result = versions.finish_shards(con, registry, name, version)
+        info = {v.version: v for v in versions.list_versions(con, name)}[version]
+    context.log.info(f"rebuilt {name} v{version} in {result.chunks} shards: {result.rows:,} rows")
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=version_key(name, version),
+            metadata={
+                "rows": dg.MetadataValue.int(info.rows),
+                "state": info.state,
+                "checkpoint": str(info.checkpoint),
+                "shards": dg.MetadataValue.int(result.chunks),
+                "dead_letters": dg.MetadataValue.int(result.dead_letters),
+            },
+        )
+    )
+
+
 @dg.op(
     retry_policy=RETRY_POLICY, description="Compare two versions of a projection row by row and record the comparison."
 )
@@ -161,6 +237,16 @@ def rebuild_projection() -> None:
     rebuild_version()
 
 
+@dg.job(
+    description=(
+        "Rebuild one projection version in shards built side by side by the executor's processes, then swapped "
+        "in once (config: name, version, shards)."
+    )
+)
+def rebuild_projection_sharded() -> None:
+    finish_rebuild_shards(plan_rebuild_shards().map(build_rebuild_shard).collect())
+
+
 @dg.job(description="Compare two versions of a projection (config: name, a, b) and record the report.")
 def compare_versions() -> None:
     compare_two_versions()
@@ -172,7 +258,7 @@ def promote_projection() -> None:
 
 
 def build_jobs(registry: Registry) -> list[Any]:
-    """The four jobs."""
+    """The five jobs."""
     project_selection = dg.AssetSelection.assets(RAW_EVENTS) | dg.AssetSelection.groups("projections", "stream_health")
     ingest_and_project = dg.define_asset_job(
         "ingest_and_project",
@@ -183,7 +269,7 @@ def build_jobs(registry: Registry) -> list[Any]:
         # two minutes of a 2-core machine; the steps of a run wait on one another anyway (the pools).
         executor_def=dg.in_process_executor,
     )
-    return [ingest_and_project, rebuild_projection, compare_versions, promote_projection]
+    return [ingest_and_project, rebuild_projection, rebuild_projection_sharded, compare_versions, promote_projection]
 
 
 def _skip_tick(exc: Exception, what: str) -> dg.SensorResult:

@@ -7,7 +7,9 @@ Also the projection parts of ``status`` and ``demo``: :func:`echo_projection_sta
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,7 +23,7 @@ import duckdb
 from eventstore.errors import ConfigurationError
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.follow import Follower
-from projections import discover
+from projections import Registry, discover
 from projections.registry import did_you_mean
 from warehouse.diff import (
     check_expectation,
@@ -39,9 +41,12 @@ from warehouse.progress import LOG_SECONDS, every
 from warehouse.versions import (
     CHUNK_EVENTS,
     ProjectResult,
+    build_shard,
     dead_letters,
+    finish_shards,
     lag,
     list_versions,
+    plan_shards,
     project,
     promote,
     rebuild,
@@ -108,11 +113,35 @@ def project_command(names: tuple[str, ...], dry_run: bool) -> None:
     help="Events per committed chunk (default: 5,000,000 for SQL bodies, 500,000 for polars, 1,000,000 for folds).",
 )
 @click.option("--dry-run", is_flag=True, help="Say how many events and chunks the rebuild would take; build nothing.")
+@click.option(
+    "--shards",
+    type=click.IntRange(1),
+    help="Split the streams into K shards built by K processes at once, then swapped in together.",
+)
+@click.option(
+    "--shard",
+    type=click.IntRange(0),
+    help="Build only shard I of the planned sharded rebuild (what each of the K processes runs; any machine can).",
+)
 @fail_cleanly
-def rebuild_command(name: str, version: int, chunk_events: int | None, dry_run: bool) -> None:
+def rebuild_command(
+    name: str, version: int, chunk_events: int | None, dry_run: bool, shards: int | None, shard: int | None
+) -> None:
     """Build projections.NAME_vN from every event in the lake while the live version keeps serving."""
     registry = discover()
     projection = validate_target(registry, name, version)
+    if shard is not None:
+        con = _lake()
+        try:
+            rows, dead = build_shard(con, registry, name, version, shard)
+        finally:
+            con.close()
+        poison = f", {dead:,} dead-lettered" if dead else ""
+        click.echo(f"{name} v{version} shard {shard}: {rows:,} rows{poison}")
+        return
+    if shards is not None and not dry_run:
+        _sharded_rebuild(registry, name, version, shards)
+        return
     con = _lake()
     try:
         if dry_run:
@@ -147,6 +176,65 @@ def rebuild_command(name: str, version: int, chunk_events: int | None, dry_run: 
     click.echo(
         f"{name} v{version} {state}: {result.rows:,} rows from {result.events:,} events{chunks}, checkpoint "
         f"{result.checkpoint} ({result.seconds:.1f} s)"
+    )
+
+
+#: Times a failed shard is built again, alone, before the sharded rebuild gives up.
+SHARD_RETRIES = 1
+
+
+def _sharded_rebuild(registry: Registry, name: str, version: int, shards: int) -> None:
+    """Plan K shards, build each in a process of its own (a failed one again, alone), then swap them in once."""
+    con = _lake()
+    try:
+        plan = plan_shards(con, registry, name, version, shards)
+    finally:
+        con.close()
+    todo = [i for i in range(plan.shards) if i not in plan.done]
+    kept = f", {len(plan.done)} already built" if plan.done else ""
+    click.echo(
+        f"rebuilding {name} v{version} from {plan.events:,} events in {plan.shards} shards{kept}, "
+        f"{len(todo)} process(es) at once …",
+        err=True,
+    )
+    current = settings()
+    base = [sys.executable, "-c", "from pipelines.cli import main; main()", "--home", str(current.home)]
+    env = dict(os.environ)
+    if current.event_store_dsn:  # in the environment, not the command line: `ps` shows every user the latter
+        env["PROJECTIONIST_EVENT_STORE_DSN"] = current.event_store_dsn
+    for attempt in range(SHARD_RETRIES + 1):
+        workers = {
+            i: subprocess.Popen(
+                [*base, "rebuild", name, "--version", str(version), "--shard", str(i)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i in todo
+        }
+        failed = []
+        for i, worker in workers.items():
+            output, _ = worker.communicate()
+            if worker.returncode == 0:
+                click.echo(output.strip(), err=True)
+            else:
+                failed.append(i)
+                last = (output.strip().splitlines() or ["(no output)"])[-1]
+                again = "; building it again alone" if attempt < SHARD_RETRIES else ""
+                click.echo(f"shard {i} failed: {last}{again}", err=True)
+        todo = failed
+        if not todo:
+            break
+    con = _lake()
+    try:
+        result = finish_shards(con, registry, name, version)  # names the shards still missing, if any
+        state = next(v.state for v in list_versions(con, name) if v.version == version)
+    finally:
+        con.close()
+    click.echo(
+        f"{name} v{version} {state}: {result.rows:,} rows from {result.events:,} events in {result.chunks} shards, "
+        f"checkpoint {result.checkpoint}"
     )
 
 

@@ -191,3 +191,19 @@ def test_status_shows_an_unfinished_rebuild_and_rebuild_continues_it(
     assert code == 0 and "continuing after chunk 2 of 4" in output, output
     assert "in 4 chunks, 2 of them committed by an earlier run" in output, output
     assert "unfinished" not in run("status", home=tmp_path, env=env)[1]
+
+
+def test_rebuild_in_shards_gives_the_one_process_table(
+    fresh_database: str, tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": fresh_database}
+    code, output = run("demo", "--events", "600", home=tmp_path, env=env)
+    assert code == 0, output
+    query = ["sql", "SELECT * FROM projections.cart_summary_v2 ORDER BY ALL", "--json"]
+    _, before = run(*query, home=tmp_path, env=env)
+    code, output = run("rebuild", "cart_summary", "--version", "2", "--shards", "3", home=tmp_path, env=env)
+    assert code == 0, output
+    assert "in 3 shards" in output and output.count("cart_summary v2 shard ") == 3, output
+    assert run(*query, home=tmp_path, env=env)[1] == before
+    code, output = run("rebuild", "daily_revenue", "--version", "1", "--shards", "2", home=tmp_path, env=env)
+    assert code == 2 and "cannot be split by stream" in output

@@ -20,7 +20,8 @@ The modules, each importing only those before it: ``catalog`` (the meta tables, 
 their states), ``lake_events`` (the events between two checkpoints), ``dead_lettering``,
 ``rebuild_plan`` (chunks, staging table, interrupted rebuilds), ``rebuilding`` (the chunked
 rebuild), ``incremental`` (one version's incremental step), ``promotion`` (promote, rollback,
-retain) and ``advance`` (``project``, ``advance_version``, ``lag``).
+retain) and ``advance`` (``project``, ``advance_version``, ``lag``); ``sharding`` (a rebuild split into shards
+that independent processes build at once, then swapped in once).
 """
 
 from warehouse.errors import FingerprintMismatchError, PromotionError
@@ -38,6 +39,7 @@ from warehouse.versions.lake_events import EVENTS
 from warehouse.versions.promotion import Promotion, latest_comparison, promote, retain, rollback, rollback_target
 from warehouse.versions.rebuild_plan import CHUNK_EVENTS, UnfinishedRebuild, resumable_rebuild, unfinished_rebuilds
 from warehouse.versions.rebuilding import rebuild
+from warehouse.versions.sharding import ShardPlan, build_shard, finish_shards, plan_shards
 
 __all__ = [
     "CHUNK_EVENTS",
@@ -48,14 +50,18 @@ __all__ = [
     "ProjectResult",
     "Promotion",
     "PromotionError",
+    "ShardPlan",
     "UnfinishedRebuild",
     "VersionInfo",
     "advance_version",
+    "build_shard",
     "dead_letters",
     "ensure_version_tables",
+    "finish_shards",
     "lag",
     "latest_comparison",
     "list_versions",
+    "plan_shards",
     "project",
     "promote",
     "rebuild",

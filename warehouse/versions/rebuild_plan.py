@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -186,12 +186,12 @@ def _plan(
     size = chunk_events or CHUNK_EVENTS[projection.kind]
     # A key gathering several streams (stream_keys) needs all of them in one computation.
     chunks = max(1, -(-events // size)) if projection.keyed_by_stream else 1
-    boundaries = _boundaries(con, until, chunks) if chunks > 1 else ()
+    boundaries = stream_boundaries(con, until, chunks) if chunks > 1 else ()
     stale = (str(row[2]), int(row[7])) if row is not None else None
     return Plan(until, events, boundaries, 0, 0, 0, 0, 0.0, uuid.uuid4().hex, True, stale)
 
 
-def _boundaries(con: duckdb.DuckDBPyConnection, until: Checkpoint, chunks: int) -> tuple[str, ...]:
+def stream_boundaries(con: duckdb.DuckDBPyConnection, until: Checkpoint, chunks: int) -> tuple[str, ...]:
     """Stream ids splitting the events up to ``until`` into ``chunks`` ranges of about as many events.
 
     Ranges rather than a hash of the stream: a range is a plain comparison DuckDB pushes into the
@@ -217,8 +217,12 @@ def chunk_of(con: duckdb.DuckDBPyConnection, events: str, chunk: int, plan: Plan
 
 
 def _chunk_range(plan: Plan, chunk: int) -> str:
-    """SQL: the stream is in chunk ``chunk`` (the first chunk also takes NULL stream ids, should there be any)."""
-    bounds = plan.boundaries
+    """SQL: the stream is in chunk ``chunk`` of ``plan``."""
+    return stream_range(plan.boundaries, chunk)
+
+
+def stream_range(bounds: Sequence[str], chunk: int) -> str:
+    """SQL: the stream is in range ``chunk`` of ``bounds`` (the first also takes NULL stream ids, if any)."""
     low = f"stream_id >= {quote_literal(bounds[chunk - 1])}" if chunk > 0 else None
     high = f"stream_id < {quote_literal(bounds[chunk])}" if chunk < len(bounds) else None
     if low is None:

@@ -47,7 +47,7 @@ from warehouse.versions.rebuild_plan import (
     staging_table,
 )
 
-__all__ = ["rebuild"]
+__all__ = ["rebuild", "swap_in", "table_ddl"]
 
 
 def rebuild(
@@ -237,7 +237,7 @@ def _commit_chunk(work: _Chunk, check: Check, row: tuple[Any, ...]) -> InsertRes
         if plan.expected is not None:  # an interrupted run of other code: start over
             con.execute("DELETE FROM meta.rebuilds WHERE name = ? AND version = ?", [name, version])
             con.execute("DELETE FROM meta.rebuild_dead_letters WHERE projection = ? AND version = ?", [name, version])
-        for statement in _table_ddl(projection, staging):
+        for statement in table_ddl(projection, staging):
             con.execute(statement)
     work.watch.begin(size)  # the events this chunk computes, for progress inside it
     inserted = compute_into(
@@ -257,7 +257,7 @@ def _commit_chunk(work: _Chunk, check: Check, row: tuple[Any, ...]) -> InsertRes
         live, letters = row[1] == "live", bool(row[2])
         # Dead letters staged by earlier chunks (of this run or an interrupted one) move in too.
         moved = staged and done[1] > 0
-        _swap_in(con, projection, inserted.poison, plan.until, rows, at, seconds, live, staged, moved, letters)
+        swap_in(con, projection, inserted.poison, plan.until, rows, at, seconds, live, staged, moved, letters)
         return inserted
     write_dead_letters(con, projection, inserted.poison, at, "meta.rebuild_dead_letters")
     if plan.fresh and chunk == 0:
@@ -323,7 +323,7 @@ def _write_chunk(work: _Chunk, after: Check | None = None) -> InsertResult:
     return escalate(lambda check: retry_conflicts(functools.partial(commit, check), what), after=after)
 
 
-def _swap_in(
+def swap_in(
     con: duckdb.DuckDBPyConnection,
     projection: Projection,
     poison: Sequence[PoisonEvent],
@@ -370,7 +370,7 @@ def _swap_in(
         upsert_version(con, projection, state, until, rows, at, seconds)
 
 
-def _table_ddl(projection: Projection, table: str) -> list[str]:
+def table_ddl(projection: Projection, table: str) -> list[str]:
     columns = ", ".join(f"{c.name} {c.type}" for c in projection.output_columns)
     table_comment = f"{projection.name} v{projection.version}: {projection.description}"
     statements = [
