@@ -154,6 +154,10 @@ def _volume(rows: Sequence[VolumeRow]) -> list[str]:
     days = [r.day for r in rows]
     bucket, unit = _bucketing(min(days), max(days))
     stacks: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    day = min(days)
+    while day <= max(days):  # every bucket of the span, empty ones too: the x axis is time
+        stacks.setdefault(bucket(day), defaultdict(int))
+        day += timedelta(days=1)
     for r in rows:
         stacks[bucket(r.day)][r.event_type if r.event_type in shown else "other"] += r.events
     parts.append(_stacked_bars(stacks, types, unit))
@@ -287,7 +291,9 @@ def _bars(values: Sequence[int], labels: Sequence[str], titles: Sequence[str], k
             f"<rect class='bar' data-value='{value}' x='{x:.1f}' y='{TOP + PLOT_H - h:.1f}' width='{width:.1f}' "
             f"height='{h:.1f}' fill='{PALETTE[0]}'><title>{e(title)}</title></rect>"
         )
-    body += _x_labels(labels[0], labels[-1]) if labels else []
+    for i, label in enumerate(labels):
+        x = LEFT + i * step + step / 2
+        body.append(f"<text x='{x:.1f}' y='{TOP + PLOT_H + 16}' text-anchor='middle'>{e(label)}</text>")
     return _svg(kind, body, kind)
 
 

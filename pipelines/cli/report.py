@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from eventstore.errors import ConfigurationError
 from pipelines.cli.base import cli, fail_cleanly, settings
 from warehouse.errors import LakeNotCreatedError
 from warehouse.lake import LakeConfig, open_lake
@@ -37,8 +38,13 @@ def report_command(output: Path | None, as_json: bool) -> None:
         if output is None:
             return
     target = output if output is not None else current.home / "report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_report(report), encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render_report(report), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the report to {target} ({exc.strerror or exc}): choose another --output."
+        ) from exc
     click.echo(str(target), err=as_json)
 
 
