@@ -9,7 +9,7 @@ form) and :mod:`warehouse.report_html` draws them. Five parts:
 2. **lag**: ``meta.ingest_commits``, one row per ingest commit: the checkpoint it reached and the store's
    head the run was reading up to. The head in events is the lake's event count at the commit that reached
    that head (runs read up to the head they took), so the lag is exact in events once that commit exists;
-3. **volume**: ``analytics.event_volume_daily`` (events per day and type);
+3. **volume**: events per day and type, as ``analytics.event_volume_daily`` counts them;
 4. **streams**: ``analytics.stream_stats``: the distribution of stream lengths, and the long streams by id
    (``is_long``, with the threshold the view was built with);
 5. **projections**: ``meta.projection_versions`` (live, staged, rollback target) and each projection's
@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -289,13 +289,19 @@ def lag_history(con: duckdb.DuckDBPyConnection) -> list[LagPoint]:
 
 
 def event_volume(con: duckdb.DuckDBPyConnection) -> list[VolumeRow]:
-    """Events per day and type (``analytics.event_volume_daily``), by day then type."""
-    if not exists(con, "analytics", "event_volume_daily"):
-        return []
+    """Events per day (UTC) and type, by day then type: the ``events`` of ``analytics.event_volume_daily``.
+
+    Counted over ``raw.all_events`` with the day taken from the epoch: the view's ``date_trunc`` of a
+    TIMESTAMPTZ goes through the time-zone library and took 1.2 s over a million events, against 0.15 s.
+    """
     rows = con.execute(
-        "SELECT day, event_type, sum(events) FROM analytics.event_volume_daily GROUP BY ALL ORDER BY day, event_type"
+        "SELECT CAST(floor(epoch_us(recorded_at) / 86400000000) AS BIGINT) AS day, event_type, count(*) "
+        "FROM raw.all_events GROUP BY ALL ORDER BY day, event_type"
     ).fetchall()
-    return [VolumeRow(day, str(event_type), int(events)) for day, event_type, events in rows]
+    return [VolumeRow(_EPOCH + timedelta(days=int(day)), str(t), int(n)) for day, t, n in rows if day is not None]
+
+
+_EPOCH = date(1970, 1, 1)
 
 
 _THRESHOLD = re.compile(r"long_stream_threshold=(\d+)")
