@@ -126,4 +126,5 @@ def test_the_report_page_in_headless_chromium(store_dsn: str, lake_env: dict[str
     assert outside == [] and dialogs == []
     target = os.environ.get("PROJECTIONIST_ARTIFACTS")
     if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copy2(folder / "report.png", Path(target) / "report.png")
