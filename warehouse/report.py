@@ -30,7 +30,7 @@ from typing import Any
 import duckdb
 
 from warehouse.diff.model import Comparison
-from warehouse.lake import LAKE_ALIAS
+from warehouse.lake import LAKE_ALIAS, rollback_transaction
 from warehouse.versions.catalog import exists, list_versions
 from warehouse.versions.promotion import rollback_target
 
@@ -185,19 +185,26 @@ def empty_report(lake: str, data_path: str) -> Report:
 
 
 def build_report(con: duckdb.DuckDBPyConnection, *, lake: str, data_path: str) -> Report:
-    """Read the report's data from ``con`` (the lake attached as ``lake``; read-only is enough)."""
-    snapshot = con.execute(f"SELECT id FROM ducklake_current_snapshot('{LAKE_ALIAS}')").fetchone()
-    return Report(
-        generated_at=datetime.now(UTC),
-        lake=lake,
-        created=True,
-        snapshot=int(snapshot[0]) if snapshot else None,
-        size=lake_size(con, data_path),
-        lag=lag_history(con),
-        volume=event_volume(con),
-        streams=stream_lengths(con),
-        projections=projection_summaries(con),
-    )
+    """Read the report's data from ``con`` (the lake attached as ``lake``; read-only is enough).
+
+    All parts are read in one transaction, so they see one snapshot of the lake even while an ingest commits.
+    """
+    con.execute("BEGIN")
+    try:
+        snapshot = con.execute(f"SELECT id FROM ducklake_current_snapshot('{LAKE_ALIAS}')").fetchone()
+        return Report(
+            generated_at=datetime.now(UTC),
+            lake=lake,
+            created=True,
+            snapshot=int(snapshot[0]) if snapshot else None,
+            size=lake_size(con, data_path),
+            lag=lag_history(con),
+            volume=event_volume(con),
+            streams=stream_lengths(con),
+            projections=projection_summaries(con),
+        )
+    finally:
+        rollback_transaction(con)  # nothing was written: end the read
 
 
 _META = f"__ducklake_metadata_{LAKE_ALIAS}"

@@ -20,6 +20,7 @@ WIDTH, HEIGHT = 900, 220
 LEFT, RIGHT, TOP, BOTTOM = 70, 12, 12, 34
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 MAX_BARS = 120  # more days than this are grouped by week, then by month
+MAX_POINTS = 400  # points drawn per line (a lake with more snapshots or commits is drawn from a sample of them)
 MAX_TYPES = 9  # event types drawn in their own colour; the rest stack as "other"
 PALETTE = ("#4269d0", "#efb118", "#ff725c", "#6cc5b0", "#3ca951", "#ff8ab7", "#a463f2", "#97bbf5", "#9c6b4e", "#9498a0")
 
@@ -343,7 +344,8 @@ def _line_chart(
         x = LEFT + (PLOT_W * (at - first).total_seconds() / span if last > first else PLOT_W / 2)
         return x, TOP + PLOT_H - PLOT_H * value / top
 
-    for i, (s, name) in enumerate(zip(series, names, strict=True)):
+    for i, (whole, name) in enumerate(zip(series, names, strict=True)):
+        s = _thin(whole)
         coords: list[tuple[float, float]] = []
         for at, value in s:
             x, y = xy(at, value)
@@ -364,6 +366,14 @@ def _line_chart(
             )
     body += _x_labels(_time(first), _time(last))
     return _svg(kind, body, kind)
+
+
+def _thin(points: list[tuple[datetime, int]]) -> list[tuple[datetime, int]]:
+    """At most :data:`MAX_POINTS` of ``points``, evenly picked, the first and the last always among them."""
+    if len(points) <= MAX_POINTS:
+        return points
+    every = len(points) / (MAX_POINTS - 1)
+    return [points[int(k * every)] for k in range(MAX_POINTS - 1)] + [points[-1]]
 
 
 def _legend(names: list[str]) -> str:
