@@ -3,7 +3,8 @@
 Each batch is one DuckDB transaction on the lake that (1) re-reads the checkpoint, (2) runs
 ``INSERT INTO raw.events SELECT … FROM postgres_query(<gap-safe keyset query>)`` — rows go
 PostgreSQL → DuckDB → Parquet without Python touching them —, (3) reads the batch's last position
-back from the rows it wrote and (4) moves the checkpoint row in ``meta.checkpoints``. DuckLake
+back from the rows it wrote, (4) moves the checkpoint row in ``meta.checkpoints`` and (5) adds a row to
+``meta.ingest_commits`` (when, the checkpoint reached, the store head read towards: the lag's history). DuckLake
 commits it all as one snapshot, so a crash at any instant
 leaves the lake before or after a batch, never between. A second ingest racing the first
 conflicts on the checkpoint row and re-reads it: no event lands twice.
@@ -222,11 +223,11 @@ def _commit_batch(
     con: duckdb.DuckDBPyConnection,
     source: EventSource,
     after: Checkpoint,
-    bound: int,
+    head: Head,
     limit: int,
     optional: set[str],
 ) -> tuple[int, Checkpoint]:
-    """One lake transaction: up to ``limit`` events after ``after`` plus the moved checkpoint.
+    """One lake transaction: up to ``limit`` events after ``after``, the moved checkpoint, a meta.ingest_commits row.
 
     Returns the events written and the new checkpoint; (0, after) when there was nothing to write
     (then nothing is committed: no empty snapshot).
@@ -236,7 +237,7 @@ def _commit_batch(
         if current != after:
             raise duckdb.TransactionException("checkpoint moved by another ingest: conflict")
         inserted = con.execute(
-            f"INSERT INTO raw.events {select_raw(source, source.batch_sql(after, bound, limit), optional)}"
+            f"INSERT INTO raw.events {select_raw(source, source.batch_sql(after, head.bound, limit), optional)}"
         ).fetchone()
         count = int(inserted[0]) if inserted else 0
         if count == 0:
@@ -261,6 +262,12 @@ def _commit_batch(
             "UPDATE meta.checkpoints SET source = ?, transaction_id = ?, global_position = ?, "
             "events = events + ?, batches = batches + 1, updated_at = get_current_timestamp() WHERE consumer = ?",
             [source.name, end.transaction_id, end.global_position, count, INGEST_CONSUMER],
+        )
+        # The lag's history (`projectionist report`): where this commit left the lake, and the head it read towards.
+        con.execute(
+            "INSERT INTO meta.ingest_commits SELECT get_current_timestamp(), source, transaction_id, global_position, "
+            "?, events, ?, ?, ? FROM meta.checkpoints WHERE consumer = ?",
+            [count, head.bound, head.last.transaction_id, head.last.global_position, INGEST_CONSUMER],
         )
     return count, end
 
@@ -335,7 +342,7 @@ def _ingest(
             # The first try starts where this run knows the lake stands (the batch's transaction
             # checks it again); a retry after a conflict reads where another writer left it.
             after = tries.pop() if tries else lake_checkpoint(con)[0]
-            return _commit_batch(con, source, after, head.bound, batch_size, optional)
+            return _commit_batch(con, source, after, head, batch_size, optional)
 
         return one_batch
 

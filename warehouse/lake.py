@@ -477,8 +477,25 @@ _STORE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("recorded_at", "TIMESTAMPTZ", "When the first ingest recorded it."),
 )
 
+_INGEST_COMMITS_COMMENT = (
+    "One row per ingest commit, written in that commit: when, the checkpoint it reached, and the store's safe head "
+    "the run was reading up to. The lag over time (`projectionist report`); an ingest with nothing new adds no row."
+)
+_INGEST_COMMIT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("committed_at", "TIMESTAMPTZ", "When the commit's transaction started (as raw.events.ingested_at)."),
+    ("source", "VARCHAR", "The store read, e.g. native:public.events."),
+    ("transaction_id", "BIGINT", "Checkpoint reached by this commit: transaction id of its last event."),
+    ("global_position", "BIGINT", "Checkpoint reached by this commit: global position of its last event."),
+    ("events", "BIGINT", "Events this commit landed."),
+    ("lake_events", "BIGINT", "Events in raw.events after this commit (meta.checkpoints.events)."),
+    ("head_bound", "BIGINT", "The store's safe-head bound the run read below (a transaction id or a position)."),
+    ("head_transaction_id", "BIGINT", "The last settled event of that head: its transaction id."),
+    ("head_global_position", "BIGINT", "The last settled event of that head: its global position."),
+)
+
 _REQUIRED = {
     *SCHEMAS,
+    "meta.ingest_commits",
     "raw.events",
     "raw.all_events",
     "meta.checkpoints",
@@ -516,6 +533,8 @@ def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
                 _create_table(con, "meta.dead_letters", DEAD_LETTER_COLUMNS, _DEAD_LETTERS_COMMENT)
             if "meta.store" not in existing:
                 _create_table(con, "meta.store", _STORE_COLUMNS, _STORE_COMMENT)
+            if "meta.ingest_commits" not in existing:
+                _create_table(con, "meta.ingest_commits", _INGEST_COMMIT_COLUMNS, _INGEST_COMMITS_COMMENT)
             if "raw.all_events" not in existing:
                 con.execute("CREATE VIEW raw.all_events AS SELECT * FROM raw.events")
                 con.execute(f"COMMENT ON VIEW raw.all_events IS {quote_literal(_ALL_EVENTS_COMMENT)}")
