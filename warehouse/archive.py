@@ -59,6 +59,7 @@ __all__ = [
     "archive_lake",
     "closing_event_types",
     "parse_duration",
+    "verified_streams",
 ]
 
 #: ``stream_type:Type1,Type2;other:Type3`` (``*`` as stream type: any); overrides the projection set's.
@@ -343,7 +344,7 @@ class StoreArchiveRun:
         }
 
 
-def _verified_streams(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, StreamFingerprint], dict[str, str]]:
+def verified_streams(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, StreamFingerprint], dict[str, str]]:
     """Streams the cold tier holds and the store has not archived yet, each checked against its record.
 
     A stream counts by its latest lake run (a reopened stream archived again has a newer record over
@@ -397,16 +398,16 @@ def archive_in_store(
 ) -> StoreArchiveRun:
     """Archive in the store the streams the lake's cold tier verifiably holds (see the module docstring).
 
-    ``dry_run`` runs the store's check and change and rolls them back, so it lists exactly what would
-    change. ``before_commit`` runs inside the store transaction just before it commits (crash tests).
+    ``dry_run`` runs the store's check only and lists what would change. ``before_commit`` runs inside
+    the store transaction just before it commits (crash tests).
     """
-    verified, skipped = _verified_streams(con)
+    verified, skipped = verified_streams(con)
     action = _action(adapter, delete)
     if not verified:
         return StoreArchiveRun(None, adapter.kind, action, (), 0, skipped, dry_run)
     with connect(adapter.dsn) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        result: StoreArchive = adapter.archive_streams(conn, verified, delete=delete)
+        result: StoreArchive = adapter.archive_streams(conn, verified, delete=delete, dry_run=dry_run)
         if dry_run:
             conn.rollback()
         else:

@@ -91,13 +91,18 @@ class EventStoreAdapter(Protocol):
     def duckdb(self) -> duckdb.DuckDBPyConnection: ...
 
     def archive_streams(
-        self, conn: psycopg.Connection[Any], streams: Mapping[str, StreamFingerprint], *, delete: bool = False
+        self,
+        conn: psycopg.Connection[Any],
+        streams: Mapping[str, StreamFingerprint],
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
     ) -> StoreArchive:
         """Archive ``streams`` in the store with the kind's own mechanism, in ``conn``'s open transaction.
 
         Only streams whose events in the store match their fingerprint (taken from the lake's cold tier)
-        change; ``conn`` is committed by the caller. Kinds that cannot archive raise
-        :class:`ArchiveNotSupportedError` saying why.
+        change; ``conn`` is committed by the caller. ``dry_run`` checks and counts, changing nothing.
+        Kinds that cannot archive raise :class:`ArchiveNotSupportedError` saying why.
         """
         ...
 
@@ -260,7 +265,12 @@ class SqlAdapter(StoreConnection):
     archive_unsupported = "Projectionist knows no archiving mechanism of this store"
 
     def archive_streams(
-        self, conn: psycopg.Connection[Any], streams: Mapping[str, StreamFingerprint], *, delete: bool = False
+        self,
+        conn: psycopg.Connection[Any],
+        streams: Mapping[str, StreamFingerprint],
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
     ) -> StoreArchive:
         """Refuse: this kind has no archiving Projectionist can use (its events stay queryable in the lake)."""
         raise ArchiveNotSupportedError(
@@ -395,6 +405,7 @@ def archive_verified(
     apply: Callable[[list[str]], int],
     *,
     gone_is_done: bool = False,
+    dry_run: bool = False,
 ) -> StoreArchive:
     """Archive the streams whose rows in the store match their fingerprint; skip the others with a reason.
 
@@ -402,7 +413,8 @@ def archive_verified(
     archived or not; ``apply`` archives the active rows of the given streams and returns how many it
     changed. Run in one REPEATABLE READ transaction, the check and ``apply`` see the same rows: an event
     committed meanwhile is neither checked nor archived, and a later ingest reads it. ``gone_is_done``:
-    a stream with no row left counts as archived (a store that deletes).
+    a stream with no row left counts as archived (a store that deletes). ``dry_run`` counts the rows
+    ``apply`` would change and does not call it.
     """
     ids = sorted(streams)
     found: dict[str, tuple[int, int, int]] = {}
@@ -415,6 +427,7 @@ def archive_verified(
         found = {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
     done: list[str] = []
     to_change: list[str] = []
+    would_change = 0
     skipped: dict[str, str] = {}
     for stream_id in ids:
         expected = streams[stream_id]
@@ -431,5 +444,8 @@ def archive_verified(
             done.append(stream_id)
             if active:
                 to_change.append(stream_id)
+                would_change += active
+    if dry_run:
+        return StoreArchive(tuple(done), would_change, skipped)
     changed = apply(to_change) if to_change else 0
     return StoreArchive(tuple(done), changed, skipped)

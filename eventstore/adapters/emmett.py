@@ -154,7 +154,12 @@ class EmmettAdapter(SqlAdapter):
         )
 
     def archive_streams(
-        self, conn: psycopg.Connection[Any], streams: Mapping[str, StreamFingerprint], *, delete: bool = False
+        self,
+        conn: psycopg.Connection[Any],
+        streams: Mapping[str, StreamFingerprint],
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
     ) -> StoreArchive:
         """Set ``is_archived`` on every message of the verified streams (and their ``emt_streams`` rows)."""
         if delete:
@@ -178,4 +183,4 @@ class EmmettAdapter(SqlAdapter):
                 conn.execute(f"UPDATE {streams_table} SET is_archived = true WHERE stream_id = ANY(%s)", (ids,))
             return changed
 
-        return archive_verified(conn, streams, rows, apply)
+        return archive_verified(conn, streams, rows, apply, dry_run=dry_run)

@@ -252,7 +252,12 @@ class MartenAdapter(SqlAdapter):
         )
 
     def archive_streams(
-        self, conn: psycopg.Connection[Any], streams: Mapping[str, StreamFingerprint], *, delete: bool = False
+        self,
+        conn: psycopg.Connection[Any],
+        streams: Mapping[str, StreamFingerprint],
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
     ) -> StoreArchive:
         """Set ``is_archived`` on the verified streams' ``mt_events`` rows and ``mt_streams`` row."""
         if delete:
@@ -279,4 +284,4 @@ class MartenAdapter(SqlAdapter):
             conn.execute(f"UPDATE {self.streams_sql} SET is_archived = true WHERE id::text = ANY(%s)", (ids,))
             return changed
 
-        return archive_verified(conn, streams, rows, apply)
+        return archive_verified(conn, streams, rows, apply, dry_run=dry_run)

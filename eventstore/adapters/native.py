@@ -309,7 +309,12 @@ class NativeAdapter:
         return f"{self.table}_archive"
 
     def archive_streams(
-        self, conn: psycopg.Connection[Any], streams: Mapping[str, StreamFingerprint], *, delete: bool = False
+        self,
+        conn: psycopg.Connection[Any],
+        streams: Mapping[str, StreamFingerprint],
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
     ) -> StoreArchive:
         """Move the verified streams' rows to ``<table>_archive`` (or delete them with ``delete``)."""
         table = table_ref(self.schema, self.table).as_string(conn)
@@ -330,7 +335,7 @@ class NativeAdapter:
                 (ids,),
             ).rowcount
 
-        return archive_verified(conn, streams, rows, apply, gone_is_done=delete)
+        return archive_verified(conn, streams, rows, apply, gone_is_done=delete, dry_run=dry_run)
 
     def close(self) -> None:
         """Release the reader's connections."""
