@@ -369,8 +369,9 @@ def comment_column(table: str, column: str, comment: str) -> str:
 
 
 _RAW_EVENTS_COMMENT = (
-    "Every event of the event store exactly once, as stored, in ingest order (transaction_id, "
-    "global_position). Written only by `projectionist ingest`; read through raw.all_events."
+    "The hot tier: every event of the event store exactly once, as stored, in ingest order (transaction_id, "
+    "global_position), until `projectionist archive` moves a finished stream to archive.events. Written by "
+    "`projectionist ingest`; read through raw.all_events."
 )
 _ALL_EVENTS_COMMENT = (
     "The one relation readers of raw events use: every event once, from the hot tier (raw.events) "

@@ -10,7 +10,7 @@ from eventstore.adapters import open_reader
 from eventstore.connection import event_store_dsn
 from eventstore.errors import ConfigurationError
 from pipelines.cli.base import cli, fail_cleanly, settings
-from warehouse.archive import ArchiveRun, StoreArchiveRun, archive_in_store, archive_lake
+from warehouse.archive import ArchiveRun, StoreArchiveRun, archive_in_store, archive_lake, parse_duration
 from warehouse.lake import LakeConfig, open_lake
 
 __all__ = ["archive_command"]
@@ -40,6 +40,7 @@ def archive_command(older_than: str, in_store: bool, delete: bool, dry_run: bool
     """
     if delete and not in_store:
         raise ConfigurationError("--delete applies to --in-store only: add --in-store, or leave --delete out.")
+    parse_duration(older_than)  # a bad duration fails before anything is opened
     current = settings()
     if in_store:
         if not yes and not dry_run:
@@ -92,15 +93,17 @@ def _report_store(run: StoreArchiveRun, as_json: bool) -> None:
         return
     streams = len(run.streams)
     what = f"{streams:,} stream{'' if streams == 1 else 's'} ({run.events:,} events, {run.kind}: {run.action})"
-    if run.dry_run:
-        click.echo(f"dry run: would archive {what} in the store; nothing was changed")
-    else:
+    if not streams and not run.skipped:
         click.echo(
-            f"archived {what} in the store"
-            if streams
-            else "nothing to archive in the store: no stream of the lake's cold tier waits for it "
+            "nothing to archive in the store: no stream of the lake's cold tier waits for it "
             "(`projectionist archive` moves finished streams there first)"
         )
+    elif not streams:
+        click.echo(f"nothing archived in the store: {len(run.skipped):,} stream(s) skipped")
+    elif run.dry_run:
+        click.echo(f"dry run: would archive {what} in the store; nothing was changed")
+    else:
+        click.echo(f"archived {what} in the store")
     for stream_id in run.streams[:LISTED]:
         click.echo(f"  {stream_id}")
     if streams > LISTED:
