@@ -11,7 +11,9 @@ writers fail with "database is locked" even with retries, measured).
 
 The lake is attached to DuckDB as ``lake`` and made the default catalog, so ``raw.events`` works
 unqualified. Schemas: ``raw`` (events as stored), ``projections`` (one table per projection
-version), ``analytics`` (what analysts query), ``meta`` (checkpoints and bookkeeping).
+version), ``analytics`` (what analysts query), ``meta`` (checkpoints and bookkeeping), ``archive``
+(the cold tier: ``archive.events``, events of finished streams moved out of ``raw.events``, see
+:mod:`warehouse.archive`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from warehouse.object_storage import EXTENSIONS as OBJECT_STORAGE_EXTENSIONS
 from warehouse.object_storage import S3Location
 
 __all__ = [
+    "ALL_EVENTS_SQL",
     "DEAD_LETTER_COLUMNS",
     "LAKE_ALIAS",
     "LAKE_DATABASE",
@@ -57,7 +60,7 @@ __all__ = [
 
 LAKE_DATABASE = "projectionist_lake"
 LAKE_ALIAS = "lake"
-SCHEMAS = ("raw", "projections", "analytics", "meta")
+SCHEMAS = ("raw", "projections", "analytics", "meta", "archive")
 
 # The contract of raw.events (issue 3); other packages build on these exact names and types.
 RAW_EVENT_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -388,13 +391,21 @@ def comment_column(table: str, column: str, comment: str) -> str:
 
 
 _RAW_EVENTS_COMMENT = (
-    "Every event of the event store exactly once, as stored, in ingest order (transaction_id, "
-    "global_position). Written only by `projectionist ingest`; read through raw.all_events."
+    "The hot tier: every event of the event store exactly once, as stored, in ingest order (transaction_id, "
+    "global_position), until `projectionist archive` moves a finished stream to archive.events. Written by "
+    "`projectionist ingest`; read through raw.all_events."
 )
 _ALL_EVENTS_COMMENT = (
-    "The one relation readers of raw events use: today the hot raw.events table; later also the "
-    "cold archive tier (a UNION ALL), without readers changing."
+    "The one relation readers of raw events use: every event once, from the hot tier (raw.events) "
+    "and the cold tier (archive.events, finished streams moved by `projectionist archive`)."
 )
+_ARCHIVE_EVENTS_COMMENT = (
+    "The cold tier: events of finished streams moved out of raw.events by `projectionist archive`, "
+    "verified by count and checksum per stream in the same commit. Same columns as raw.events; "
+    "read through raw.all_events."
+)
+#: raw.all_events: both tiers. Hot first, so a scan in lake order mostly reads hot files.
+ALL_EVENTS_SQL = "SELECT * FROM raw.events UNION ALL SELECT * FROM archive.events"
 _CHECKPOINTS_COMMENT = (
     "Where each consumer of the event store stands: one row per consumer, updated in the same "
     "commit as the rows it covers."
@@ -498,6 +509,7 @@ _REQUIRED = {
     "meta.ingest_commits",
     "raw.events",
     "raw.all_events",
+    "archive.events",
     "meta.checkpoints",
     "meta.column_comments",
     "meta.dead_letters",
@@ -506,10 +518,11 @@ _REQUIRED = {
 
 
 def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the schemas, ``raw.events``, ``raw.all_events`` and the meta tables if missing (idempotent).
+    """Create the schemas, ``raw.events``, ``archive.events``, ``raw.all_events`` and the meta tables if missing.
 
-    All in one commit: a new lake is complete from its first snapshot, and opening an existing
-    one writes nothing.
+    Idempotent, all in one commit: a new lake is complete from its first snapshot, and opening an existing
+    one writes nothing. A lake made before the cold tier existed gets ``archive.events`` and a
+    ``raw.all_events`` over both tiers on its first writable open (the view was hot-only then).
     """
     if _existing(con) >= _REQUIRED:
         return  # no DDL, so opening an existing lake adds no snapshot
@@ -535,8 +548,11 @@ def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
                 _create_table(con, "meta.store", _STORE_COLUMNS, _STORE_COMMENT)
             if "meta.ingest_commits" not in existing:
                 _create_table(con, "meta.ingest_commits", _INGEST_COMMIT_COLUMNS, _INGEST_COMMITS_COMMENT)
-            if "raw.all_events" not in existing:
-                con.execute("CREATE VIEW raw.all_events AS SELECT * FROM raw.events")
+            if "archive.events" not in existing:
+                _create_table(con, "archive.events", RAW_EVENT_COLUMNS, _ARCHIVE_EVENTS_COMMENT)
+                con.execute(f"ALTER TABLE archive.events SET PARTITIONED BY ({RAW_EVENTS_PARTITIONING})")
+            if "raw.all_events" not in existing or "archive.events" not in existing:
+                con.execute(f"CREATE OR REPLACE VIEW raw.all_events AS {ALL_EVENTS_SQL}")
                 con.execute(f"COMMENT ON VIEW raw.all_events IS {quote_literal(_ALL_EVENTS_COMMENT)}")
                 set_view_column_comments(con, "raw", "all_events", [(n, c) for n, _, c in RAW_EVENT_COLUMNS])
 

@@ -43,11 +43,14 @@ from dataclasses import dataclass
 
 from eventstore.adapters._base import (
     ADAPTER_SCHEMA,
+    ArchiveNotSupportedError,
     BadRow,
     CatalogTable,
     EventStoreAdapter,
     SqlAdapter,
+    StoreArchive,
     StoreMismatchError,
+    StreamFingerprint,
     bad_rows,
     catalog_tables,
     raise_for_bad_rows,
@@ -62,6 +65,7 @@ from eventstore.settings import Settings
 __all__ = [
     "ADAPTERS",
     "ADAPTER_SCHEMA",
+    "ArchiveNotSupportedError",
     "BadRow",
     "EmmettAdapter",
     "EventStoreAdapter",
@@ -69,6 +73,8 @@ __all__ = [
     "FoundStore",
     "MartenAdapter",
     "NativeAdapter",
+    "StoreArchive",
+    "StreamFingerprint",
     "adapter_class",
     "bad_rows",
     "describe_found",

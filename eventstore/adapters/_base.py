@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import duckdb
+import psycopg
 import pyarrow as pa
 from psycopg import sql
 
@@ -23,15 +24,20 @@ __all__ = [
     "ADAPTER_SCHEMA",
     "DEFAULT_TABLE",
     "UNBOUNDED",
+    "ArchiveNotSupportedError",
     "BadRow",
     "CatalogTable",
     "EventStoreAdapter",
     "SqlAdapter",
+    "StoreArchive",
     "StoreConnection",
     "StoreMismatchError",
+    "StreamFingerprint",
+    "archive_verified",
     "attached_store",
     "bad_rows",
     "catalog_tables",
+    "event_fingerprint_sql",
     "quote_literal",
     "raise_for_bad_rows",
     "snapshot_head",
@@ -83,6 +89,22 @@ class EventStoreAdapter(Protocol):
         ...
 
     def duckdb(self) -> duckdb.DuckDBPyConnection: ...
+
+    def archive_streams(
+        self,
+        conn: psycopg.Connection[Any],
+        streams: Mapping[str, StreamFingerprint],
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
+    ) -> StoreArchive:
+        """Archive ``streams`` in the store with the kind's own mechanism, in ``conn``'s open transaction.
+
+        Only streams whose events in the store match their fingerprint (taken from the lake's cold tier)
+        change; ``conn`` is committed by the caller. ``dry_run`` checks and counts, changing nothing.
+        Kinds that cannot archive raise :class:`ArchiveNotSupportedError` saying why.
+        """
+        ...
 
     def close(self) -> None: ...
 
@@ -239,6 +261,23 @@ class SqlAdapter(StoreConnection):
         batch as a set and reads its end back from the rows, so DuckDB need not sort them."""
         return self.duckdb_relation_sql(after, bound, limit)
 
+    #: Why this kind cannot archive in the store, for kinds that keep the default :meth:`archive_streams`.
+    archive_unsupported = "Projectionist knows no archiving mechanism of this store"
+
+    def archive_streams(
+        self,
+        conn: psycopg.Connection[Any],
+        streams: Mapping[str, StreamFingerprint],
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
+    ) -> StoreArchive:
+        """Refuse: this kind has no archiving Projectionist can use (its events stay queryable in the lake)."""
+        raise ArchiveNotSupportedError(
+            f"archive --in-store is not supported for {self.kind} stores: {self.archive_unsupported}. "
+            "Its finished streams stay archived in the lake only (`projectionist archive` without --in-store)."
+        )
+
     # -- shared -----------------------------------------------------------------------------
     def ref(self, table: str) -> str:
         """``schema.table`` quoted for PostgreSQL."""
@@ -327,3 +366,86 @@ def raise_for_bad_rows(batches: Sequence[pa.RecordBatch] | pa.RecordBatch) -> No
     for batch in [batches] if isinstance(batches, pa.RecordBatch) else batches:
         for row in bad_rows(batch):
             raise UndecodableEventError(row.reason)
+
+
+# -- archiving in the store (``projectionist archive --in-store``) ------------------------------
+
+
+class ArchiveNotSupportedError(ConfigurationError):
+    """Raised when a store kind (or this store's schema) has no archiving Projectionist can use."""
+
+
+@dataclass(frozen=True)
+class StreamFingerprint:
+    """What the lake's cold tier holds of one stream: its events and :func:`event_fingerprint_sql` summed."""
+
+    events: int
+    checksum: int
+
+
+@dataclass(frozen=True)
+class StoreArchive:
+    """What archiving in the store did: streams done (now or before), events changed now, streams skipped."""
+
+    archived: tuple[str, ...]
+    events: int
+    skipped: dict[str, str]
+
+
+def event_fingerprint_sql(event_id: str, position: str) -> str:
+    """PostgreSQL: 60 bits of md5(``event_id@position``) as bigint. DuckDB computes the same over the lake
+    (:mod:`warehouse.archive`), so a stream's sum compares across the two systems."""
+    return f"('x' || substr(md5(({event_id})::text || '@' || ({position})::text), 1, 15))::bit(60)::bigint"
+
+
+def archive_verified(
+    conn: psycopg.Connection[Any],
+    streams: Mapping[str, StreamFingerprint],
+    rows_sql: str,
+    apply: Callable[[list[str]], int],
+    *,
+    gone_is_done: bool = False,
+    dry_run: bool = False,
+) -> StoreArchive:
+    """Archive the streams whose rows in the store match their fingerprint; skip the others with a reason.
+
+    ``rows_sql`` yields ``stream_id text, fingerprint bigint, active bool`` for every event of the store,
+    archived or not; ``apply`` archives the active rows of the given streams and returns how many it
+    changed. Run in one REPEATABLE READ transaction, the check and ``apply`` see the same rows: an event
+    committed meanwhile is neither checked nor archived, and a later ingest reads it. ``gone_is_done``:
+    a stream with no row left counts as archived (a store that deletes). ``dry_run`` counts the rows
+    ``apply`` would change and does not call it.
+    """
+    ids = sorted(streams)
+    found: dict[str, tuple[int, int, int]] = {}
+    if ids:
+        rows = conn.execute(
+            f"SELECT r.stream_id, count(*), coalesce(sum(r.fingerprint), 0)::text, count(*) FILTER (WHERE r.active) "
+            f"FROM ({rows_sql}) AS r WHERE r.stream_id = ANY(%s) GROUP BY r.stream_id",
+            (ids,),
+        ).fetchall()
+        found = {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+    done: list[str] = []
+    to_change: list[str] = []
+    would_change = 0
+    skipped: dict[str, str] = {}
+    for stream_id in ids:
+        expected = streams[stream_id]
+        events, checksum, active = found.get(stream_id, (0, 0, 0))
+        if events == 0 and gone_is_done:
+            done.append(stream_id)
+        elif (events, checksum) != (expected.events, expected.checksum):
+            skipped[stream_id] = (
+                f"the store holds {events} event(s) of it, the lake's archive {expected.events}"
+                + ("" if events != expected.events else " with other ids")
+                + ": it changed after archiving in the lake; run `projectionist ingest` and `projectionist archive`"
+            )
+        else:
+            done.append(stream_id)
+            if active:
+                to_change.append(stream_id)
+                would_change += active
+    if dry_run:
+        return StoreArchive(tuple(done), would_change, skipped)
+    changed = apply(to_change) if to_change else 0
+    return StoreArchive(tuple(done), changed, skipped)

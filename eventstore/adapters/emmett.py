@@ -31,11 +31,30 @@ Gap safety (``gap_safety = "transaction-snapshot"``): exactly the native reader'
 later one can get a smaller id, so the rows below it never change; Emmett's own processors
 read the same way. Archiving flips ``is_archived`` but keeps ``transaction_id``, so an
 archived event is never read twice.
+
+Archiving (``projectionist archive --in-store``) sets Emmett's own ``is_archived`` on every message
+of the stream (and on its ``emt_streams`` row, where that table has the flag). The column is part
+of the primary key and of Emmett's partitioning, so PostgreSQL moves the row to the archived
+partition; ``transaction_id`` and ``global_position`` are values and stay as they were.
 """
 
 from __future__ import annotations
 
-from eventstore.adapters._base import CatalogTable, SqlAdapter, snapshot_head
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+from eventstore.adapters._base import (
+    ArchiveNotSupportedError,
+    CatalogTable,
+    SqlAdapter,
+    StoreArchive,
+    StreamFingerprint,
+    archive_verified,
+    event_fingerprint_sql,
+    snapshot_head,
+)
 from eventstore.errors import ConfigurationError
 from eventstore.positions import START, Checkpoint, Head
 from eventstore.quoting import quote_literal
@@ -133,3 +152,35 @@ class EmmettAdapter(SqlAdapter):
             bound=int(bound),
             limit=f" LIMIT {int(limit)}" if limit is not None else "",
         )
+
+    def archive_streams(
+        self,
+        conn: psycopg.Connection[Any],
+        streams: Mapping[str, StreamFingerprint],
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
+    ) -> StoreArchive:
+        """Set ``is_archived`` on every message of the verified streams (and their ``emt_streams`` rows)."""
+        if delete:
+            raise ArchiveNotSupportedError(
+                "--delete is for the native store only: Emmett archives by its own is_archived flag."
+            )
+        fingerprint = event_fingerprint_sql("m.message_id", "m.global_position")
+        rows = (
+            f"SELECT m.stream_id, {fingerprint} AS fingerprint, NOT m.is_archived AS active "
+            f"FROM {self.table_sql} AS m WHERE m.message_kind = 'E'"
+        )
+        streams_table = self.ref("emt_streams") if "is_archived" in self.columns("emt_streams") else None
+
+        def apply(ids: list[str]) -> int:
+            changed = conn.execute(
+                f"UPDATE {self.table_sql} SET is_archived = true WHERE stream_id = ANY(%s) AND NOT is_archived "
+                "AND message_kind = 'E'",
+                (ids,),
+            ).rowcount
+            if streams_table is not None:
+                conn.execute(f"UPDATE {streams_table} SET is_archived = true WHERE stream_id = ANY(%s)", (ids,))
+            return changed
+
+        return archive_verified(conn, streams, rows, apply, dry_run=dry_run)

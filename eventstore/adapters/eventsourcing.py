@@ -161,6 +161,12 @@ class EventsourcingAdapter(SqlAdapter):
     kind = "eventsourcing"
     gap_safety = "table-lock"
     bound_kind = "position"
+    archive_unsupported = (
+        "the eventsourcing library has no archived flag, and an aggregate's events are its only state: "
+        "the library's repository rebuilds an aggregate from them (snapshots are optional), and its "
+        "process applications follow notification ids, so moving or deleting rows would break the "
+        "application itself"
+    )
 
     @classmethod
     def recognize(cls, table: CatalogTable) -> str | None:

@@ -50,6 +50,13 @@ none of them a timer:
    transaction holds it back exactly at its own first position (Marten's daemon reasons the
    same way with its liveness probe, but then skips stale gaps on a timer; this never does).
 
+Archiving (``projectionist archive --in-store``) sets Marten's own ``is_archived`` on the stream's
+rows of ``mt_events`` and on its ``mt_streams`` row, as Marten's ``ArchiveStream`` does. ``seq_id``
+does not change (with Marten's archived-stream partitioning the row moves to the archived
+partition, keeping it), so the keyset read below never reads an archived event again, and the
+reader keeps reading archived rows (flagged) rather than skipping them: an event archived before
+the lake read it is still read once, never lost.
+
 The bound is a position, so the per-batch SQL is the simple keyset ``seq_id > after AND
 seq_id <= H`` (``bound_kind = "position"``): the ingest calls ``head(after)`` and passes
 ``head.bound`` as ``bound``. Requirements, checked when the adapter opens: one
@@ -60,7 +67,20 @@ store-wide ``mt_events_sequence`` (Marten's per-tenant sequences are refused), w
 
 from __future__ import annotations
 
-from eventstore.adapters._base import CatalogTable, SqlAdapter
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+from eventstore.adapters._base import (
+    ArchiveNotSupportedError,
+    CatalogTable,
+    SqlAdapter,
+    StoreArchive,
+    StreamFingerprint,
+    archive_verified,
+    event_fingerprint_sql,
+)
 from eventstore.adapters.highwater import SequenceHighWater
 from eventstore.connection import connect_read_only
 from eventstore.errors import ConfigurationError
@@ -160,6 +180,7 @@ class MartenAdapter(SqlAdapter):
         for token, value in replacements.items():
             select = select.replace(token, value)
         self._select = select
+        self.has_archive_flag = opt("is_archived") and "is_archived" in streams
         if not opt("is_archived"):
             self._select = self._select.replace("coalesce(e.is_archived, false)", "false")
         self.high_water = SequenceHighWater(self.events_sql, "seq_id", self.sequence_sql)
@@ -229,3 +250,38 @@ class MartenAdapter(SqlAdapter):
             bound=int(bound),
             limit=f" LIMIT {int(limit)}" if limit is not None else "",
         )
+
+    def archive_streams(
+        self,
+        conn: psycopg.Connection[Any],
+        streams: Mapping[str, StreamFingerprint],
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
+    ) -> StoreArchive:
+        """Set ``is_archived`` on the verified streams' ``mt_events`` rows and ``mt_streams`` row."""
+        if delete:
+            raise ArchiveNotSupportedError(
+                "--delete is for the native store only: Marten archives by its own is_archived flag."
+            )
+        if not self.has_archive_flag:
+            raise ArchiveNotSupportedError(
+                f"archive --in-store is not supported for this marten store: {self.schema}.mt_events or mt_streams "
+                "has no is_archived column (a Marten release before stream archiving?)."
+            )
+        fingerprint = event_fingerprint_sql("e.id", "e.seq_id")
+        rows = (
+            f"SELECT e.stream_id::text AS stream_id, {fingerprint} AS fingerprint, "
+            f"NOT coalesce(e.is_archived, false) AS active FROM {self.events_sql} AS e"
+        )
+
+        def apply(ids: list[str]) -> int:
+            changed = conn.execute(
+                f"UPDATE {self.events_sql} SET is_archived = true "
+                "WHERE stream_id::text = ANY(%s) AND NOT coalesce(is_archived, false)",
+                (ids,),
+            ).rowcount
+            conn.execute(f"UPDATE {self.streams_sql} SET is_archived = true WHERE id::text = ANY(%s)", (ids,))
+            return changed
+
+        return archive_verified(conn, streams, rows, apply, dry_run=dry_run)

@@ -22,27 +22,38 @@ most a few slices in memory (benchmarks/read_throughput.py measures both against
 :class:`NativeAdapter` is what the registry opens: the reader's batches with the two adapter columns
 (the native table has no archive and no tenant, so ``is_archived`` is false and ``tenant_id`` null
 on every row), detection of the native table, and its lag.
+
+Archiving in the store (``projectionist archive --in-store``) moves a verified stream's rows from
+``<table>`` to ``<table>_archive`` (same columns, created on first use), or deletes them with
+``--delete``. Rows leave the read table with their ``(transaction_id, global_position)``; nothing
+new appears in it, so the reader's bound and keyset are unaffected and a later ingest neither
+re-reads nor misses an event.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 import duckdb
+import psycopg
 import pyarrow as pa
 
 from eventstore.adapters._base import (
     ADAPTER_SCHEMA,
     DEFAULT_TABLE,
     CatalogTable,
+    StoreArchive,
     StoreConnection,
     StoreMismatchError,
+    StreamFingerprint,
+    archive_verified,
     catalog_tables,
+    event_fingerprint_sql,
     snapshot_head,
 )
 from eventstore.connection import connect_read_only, describe_dsn
@@ -291,6 +302,40 @@ class NativeAdapter:
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """The native reader's DuckDB connection (store attached as ``store``)."""
         return self.reader.duckdb()
+
+    @property
+    def archive_table(self) -> str:
+        """The table archived streams move to: ``<table>_archive`` beside the events table."""
+        return f"{self.table}_archive"
+
+    def archive_streams(
+        self,
+        conn: psycopg.Connection[Any],
+        streams: Mapping[str, StreamFingerprint],
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
+    ) -> StoreArchive:
+        """Move the verified streams' rows to ``<table>_archive`` (or delete them with ``delete``)."""
+        table = table_ref(self.schema, self.table).as_string(conn)
+        archive = table_ref(self.schema, self.archive_table).as_string(conn)
+        fingerprint = event_fingerprint_sql("e.event_id", "e.global_position")
+        rows = f"SELECT e.stream_id, {fingerprint} AS fingerprint, true AS active FROM {table} AS e"
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (archive,)).fetchone()
+        if exists and exists[0]:
+            rows += f" UNION ALL SELECT e.stream_id, {fingerprint}, false FROM {archive} AS e"
+
+        def apply(ids: list[str]) -> int:
+            if delete:
+                return conn.execute(f"DELETE FROM {table} WHERE stream_id = ANY(%s)", (ids,)).rowcount
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {archive} (LIKE {table}, PRIMARY KEY (global_position))")
+            return conn.execute(
+                f"WITH moved AS (DELETE FROM {table} WHERE stream_id = ANY(%s) RETURNING *) "
+                f"INSERT INTO {archive} SELECT * FROM moved",
+                (ids,),
+            ).rowcount
+
+        return archive_verified(conn, streams, rows, apply, gone_is_done=delete, dry_run=dry_run)
 
     def close(self) -> None:
         """Release the reader's connections."""

@@ -266,7 +266,7 @@ def test_bad_options_get_a_clear_error(con: duckdb.DuckDBPyConnection) -> None:
         compare(con, "a", "b", ["cart_id"], tolerances={"status": 0.1})
     with pytest.raises(ComparisonError, match="sample_size"):
         compare(con, "a", "b", ["cart_id"], sample_size=-1)
-    with pytest.raises(ComparisonError, match=r"events relation 'lake\.raw\.events' does not exist"):
+    with pytest.raises(ComparisonError, match=r"events relation 'lake\.raw\.all_events' does not exist"):
         compare(con, "a", "b", ["cart_id"], trail=TrailSpec())
     with pytest.raises(ComparisonError, match=r"trail predicate 'e\.nope = k\.cart_id' failed: Binder Error"):
         compare(con, "a", "b", ["cart_id"], trail=TrailSpec(events="events", predicate="e.nope = k.cart_id"))
@@ -444,6 +444,7 @@ def test_compare_and_record_on_ducklake(tmp_path: Path) -> None:
     con.execute("CREATE TABLE lake.projections.cart_summary_v1 AS SELECT * FROM lake.main.a")
     con.execute("CREATE TABLE lake.projections.cart_summary_v2 AS SELECT * FROM lake.main.b")
     con.execute("CREATE TABLE lake.raw.events AS SELECT * FROM lake.main.events")
+    con.execute("CREATE VIEW lake.raw.all_events AS SELECT * FROM lake.raw.events")  # the trail's default relation
     result = compare(
         con,
         "lake.projections.cart_summary_v1",

@@ -76,7 +76,7 @@ class TrailSpec:
     ``e.stream_id = k.<key>``: the key is the stream id, as for ``cart_summary.cart_id``.
     """
 
-    events: str = "lake.raw.events"
+    events: str = "lake.raw.all_events"
     predicate: str | None = None
 
 
