@@ -1,6 +1,6 @@
 """The ``projectionist`` command line: the group of :mod:`pipelines.cli.base` with every command family
-registered on it (:mod:`~pipelines.cli.store`, :mod:`~pipelines.cli.lake`, :mod:`~pipelines.cli.server`,
-:mod:`~pipelines.cli.versions`, :mod:`~pipelines.cli.report`, :mod:`~pipelines.cli.archive`), and :func:`main`, the console script's entry point."""
+registered on it (one module each: store, lake, server, versions, backup, report, archive), and
+:func:`main`, the console script's entry point."""
 
 from __future__ import annotations
 
