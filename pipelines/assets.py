@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from eventstore.positions import START
 from pipelines.failures import RETRY_POLICY, as_failure
 from pipelines.resources import ProjectionistResource, current_registry
 from projections import Projection, Registry
@@ -155,11 +156,16 @@ def _version_asset(projection: Projection) -> dg.AssetsDefinition:
         if not result.events and version in known:
             why = "is up to date" if info.state in ("live", "ready") else f"is {info.state} and does not advance"
             context.log.info(f"{name} v{version} {why} (checkpoint {info.checkpoint}): nothing to do")
+        # The position range this materialization covered, in the lake's order (what `explain` lists
+        # for a row is below "to_position"): a rebuild covers everything from the start.
+        covered_from = known[version].checkpoint if version in known else START
         return dg.MaterializeResult(
             metadata={
                 "rows": dg.MetadataValue.int(info.rows),
                 "state": info.state,
                 "checkpoint": str(info.checkpoint),
+                "from_position": str(covered_from),
+                "to_position": str(info.checkpoint),
                 "events_applied": dg.MetadataValue.int(result.events),
                 "keys_recomputed": dg.MetadataValue.int(result.keys),
                 "dead_letters": dg.MetadataValue.int(result.dead_letters),

@@ -5,7 +5,7 @@ registered on it (:mod:`~pipelines.cli.store`, :mod:`~pipelines.cli.lake`, :mod:
 from __future__ import annotations
 
 from eventstore.private import private_umask
-from pipelines.cli import lake, server, store, versions  # noqa: F401  (importing them registers their commands)
+from pipelines.cli import governance, lake, server, store, versions  # noqa: F401  (importing them registers their commands)
 from pipelines.cli.base import cli
 
 __all__ = ["cli", "main"]
