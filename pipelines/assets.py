@@ -19,6 +19,7 @@ from pipelines.resources import ProjectionistResource, current_registry
 from projections import Projection, Registry
 from projections.registry import declared_types
 from warehouse.analytics import refresh_analytics
+from warehouse.event_catalog import refresh_event_catalog
 from warehouse.ingest import ingest, lake_checkpoint
 
 __all__ = ["RAW_EVENTS", "WRITER_POOL", "analytics_key", "build_assets", "version_key"]
@@ -65,6 +66,7 @@ def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistRe
         result = ingest(con, source, progress=lambda n: context.log.info(f"committed a batch of {n:,} events"))
         declared = declared_types()
         views = refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold, declared=declared)
+        refresh_event_catalog(con)
         lag_events, _oldest = source.pending(result.checkpoint)
     seconds = time.monotonic() - started
     return dg.MaterializeResult(

@@ -30,6 +30,7 @@ from eventstore.failures import translate
 from eventstore.positions import Holder
 from eventstore.settings import Settings
 from projections import Registry
+from warehouse.event_catalog import refresh_event_catalog
 from warehouse.ingest import EventSource, IngestResult, ingest
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import close_source, head_holder, open_source
@@ -104,7 +105,10 @@ class Follower:
             self.source = open_source(self.settings, event_store_dsn(self.settings))
         if self.lake is None:
             self.lake = open_lake(LakeConfig.from_settings(self.settings))
-        return ingest(self.lake, self.source), project(self.lake, self.registry)
+        ingested = ingest(self.lake, self.source)
+        if ingested.events:
+            refresh_event_catalog(self.lake)
+        return ingested, project(self.lake, self.registry)
 
     def _failed(self, error: ProjectionistError) -> float:
         # Connections that saw the failure may be broken in ways a retry on them would not cure

@@ -184,7 +184,7 @@ def _row(
     if not rows:
         sample = con.execute(f"SELECT {', '.join(projection.key)} FROM lake.{info.table} LIMIT 1").fetchone()
         hint = f", e.g. {format_key(sample)!r}" if sample else " (the table is empty)"
-        described = ", ".join(f"{k} = {v!r}" for k, v in key.items())
+        described = ", ".join(f"{k} = '{v}'" for k, v in key.items())
         raise ConfigurationError(
             f"no row of {projection.name} v{info.version} has {described}: {info.table} holds {info.rows:,} rows; "
             f"give a key it holds{hint}."

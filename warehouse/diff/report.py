@@ -55,9 +55,10 @@ _PROJECTION_TABLE = re.compile(r"(?:^|\.)projections\.([a-z][a-z0-9_]*)_v([0-9]+
 
 
 def _explain_hint(c: Comparison, row_class: str, s: Sample) -> str | None:
-    """The ``projectionist explain`` command for a sampled key of a projection version (the side holding the row)."""
+    """The ``projectionist explain`` command for a sampled differing key of a projection version (the side holding
+    the row); None for identical rows and for relations that are not projection versions."""
     match = _PROJECTION_TABLE.search(c.a if row_class == "only_in_a" else c.b)
-    if match is None:
+    if match is None or row_class == "identical":
         return None
     return "explain: " + explain_command(match[1], int(match[2]), [s.key[k] for k in c.keys])
 
