@@ -34,7 +34,7 @@ from projections.engine.keys import contributions
 from projections.engine.run import Run
 from projections.registry import did_you_mean
 from projections.upcasting import upcast_sql
-from warehouse.versions import EVENTS, VersionInfo, dead_letters, list_versions
+from warehouse.versions import EVENTS, VersionInfo, list_versions
 from warehouse.versions.lake_events import events_until, filtered_view
 
 __all__ = [
@@ -261,7 +261,7 @@ def _built_from(
             f"FROM ({upcast}) AS u JOIN ({stored_versions}) AS s USING (event_id) "
             "ORDER BY u.transaction_id, u.global_position"
         ).fetchall()
-    poison = {d.event_id: d.reason for d in dead_letters(con, name=projection.name) if d.version == info.version}
+    poison = _dead_lettered(con, projection.name, info.version, [str(r[4]) for r in rows])
     events = []
     for row in rows:
         read = _event(row)
@@ -282,6 +282,18 @@ def _built_from(
             )
         )
     return events
+
+
+def _dead_lettered(con: duckdb.DuckDBPyConnection, name: str, version: int, event_ids: list[str]) -> dict[str, str]:
+    """Why the version set aside those of ``event_ids`` it dead-lettered (by event id)."""
+    if not event_ids:
+        return {}
+    ids = ", ".join(quote_literal(i) for i in event_ids)
+    rows = con.execute(
+        f"SELECT event_id, reason FROM meta.dead_letters WHERE projection = ? AND version = ? AND event_id IN ({ids})",
+        [name, version],
+    ).fetchall()
+    return {str(i): str(reason) for i, reason in rows}
 
 
 def _chain(con: duckdb.DuckDBPyConnection, events: list[ExplainedEvent]) -> tuple[list[ExplainedEvent], int]:

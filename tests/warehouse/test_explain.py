@@ -144,6 +144,9 @@ def test_the_correlation_chain_crosses_streams_and_matches_the_store(
             metadata={"correlation_id": correlation, "causation_id": last_id},
         )
         append(conn, "payment-1", "payment", [payment])
+        # And a poison event in the cart: listed with the reason the version set it aside.
+        poison = NewEvent("ItemAdded", {"product_id": "SKU-001", "quantity": "many", "unit_price": 1})
+        append(conn, cart, "cart", [poison])
         conn.commit()
     source = open_source(Settings.from_env({}), store_dsn)
     sources.append(source)
@@ -180,6 +183,9 @@ def test_the_correlation_chain_crosses_streams_and_matches_the_store(
     assert [e.global_position for e in explanation.chain] == others and len(others) == 1
     chained = explanation.chain[0]
     assert (chained.stream_id, chained.event_type, chained.causation_id) == ("payment-1", "PaymentRequested", last_id)
+    poisoned = [e for e in explanation.events if e.dead_letter]
+    assert [e.event_id for e in poisoned] == [str(poison.event_id)] and "quantity" in (poisoned[0].dead_letter or "")
+    assert "dead-lettered: " in text
     confirmed = next(e for e in explanation.events if e.event_id == last_id)
     assert f"caused by {confirmed.position}" in text
     assert "1 other event(s) share it" in text
