@@ -273,7 +273,9 @@ def catalog_entries(
         CatalogEntry(
             stream_type=r[0],
             event_type=str(r[1]),
-            event_version=int(r[2]),
+            # A store may leave the version NULL: listed as v0, which no projection reads (the engine
+            # dead-letters such events too), so it is flagged unhandled.
+            event_version=int(r[2]) if r[2] is not None else 0,
             events=int(r[3]),
             first_seen=r[4],
             last_seen=r[5],
