@@ -17,9 +17,7 @@ streams).
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -200,23 +198,12 @@ def _streams(
         return [str(next(iter(key.values())))]
     with events_until(con, info.checkpoint) as events:
         run = Run(con, projection, events, registry.upcasters)
-        table = contributions(run, run.consumed)
-    with _registered(con, table) as contributed:
-        where = " AND ".join(f"{k} = ?" for k in key)
-        rows = con.execute(
-            f"SELECT DISTINCT stream_id FROM {contributed} WHERE {where} ORDER BY 1", list(key.values())
-        ).fetchall()
+        with run.registered(contributions(run, run.consumed)) as contributed:
+            where = " AND ".join(f"{k} = ?" for k in key)
+            rows = con.execute(
+                f"SELECT DISTINCT stream_id FROM {contributed} WHERE {where} ORDER BY 1", list(key.values())
+            ).fetchall()
     return [str(r[0]) for r in rows]
-
-
-@contextmanager
-def _registered(con: duckdb.DuckDBPyConnection, table: Any) -> Iterator[str]:
-    name = f"_explain_{uuid.uuid4().hex[:12]}"
-    con.register(name, table)
-    try:
-        yield name
-    finally:
-        con.unregister(name)
 
 
 _EVENT_COLUMNS = (
@@ -253,13 +240,13 @@ def _built_from(
         f"AND transaction_id <= {tx} AND (transaction_id < {tx} OR global_position <= {position})"
     )
     types = ", ".join(quote_literal(t) for t in sorted(projection.consumes))
-    stored_versions = f"SELECT event_id, event_version AS stored_version FROM {EVENTS} WHERE {where}"
-    with filtered_view(con, "explain", EVENTS, where) as view:
+    # stored_version rides along the upcast untouched (it keeps every column it does not rewrite).
+    with_stored = f"(SELECT *, event_version AS stored_version FROM {EVENTS})"
+    with filtered_view(con, "explain", with_stored, where) as view:
         upcast = upcast_sql(con, view, registry.upcasters, where=f"event_type IN ({types})")
         rows = con.execute(
-            f"SELECT {', '.join('u.' + c.strip() for c in _EVENT_COLUMNS.split(','))}, u.data, s.stored_version "
-            f"FROM ({upcast}) AS u JOIN ({stored_versions}) AS s USING (event_id) "
-            "ORDER BY u.transaction_id, u.global_position"
+            f"SELECT {_EVENT_COLUMNS}, data, stored_version FROM ({upcast}) AS u "
+            "ORDER BY transaction_id, global_position"
         ).fetchall()
     poison = _dead_lettered(con, projection.name, info.version, [str(r[4]) for r in rows])
     events = []
