@@ -13,11 +13,13 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from eventstore.positions import START
 from pipelines.failures import RETRY_POLICY, as_failure
 from pipelines.resources import ProjectionistResource, current_registry
 from projections import Projection, Registry
 from projections.registry import declared_types
 from warehouse.analytics import refresh_analytics
+from warehouse.event_catalog import refresh_event_catalog
 from warehouse.ingest import ingest, lake_checkpoint
 
 __all__ = ["RAW_EVENTS", "WRITER_POOL", "analytics_key", "build_assets", "version_key"]
@@ -64,6 +66,7 @@ def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistRe
         result = ingest(con, source, progress=lambda n: context.log.info(f"committed a batch of {n:,} events"))
         declared = declared_types()
         views = refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold, declared=declared)
+        refresh_event_catalog(con)
         lag_events, _oldest = source.pending(result.checkpoint)
     seconds = time.monotonic() - started
     return dg.MaterializeResult(
@@ -155,11 +158,16 @@ def _version_asset(projection: Projection) -> dg.AssetsDefinition:
         if not result.events and version in known:
             why = "is up to date" if info.state in ("live", "ready") else f"is {info.state} and does not advance"
             context.log.info(f"{name} v{version} {why} (checkpoint {info.checkpoint}): nothing to do")
+        # The position range this materialization covered, in the lake's order (what `explain` lists
+        # for a row is below "to_position"): a rebuild covers everything from the start.
+        covered_from = known[version].checkpoint if version in known else START
         return dg.MaterializeResult(
             metadata={
                 "rows": dg.MetadataValue.int(info.rows),
                 "state": info.state,
                 "checkpoint": str(info.checkpoint),
+                "from_position": str(covered_from),
+                "to_position": str(info.checkpoint),
                 "events_applied": dg.MetadataValue.int(result.events),
                 "keys_recomputed": dg.MetadataValue.int(result.keys),
                 "dead_letters": dg.MetadataValue.int(result.dead_letters),

@@ -108,24 +108,40 @@ def _schema_drift(registry: Registry) -> dg.AssetChecksDefinition:
         asset=RAW_EVENTS,
         name="no_unhandled_event_types",
         description=(
-            "Every event type and version in the lake is consumed by a projection or upcast to a version that is: "
-            "anything else is schema drift nobody reads."
+            "Every event type and version in the lake (analytics.event_catalog) is consumed by a projection, "
+            "directly or through upcasters: anything else is schema drift nobody reads. Fails naming them."
         ),
     )
     def no_unhandled_event_types(projectionist: ProjectionistResource) -> dg.AssetCheckResult:
-        current = current_registry()
-        consumed = {t for p in current for t in p.consumes}
-        with as_failure("reading raw.all_events"), projectionist.lake_connection(read_only=True) as con:
-            seen = con.execute(
-                "SELECT event_type, event_version, count(*) FROM raw.all_events GROUP BY ALL ORDER BY ALL"
-            ).fetchall()
-        unhandled = [
-            {"event_type": t, "event_version": int(v), "events": int(n)} for t, v, n in seen if t not in consumed
-        ]
+        from warehouse.event_catalog import catalog_entries, refresh_event_catalog, unhandled_entries
+
+        with as_failure("reading the event catalog"), projectionist.lake_connection() as con:
+            refresh_event_catalog(con)
+            entries = catalog_entries(con, current_registry())
+        unhandled = unhandled_entries(entries)
+        named = "; ".join(
+            f"{e.event_type} v{e.event_version} ({e.events:,} events of stream type {e.stream_type or '-'})"
+            for e in unhandled
+        )
         return dg.AssetCheckResult(
             passed=not unhandled,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"unhandled": dg.MetadataValue.json(unhandled), "types_seen": dg.MetadataValue.int(len(seen))},
+            description=f"unhandled event types and versions: {named}" if unhandled else None,
+            metadata={
+                "unhandled": dg.MetadataValue.json(
+                    [
+                        {
+                            "stream_type": e.stream_type,
+                            "event_type": e.event_type,
+                            "event_version": e.event_version,
+                            "events": e.events,
+                            "why": next(f for f in e.flags if f.startswith("unhandled")),
+                        }
+                        for e in unhandled
+                    ]
+                ),
+                "types_seen": dg.MetadataValue.int(len(entries)),
+            },
         )
 
     return no_unhandled_event_types

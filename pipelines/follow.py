@@ -32,6 +32,7 @@ from eventstore.settings import Settings
 from projections import Registry
 from projections.registry import declared_types
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped_versions
+from warehouse.event_catalog import refresh_event_catalog
 from warehouse.ingest import EventSource, IngestResult, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import close_source, head_holder, open_source
@@ -112,6 +113,7 @@ class Follower:
             self.landed = lake_checkpoint(self.lake)[0]  # once: later cycles know where the last one ended
         ingested = ingest(self.lake, self.source)
         if ingested.events:
+            refresh_event_catalog(self.lake)
             new = untyped_versions(self.lake, self.landed)
             if new:
                 # A type or version never seen: analysts get its typed view now, not at the next `ingest`.

@@ -1,11 +1,11 @@
 """The ``projectionist`` command line: the group of :mod:`pipelines.cli.base` with every command family
-registered on it (one module each: store, lake, server, versions, backup, report, archive), and
+registered on it (one module each: store, lake, server, versions, backup, report, archive, governance), and
 :func:`main`, the console script's entry point."""
 
 from __future__ import annotations
 
 from eventstore.private import private_umask
-from pipelines.cli import archive, backup, lake, report, server, store, versions  # noqa: F401  (importing them registers their commands)
+from pipelines.cli import archive, backup, governance, lake, report, server, store, versions  # noqa: F401  (importing them registers their commands)
 from pipelines.cli.base import cli
 
 __all__ = ["cli", "main"]

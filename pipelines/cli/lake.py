@@ -24,6 +24,7 @@ from pipelines.server import listening_port, role_password
 from projections.registry import declared_types
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.errors import LakeConfigurationError, LakeNotCreatedError
+from warehouse.event_catalog import refresh_event_catalog
 from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint, table_files
 from warehouse.lake import ANALYST_ROLE, LakeConfig, analyst_lake, open_lake
 from warehouse.query import (
@@ -72,6 +73,7 @@ def ingest_and_report(
             views = []
             if result.events:  # nothing new: the views stand, and the projection modules need not load
                 views = refresh_analytics(con, long_stream_threshold=threshold, declared=declared_types())
+                refresh_event_catalog(con)
             dead = _ingest_dead_letters(con)
         finally:
             con.close()

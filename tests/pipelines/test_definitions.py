@@ -11,6 +11,7 @@ import dagster as dg
 
 from eventstore.connection import connect
 from eventstore.demo import append_demo_shop
+from eventstore.positions import START
 from pipelines.definitions import build_definitions, defs
 from tests.pipelines.conftest import resource_for
 
@@ -88,6 +89,9 @@ def test_ingest_and_project_in_process(store_dsn: str, lake_env: dict[str, str],
         for m in result.asset_materializations_for_node(node)
     }
     assert built[("projections", "cart_summary", "v1")]["rows"].value > 0
+    # The position range each materialization covered: a first build covers everything ingested.
+    assert built[("projections", "cart_summary", "v1")]["from_position"].value == str(START)
+    assert built[("projections", "cart_summary", "v1")]["to_position"].value == raw["to_position"].value
     with resource.lake_connection(read_only=True) as con:
         carts = con.execute("SELECT count(DISTINCT stream_id) FROM raw.all_events").fetchone()
         rows = con.execute("SELECT count(*) FROM projections.cart_summary_v1").fetchone()

@@ -7,8 +7,10 @@ nothing from outside (no script, no stylesheet, no font).
 from __future__ import annotations
 
 import html
+import re
 
 from warehouse.diff.model import ColumnStats, Comparison, DeltaStats, KeyReport, Sample
+from warehouse.explain import explain_command
 
 __all__ = ["render_html", "render_markdown", "render_text"]
 
@@ -49,7 +51,19 @@ def _schema_lines(c: Comparison) -> list[str]:
     return lines
 
 
-def _sample_line(row_class: str, s: Sample) -> str:
+_PROJECTION_TABLE = re.compile(r"(?:^|\.)projections\.([a-z][a-z0-9_]*)_v([0-9]+)$")
+
+
+def _explain_hint(c: Comparison, row_class: str, s: Sample) -> str | None:
+    """The ``projectionist explain`` command for a sampled differing key of a projection version (the side holding
+    the row); None for identical rows and for relations that are not projection versions."""
+    match = _PROJECTION_TABLE.search(c.a if row_class == "only_in_a" else c.b)
+    if match is None or row_class == "identical":
+        return None
+    return "explain: " + explain_command(match[1], int(match[2]), [s.key[k] for k in c.keys])
+
+
+def _sample_line(c: Comparison, row_class: str, s: Sample) -> str:
     parts = [_key(s.key)]
     if row_class == "changed":
         assert s.a is not None and s.b is not None
@@ -64,6 +78,9 @@ def _sample_line(row_class: str, s: Sample) -> str:
             )
         else:
             parts.append("trail: no events")
+    hint = _explain_hint(c, row_class, s)
+    if hint is not None:
+        parts.append(hint)
     return " | ".join(parts)
 
 
@@ -105,7 +122,7 @@ def render_text(c: Comparison) -> str:
         items = c.samples.get(name) or []
         if items:
             out += ["", f"Sample: {_CLASS_TITLES[name]}"]
-            out += [f"  {_sample_line(name, s)}" for s in items]
+            out += [f"  {_sample_line(c, name, s)}" for s in items]
     return "\n".join(out) + "\n"
 
 
@@ -137,7 +154,7 @@ def render_markdown(c: Comparison) -> str:
         items = c.samples.get(name) or []
         if items:
             out += ["", f"**Sample: {_CLASS_TITLES[name]}**", ""]
-            out += [f"- {_md(_sample_line(name, s))}" for s in items]
+            out += [f"- {_md(_sample_line(c, name, s))}" for s in items]
     return "\n".join(out) + "\n"
 
 
@@ -221,7 +238,7 @@ def render_html(c: Comparison, verdict: str | None = None) -> str:
         items = c.samples.get(name) or []
         if items:
             parts += [f"<h2>Sample: {_CLASS_TITLES[name]}</h2><ul>"]
-            parts += [f"<li>{e(_sample_line(name, s))}</li>" for s in items]
+            parts += [f"<li>{e(_sample_line(c, name, s))}</li>" for s in items]
             parts.append("</ul>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
