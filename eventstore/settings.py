@@ -10,7 +10,10 @@ from pathlib import Path
 
 from eventstore.errors import ConfigurationError
 
-__all__ = ["Settings", "validate_identifier"]
+__all__ = ["DEFAULT_LONG_STREAM_DAYS", "Settings", "parse_closing_events", "validate_identifier"]
+
+#: A stream whose first and last events lie further apart than this many days is long-lived.
+DEFAULT_LONG_STREAM_DAYS = 30.0
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -36,6 +39,9 @@ class Settings:
     store_table: str = "events"
     lake: str | None = None
     lake_data: str | None = None
+    long_stream_days: float = DEFAULT_LONG_STREAM_DAYS
+    # stream type -> the event types that close such a stream ("*": any stream type); empty: the projections'
+    closing_events: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,6 +55,8 @@ class Settings:
             store_table=env.get("PROJECTIONIST_EVENT_STORE_TABLE") or "events",
             lake=env.get("PROJECTIONIST_LAKE") or None,
             lake_data=env.get("PROJECTIONIST_LAKE_DATA") or None,
+            long_stream_days=_days(env.get("PROJECTIONIST_LONG_STREAM_DAYS"), "PROJECTIONIST_LONG_STREAM_DAYS"),
+            closing_events=parse_closing_events(env.get("PROJECTIONIST_CLOSING_EVENTS") or ""),
         )
         return settings.validated()
 
@@ -73,3 +81,36 @@ class Settings:
     def uses_embedded_store(self) -> bool:
         """True when the event store is Projectionist's own embedded PostgreSQL."""
         return self.event_store_dsn is None
+
+
+def _days(text: str | None, what: str) -> float:
+    if not text:
+        return DEFAULT_LONG_STREAM_DAYS
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days > 0 or days == float("inf"):
+        raise ConfigurationError(f"{what}={text!r} is not a positive number of days: use e.g. 30 or 0.5.")
+    return days
+
+
+def parse_closing_events(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``cart:CartConfirmed,CartCancelled;order:OrderShipped`` → ``(("cart", ("CartCancelled", "CartConfirmed")), …)``.
+
+    The value of ``PROJECTIONIST_CLOSING_EVENTS``: per stream type (``*`` for any), the event types that
+    close a stream of that type. Raises ConfigurationError naming the part that is not of that form.
+    """
+    parsed: dict[str, tuple[str, ...]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        stream_type, colon, types = part.partition(":")
+        names = tuple(sorted({t.strip() for t in types.split(",") if t.strip()}))
+        if not colon or not stream_type.strip() or not names:
+            raise ConfigurationError(
+                f"PROJECTIONIST_CLOSING_EVENTS part {part!r} is not STREAM_TYPE:EventType[,EventType…]: use e.g. "
+                "cart:CartConfirmed,CartCancelled;order:OrderShipped ('*' as the stream type for any)."
+            )
+        parsed[stream_type.strip()] = names
+    return tuple(sorted(parsed.items()))

@@ -71,7 +71,12 @@ def ingest_and_report(
                 result = ingest(con, source, batch_size=batch_size, compact_after=compact_after)
             views = []
             if result.events:  # nothing new: the views stand, and the projection modules need not load
-                views = refresh_analytics(con, long_stream_threshold=threshold, declared=declared_types())
+                views = refresh_analytics(
+                    con,
+                    long_stream_threshold=threshold,
+                    long_stream_days=settings.long_stream_days,
+                    declared=declared_types(),
+                )
             dead = _ingest_dead_letters(con)
         finally:
             con.close()
