@@ -6,11 +6,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 from eventstore.errors import ConfigurationError
 
-__all__ = ["DEFAULT_LONG_STREAM_DAYS", "Settings", "parse_closing_events", "validate_identifier"]
+__all__ = ["DEFAULT_LONG_STREAM_DAYS", "Settings", "parse_closing_events", "parse_duration", "validate_identifier"]
 
 #: A stream whose first and last events lie further apart than this many days is long-lived.
 DEFAULT_LONG_STREAM_DAYS = 30.0
@@ -42,6 +43,8 @@ class Settings:
     long_stream_days: float = DEFAULT_LONG_STREAM_DAYS
     # stream type -> the event types that close such a stream ("*": any stream type); empty: the projections'
     closing_events: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # `maintain` never expires what time travel within this window needs (PROJECTIONIST_TIME_TRAVEL_WINDOW)
+    time_travel_window: timedelta = timedelta(0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,6 +60,9 @@ class Settings:
             lake_data=env.get("PROJECTIONIST_LAKE_DATA") or None,
             long_stream_days=_days(env.get("PROJECTIONIST_LONG_STREAM_DAYS"), "PROJECTIONIST_LONG_STREAM_DAYS"),
             closing_events=parse_closing_events(env.get("PROJECTIONIST_CLOSING_EVENTS") or ""),
+            time_travel_window=parse_duration(
+                env.get("PROJECTIONIST_TIME_TRAVEL_WINDOW") or "0s", "PROJECTIONIST_TIME_TRAVEL_WINDOW"
+            ),
         )
         return settings.validated()
 
@@ -114,3 +120,17 @@ def parse_closing_events(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
             )
         parsed[stream_type.strip()] = names
     return tuple(sorted(parsed.items()))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str, what: str = "duration") -> timedelta:
+    """``7d``, ``12h``, ``30m``, ``0s``, ``2w`` → a timedelta; ConfigurationError naming ``what`` otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigurationError(
+            f"{what} {text!r} is not a duration: use a number and a unit, e.g. 7d, 12h, 30m, 0s (units s, m, h, d, w)."
+        )
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])

@@ -32,6 +32,7 @@ ENV_FIELDS = {
     "lake_data": "PROJECTIONIST_LAKE_DATA",
     "long_stream_days": "PROJECTIONIST_LONG_STREAM_DAYS",
     "closing_events": "PROJECTIONIST_CLOSING_EVENTS",
+    "time_travel_window": "PROJECTIONIST_TIME_TRAVEL_WINDOW",
 }
 
 
@@ -54,6 +55,7 @@ class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     lake_data: str | None = None
     long_stream_days: str | None = None  # a number of days, as in PROJECTIONIST_LONG_STREAM_DAYS
     closing_events: str | None = None  # as in PROJECTIONIST_CLOSING_EVENTS
+    time_travel_window: str | None = None  # a duration, as in PROJECTIONIST_TIME_TRAVEL_WINDOW
     max_lag_events: int = 10_000
     long_stream_threshold: int = 1000
 
@@ -62,6 +64,7 @@ class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         env = {
             "PROJECTIONIST_LONG_STREAM_DAYS": self.long_stream_days or "",
             "PROJECTIONIST_CLOSING_EVENTS": self.closing_events or "",
+            "PROJECTIONIST_TIME_TRAVEL_WINDOW": self.time_travel_window or "",
         }
         settings = Settings.from_env(env).with_overrides(
             home=self.home,
