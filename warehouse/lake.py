@@ -100,6 +100,7 @@ class LakeConfig:
     catalog: str  # libpq DSN, or a SQLite file path
     data_path: str  # ends with "/"
     secret: str | None = None  # the catalog password, to scrub from messages
+    snapshot: int | None = None  # attach the lake as it stood at this DuckLake snapshot (read-only; time travel)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LakeConfig:
@@ -140,8 +141,10 @@ class LakeConfig:
         options = []
         if with_data_path:
             options.append(f"DATA_PATH {quote_literal(self.data_path)}")
-        if read_only:
+        if read_only or self.snapshot is not None:
             options.append("READ_ONLY")
+        if self.snapshot is not None:
+            options.append(f"SNAPSHOT_VERSION {int(self.snapshot)}")
         suffix = f" ({', '.join(options)})" if options else ""
         return f"ATTACH {quote_literal(self.attach_target())} AS {alias}{suffix}"
 
