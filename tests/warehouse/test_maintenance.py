@@ -61,6 +61,15 @@ def test_maintain_brings_the_data_path_back_to_the_live_data(
     in_window = maintain(con, older_than=timedelta(0), window=timedelta(days=1))
     assert in_window.expired == [] and past_answers(con)[: len(history)] == history, "the window keeps them all"
 
+    # A rebuild under way (its row in meta.rebuilds) keeps every snapshot since it started.
+    middle, started = con.execute(
+        "SELECT snapshot_id, snapshot_time FROM ducklake_snapshots('lake') ORDER BY snapshot_id LIMIT 1 OFFSET 10"
+    ).fetchone() or (0, None)
+    con.execute("INSERT INTO meta.rebuilds (name, version, started_at) VALUES ('cart_summary', 9, ?)", [started])
+    during = maintain(con, older_than=timedelta(0), dry_run=True)
+    assert during.expired and max(during.expired) < middle and "cart_summary v9" in during.pins.reasons[0]
+    con.execute("DELETE FROM meta.rebuilds WHERE version = 9")
+
     dry = maintain(con, older_than=timedelta(0), dry_run=True)
     assert dry.expired and lake_size(con).disk_bytes == dry.before.disk_bytes, "a dry run deletes nothing"
 
