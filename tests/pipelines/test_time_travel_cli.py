@@ -9,7 +9,13 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from benchmarks._lake_data import bulk_append
+from eventstore.adapters import NativeAdapter
 from pipelines.cli import cli
+from projections import discover
+from warehouse.ingest import ingest, lake_checkpoint
+from warehouse.lake import LakeConfig, open_lake
+from warehouse.sources import StoreSource
+from warehouse.versions import project
 
 ANSWER = (
     "SELECT count(*) AS carts, sum(item_quantity) AS items, sum(total_amount) AS amount, "
@@ -35,20 +41,30 @@ def test_as_of_position_answers_as_before_later_events_and_a_promotion(
         assert code == 0, output
         return output
 
+    registry = discover()
+    lake = LakeConfig("postgres", lake_env["PROJECTIONIST_LAKE"], lake_env["PROJECTIONIST_LAKE_DATA"] + "/")
+
+    def ingest_and_project(batch_size: int) -> str:
+        """What `projectionist ingest` and `project` do (in this process: one attach); the checkpoint reached."""
+        con = open_lake(lake)
+        try:
+            with NativeAdapter(store_dsn) as reader:
+                ingest(con, StoreSource(reader), batch_size=batch_size)
+            project(con, registry)
+            return str(lake_checkpoint(con)[0])
+        finally:
+            con.close()
+
     bulk_append(store_dsn, 500, transactions=2)
-    assert run("ingest", "--batch-size", "300", home=tmp_path, env=env)[0] == 0  # two tagged commits
-    assert run("project", home=tmp_path, env=env)[0] == 0
-    position = json.loads(run("status", "--json", home=tmp_path, env=env)[1])["lake"]["checkpoint"]
+    position = ingest_and_project(300)  # two tagged commits
     then = datetime.now(UTC)
     earlier, earlier_columns = sql(ANSWER), sql(COLUMNS)
 
     bulk_append(store_dsn, 500, transactions=1, seed=3)
-    assert run("ingest", home=tmp_path, env=env)[0] == 0
-    assert run("project", home=tmp_path, env=env)[0] == 0
+    now_position = ingest_and_project(500_000)
     assert run("rebuild", "cart_summary", "--version", "1", home=tmp_path, env=env)[0] == 0
     assert run("promote", "cart_summary", "1", "--force", home=tmp_path, env=env)[0] == 0
     now, now_columns = sql(ANSWER), sql(COLUMNS)
-    now_position = json.loads(run("status", "--json", home=tmp_path, env=env)[1])["lake"]["checkpoint"]
     assert now != earlier and now_columns != earlier_columns  # more carts, and v1 has no currency column
 
     assert sql("--as-of-position", position, ANSWER) == earlier
