@@ -6,11 +6,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 from eventstore.errors import ConfigurationError
 
-__all__ = ["Settings", "validate_identifier"]
+__all__ = ["DEFAULT_LONG_STREAM_DAYS", "Settings", "parse_closing_events", "parse_duration", "validate_identifier"]
+
+#: A stream whose first and last events lie further apart than this many days is long-lived.
+DEFAULT_LONG_STREAM_DAYS = 30.0
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -36,6 +40,11 @@ class Settings:
     store_table: str = "events"
     lake: str | None = None
     lake_data: str | None = None
+    long_stream_days: float = DEFAULT_LONG_STREAM_DAYS
+    # stream type -> the event types that close such a stream ("*": any stream type); empty: the projections'
+    closing_events: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # `maintain` never expires what time travel within this window needs (PROJECTIONIST_TIME_TRAVEL_WINDOW)
+    time_travel_window: timedelta = timedelta(0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,6 +58,11 @@ class Settings:
             store_table=env.get("PROJECTIONIST_EVENT_STORE_TABLE") or "events",
             lake=env.get("PROJECTIONIST_LAKE") or None,
             lake_data=env.get("PROJECTIONIST_LAKE_DATA") or None,
+            long_stream_days=_days(env.get("PROJECTIONIST_LONG_STREAM_DAYS"), "PROJECTIONIST_LONG_STREAM_DAYS"),
+            closing_events=parse_closing_events(env.get("PROJECTIONIST_CLOSING_EVENT_TYPES") or ""),
+            time_travel_window=parse_duration(
+                env.get("PROJECTIONIST_TIME_TRAVEL_WINDOW") or "0s", "PROJECTIONIST_TIME_TRAVEL_WINDOW"
+            ),
         )
         return settings.validated()
 
@@ -73,3 +87,50 @@ class Settings:
     def uses_embedded_store(self) -> bool:
         """True when the event store is Projectionist's own embedded PostgreSQL."""
         return self.event_store_dsn is None
+
+
+def _days(text: str | None, what: str) -> float:
+    if not text:
+        return DEFAULT_LONG_STREAM_DAYS
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days > 0 or days == float("inf"):
+        raise ConfigurationError(f"{what}={text!r} is not a positive number of days: use e.g. 30 or 0.5.")
+    return days
+
+
+def parse_closing_events(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``cart:CartConfirmed,CartCancelled;order:OrderShipped`` → ``(("cart", ("CartCancelled", "CartConfirmed")), …)``.
+
+    The value of ``PROJECTIONIST_CLOSING_EVENT_TYPES``: per stream type (``*`` for any), the event types that
+    close a stream of that type. Raises ConfigurationError naming the part that is not of that form.
+    """
+    parsed: dict[str, tuple[str, ...]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        stream_type, colon, types = part.partition(":")
+        names = tuple(sorted({t.strip() for t in types.split(",") if t.strip()}))
+        if not colon or not stream_type.strip() or not names:
+            raise ConfigurationError(
+                f"PROJECTIONIST_CLOSING_EVENT_TYPES part {part!r} is not STREAM_TYPE:EventType[,EventType…]: use e.g. "
+                "cart:CartConfirmed,CartCancelled;order:OrderShipped ('*' as the stream type for any)."
+            )
+        parsed[stream_type.strip()] = names
+    return tuple(sorted(parsed.items()))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str, what: str = "duration") -> timedelta:
+    """``7d``, ``12h``, ``30m``, ``0s``, ``2w`` → a timedelta; ConfigurationError naming ``what`` otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigurationError(
+            f"{what} {text!r} is not a duration: use a number and a unit, e.g. 7d, 12h, 30m, 0s (units s, m, h, d, w)."
+        )
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])

@@ -65,7 +65,12 @@ def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistRe
         before, _ = lake_checkpoint(con)
         result = ingest(con, source, progress=lambda n: context.log.info(f"committed a batch of {n:,} events"))
         declared = declared_types()
-        views = refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold, declared=declared)
+        views = refresh_analytics(
+            con,
+            long_stream_threshold=projectionist.long_stream_threshold,
+            long_stream_days=projectionist.settings().long_stream_days,
+            declared=declared,
+        )
         refresh_event_catalog(con)
         lag_events, _oldest = source.pending(result.checkpoint)
     seconds = time.monotonic() - started
@@ -96,7 +101,12 @@ def _stream_health_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinit
     def _health(projectionist: ProjectionistResource) -> dg.MaterializeResult[None]:
         with as_failure(f"refreshing {key.to_user_string()}"), projectionist.lake_connection() as con:
             declared = declared_types()
-            refresh_analytics(con, long_stream_threshold=projectionist.long_stream_threshold, declared=declared)
+            refresh_analytics(
+                con,
+                long_stream_threshold=projectionist.long_stream_threshold,
+                long_stream_days=projectionist.settings().long_stream_days,
+                declared=declared,
+            )
             table = f"analytics.{key.path[-1]}"
             row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
         return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(int(row[0]) if row else 0)})

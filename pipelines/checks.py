@@ -149,6 +149,45 @@ def _schema_drift(registry: Registry) -> dg.AssetChecksDefinition:
 
 @dg.asset_check(
     asset=STREAM_STATS,
+    name="streams_are_short_lived",
+    description=(
+        "No stream's first and last events lie more than PROJECTIONIST_LONG_STREAM_DAYS apart: a stream that "
+        "lives on and on is one to close (and archive) or to split."
+    ),
+)
+def streams_are_short_lived(projectionist: ProjectionistResource) -> dg.AssetCheckResult:
+    from warehouse.stream_health import long_lived_sql
+
+    days = projectionist.settings().long_stream_days
+    lived = long_lived_sql(days)
+    with as_failure("reading analytics.stream_stats"), projectionist.lake_connection(read_only=True) as con:
+        rows = con.execute(
+            f"SELECT stream_id, events, first_event_at, last_event_at FROM analytics.stream_stats WHERE {lived} "
+            "ORDER BY duration DESC, stream_id LIMIT 10"
+        ).fetchall()
+        count = con.execute(f"SELECT count(*) FROM analytics.stream_stats WHERE {lived}").fetchone()
+    longest = [
+        {"stream_id": s, "events": int(n), "first_event_at": str(a), "last_event_at": str(b)} for s, n, a, b in rows
+    ]
+    return dg.AssetCheckResult(
+        passed=not rows,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{int(count[0]) if count else 0} stream(s) lived longer than {days:g} days; longest: "
+            + ", ".join(r["stream_id"] for r in longest[:3])
+            if rows
+            else None
+        ),
+        metadata={
+            "long_lived_streams": dg.MetadataValue.int(int(count[0]) if count else 0),
+            "longest": dg.MetadataValue.json(longest),
+            "long_stream_days": dg.MetadataValue.float(days),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=STREAM_STATS,
     name="streams_are_short",
     description="No stream is longer than the threshold (`long_stream_threshold`): keep streams short.",
 )
@@ -174,7 +213,7 @@ def streams_are_short(projectionist: ProjectionistResource) -> dg.AssetCheckResu
 
 def build_checks(registry: Registry) -> Sequence[dg.AssetChecksDefinition]:
     """Every asset check for the projections in ``registry``."""
-    checks: list[dg.AssetChecksDefinition] = [_schema_drift(registry), streams_are_short]
+    checks: list[dg.AssetChecksDefinition] = [_schema_drift(registry), streams_are_short, streams_are_short_lived]
     for projection in registry:
         checks.extend(_version_checks(projection))
     return checks

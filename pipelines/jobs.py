@@ -232,6 +232,50 @@ def promote_version(
     )
 
 
+class MaintainConfig(dg.Config):
+    """How old a superseded snapshot must be to expire (a duration: 7d, 12h, 30m, 0s)."""
+
+    older_than: str = "7d"
+
+
+@dg.op(
+    pool=WRITER_POOL,
+    retry_policy=RETRY_POLICY,
+    description=(
+        "Lake maintenance (projectionist maintain): merge small files of every table, expire snapshots superseded "
+        "longer ago than older_than, delete the files no snapshot needs; never what time travel or a rebuild needs."
+    ),
+)
+def maintain_the_lake(
+    context: dg.OpExecutionContext, config: MaintainConfig, projectionist: ProjectionistResource
+) -> dg.Output[None]:
+    from eventstore.settings import parse_duration
+    from warehouse.maintenance import maintain
+
+    with as_failure("maintaining the lake"):
+        age = parse_duration(config.older_than, "older_than")
+        window = projectionist.settings().time_travel_window
+        with projectionist.lake_connection() as con:
+            done = maintain(con, older_than=age, window=window)
+    context.log.info(f"expired {len(done.expired)} snapshots, deleted {done.files_deleted} files")
+    return dg.Output(
+        None,
+        metadata={
+            "expired_snapshots": dg.MetadataValue.int(len(done.expired)),
+            "files_deleted": dg.MetadataValue.int(done.files_deleted),
+            "bytes_before": dg.MetadataValue.int(done.before.disk_bytes or 0),
+            "bytes_after": dg.MetadataValue.int(done.after.disk_bytes or 0),
+            "live_bytes": dg.MetadataValue.int(done.after.live_bytes),
+            "kept_for": dg.MetadataValue.json(done.pins.reasons),
+        },
+    )
+
+
+@dg.job(description="Lake maintenance: expire old snapshots, delete unneeded files, merge small ones (older_than).")
+def maintain_lake() -> None:
+    maintain_the_lake()
+
+
 @dg.job(description="Rebuild one projection version from the lake (config: name, version).")
 def rebuild_projection() -> None:
     rebuild_version()
@@ -269,7 +313,14 @@ def build_jobs(registry: Registry) -> list[Any]:
         # two minutes of a 2-core machine; the steps of a run wait on one another anyway (the pools).
         executor_def=dg.in_process_executor,
     )
-    return [ingest_and_project, rebuild_projection, rebuild_projection_sharded, compare_versions, promote_projection]
+    return [
+        ingest_and_project,
+        rebuild_projection,
+        rebuild_projection_sharded,
+        compare_versions,
+        promote_projection,
+        maintain_lake,
+    ]
 
 
 def _skip_tick(exc: Exception, what: str) -> dg.SensorResult:
@@ -283,7 +334,8 @@ def _skip_tick(exc: Exception, what: str) -> dg.SensorResult:
 def build_automation(
     registry: Registry | None = None,
 ) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
-    """The schedule (every 5 minutes) and the head sensor, both stopped until turned on, and the lake observer.
+    """The schedules (ingest every 5 minutes, maintenance nightly) and the head sensor, stopped until turned on, and
+    the lake observer.
 
     The observer runs by default: it launches nothing, it reports to the instance what was done to
     the lake outside Dagster (:mod:`pipelines.lake_sync`).
@@ -295,6 +347,13 @@ def build_automation(
         cron_schedule="*/5 * * * *",
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description="Runs ingest_and_project every 5 minutes.",
+    )
+    nightly = dg.ScheduleDefinition(
+        name="maintain_lake_nightly",
+        job_name="maintain_lake",
+        cron_schedule="30 3 * * *",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Runs maintain_lake at 03:30 every night (snapshots superseded more than 7 days ago expire).",
     )
 
     @dg.sensor(
@@ -340,4 +399,4 @@ def build_automation(
             return dg.SensorResult(skip_reason="the assets show the lake as it is")
         return dg.SensorResult(asset_events=list(events))
 
-    return [schedule], [event_store_head, lake_observer]
+    return [schedule, nightly], [event_store_head, lake_observer]

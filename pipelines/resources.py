@@ -30,6 +30,9 @@ ENV_FIELDS = {
     "store_table": "PROJECTIONIST_EVENT_STORE_TABLE",
     "lake": "PROJECTIONIST_LAKE",
     "lake_data": "PROJECTIONIST_LAKE_DATA",
+    "long_stream_days": "PROJECTIONIST_LONG_STREAM_DAYS",
+    "closing_events": "PROJECTIONIST_CLOSING_EVENT_TYPES",
+    "time_travel_window": "PROJECTIONIST_TIME_TRAVEL_WINDOW",
 }
 
 
@@ -50,12 +53,20 @@ class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     store_table: str | None = None
     lake: str | None = None
     lake_data: str | None = None
+    long_stream_days: str | None = None  # a number of days, as in PROJECTIONIST_LONG_STREAM_DAYS
+    closing_events: str | None = None  # as in PROJECTIONIST_CLOSING_EVENT_TYPES
+    time_travel_window: str | None = None  # a duration, as in PROJECTIONIST_TIME_TRAVEL_WINDOW
     max_lag_events: int = 10_000
     long_stream_threshold: int = 1000
 
     def settings(self) -> Settings:
         """The settings the CLI would use, with this resource's fields on top; the home is made private."""
-        settings = Settings.from_env({}).with_overrides(
+        env = {
+            "PROJECTIONIST_LONG_STREAM_DAYS": self.long_stream_days or "",
+            "PROJECTIONIST_CLOSING_EVENT_TYPES": self.closing_events or "",
+            "PROJECTIONIST_TIME_TRAVEL_WINDOW": self.time_travel_window or "",
+        }
+        settings = Settings.from_env(env).with_overrides(
             home=self.home,
             event_store_dsn=self.event_store_dsn,
             store_kind=self.store_kind,

@@ -1,6 +1,8 @@
 """Discovering projections and upcasters: one Python module each, nothing else to register.
 
-A module declares ``PROJECTION = Projection(...)`` and/or ``UPCASTERS = [Upcaster(...), ...]``.
+A module declares ``PROJECTION = Projection(...)`` and/or ``UPCASTERS = [Upcaster(...), ...]``, and may
+declare ``CLOSING_EVENT_TYPES = {"cart": ("CartConfirmed", "CartCancelled")}``: per stream type, the event
+types after which a stream of that type is finished (what ``projectionist streams`` and archiving read).
 Modules come from the bundled package ``projections.shop`` and, when the environment variable
 ``PROJECTIONIST_PROJECTIONS`` names a folder, from every ``*.py`` file in it (files starting with
 ``_`` are helpers and are skipped). A module that fails to import, declares neither, or repeats a
@@ -35,9 +37,15 @@ BUNDLED_PACKAGE = "projections.shop"
 class Registry:
     """The projections (by name and version) and the upcasters found in projection modules."""
 
-    def __init__(self, projections: Mapping[tuple[str, int], Projection], upcasters: Upcasters) -> None:
+    def __init__(
+        self,
+        projections: Mapping[tuple[str, int], Projection],
+        upcasters: Upcasters,
+        closing_events: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self._projections = dict(sorted(projections.items()))
         self.upcasters = upcasters
+        self.closing_events = dict(sorted((closing_events or {}).items()))  # stream type -> closing event types
 
     def __iter__(self) -> Iterator[Projection]:
         return iter(self._projections.values())
@@ -160,14 +168,18 @@ def discover(folder: Path | str | None = None, *, bundled: bool = True) -> Regis
         folder = os.environ[ENV_FOLDER]
     projections: dict[tuple[str, int], Projection] = {}
     upcasters: list[Upcaster] = []
+    closing: dict[str, tuple[str, ...]] = {}
     for label, module in _modules(Path(folder) if folder is not None else None, bundled):
         projection = getattr(module, "PROJECTION", None)
         declared = getattr(module, "UPCASTERS", None)
-        if projection is None and declared is None:
+        closes = getattr(module, "CLOSING_EVENT_TYPES", None)
+        if projection is None and declared is None and closes is None:
             raise ProjectionDefinitionError(
-                f"{label} declares neither PROJECTION nor UPCASTERS; define one, or start the file name "
-                "with '_' if it only holds helpers."
+                f"{label} declares neither PROJECTION nor UPCASTERS (nor CLOSING_EVENT_TYPES); define one, or start "
+                "the file name with '_' if it only holds helpers."
             )
+        for stream_type, types in _closing_events(label, closes).items():
+            closing[stream_type] = tuple(sorted({*closing.get(stream_type, ()), *types}))
         if projection is not None:
             if not isinstance(projection, Projection):
                 raise ProjectionDefinitionError(f"{label}: PROJECTION must be a projections.Projection")
@@ -182,4 +194,21 @@ def discover(folder: Path | str | None = None, *, bundled: bool = True) -> Regis
             if not isinstance(upcaster, Upcaster):
                 raise ProjectionDefinitionError(f"{label}: UPCASTERS must hold projections.Upcaster values")
             upcasters.append(dataclasses.replace(upcaster, source=label))
-    return Registry(projections, Upcasters(upcasters))
+    return Registry(projections, Upcasters(upcasters), closing)
+
+
+def _closing_events(label: str, declared: object) -> dict[str, tuple[str, ...]]:
+    if declared is None:
+        return {}
+    if not isinstance(declared, Mapping) or not all(
+        isinstance(k, str)
+        and not isinstance(v, str)
+        and isinstance(v, tuple | list | set | frozenset)
+        and all(isinstance(t, str) for t in v)
+        for k, v in declared.items()
+    ):
+        raise ProjectionDefinitionError(
+            f"{label}: CLOSING_EVENT_TYPES must map a stream type to a tuple of event types, e.g. "
+            '{"cart": ("CartConfirmed", "CartCancelled")}'
+        )
+    return {str(k): tuple(sorted(v)) for k, v in declared.items()}

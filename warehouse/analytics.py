@@ -9,7 +9,9 @@ column has exactly the declared type, and a value that does not fit it exactly (
 the scale, too many digits, not a number) is NULL with ``<column>_unfit`` true: never rounded.
 
 ``analytics.stream_stats`` has one row per stream and flags streams longer than a threshold
-(``is_long``: keep streams short); ``analytics.event_volume_daily`` counts events per day and type.
+(``is_long``: keep streams short) and streams whose first and last events lie further apart than a number
+of days (``is_long_lived``, ``PROJECTIONIST_LONG_STREAM_DAYS``); ``analytics.event_volume_daily`` counts
+events per day and type.
 Every view gets COMMENT ON VIEW; DuckLake 1.5.5 refuses COMMENT ON COLUMN for views, so their column
 comments live in ``meta.column_comments``.
 """
@@ -24,6 +26,7 @@ import duckdb
 
 from eventstore.positions import Checkpoint
 from eventstore.quoting import quote_literal
+from eventstore.settings import DEFAULT_LONG_STREAM_DAYS
 from warehouse.lake import retry_conflicts, safe_name, set_view_column_comments, transaction
 
 __all__ = ["DEFAULT_LONG_STREAM_THRESHOLD", "TypedView", "refresh_analytics", "untyped_versions"]
@@ -155,14 +158,16 @@ def _view_sql(view: TypedView) -> str:
     )
 
 
-def _stream_stats_sql(threshold: int) -> str:
+def _stream_stats_sql(threshold: int, days: float) -> str:
     return (
         "SELECT stream_id, any_value(stream_type) AS stream_type, count(*) AS events, "
         "min(recorded_at) AS first_event_at, max(recorded_at) AS last_event_at, "
         "max(recorded_at) - min(recorded_at) AS duration, "
         "arg_min(event_type, stream_version) AS first_event_type, "
         "arg_max(event_type, stream_version) AS last_event_type, "
-        f"count(*) > {int(threshold)} AS is_long FROM raw.all_events GROUP BY stream_id"
+        f"count(*) > {int(threshold)} AS is_long, "
+        f"max(recorded_at) - min(recorded_at) > to_seconds({float(days) * 86400!r}) AS is_long_lived "
+        "FROM raw.all_events GROUP BY stream_id"
     )
 
 
@@ -172,12 +177,13 @@ _VOLUME_SQL = (
 )
 
 
-def _stream_stats_comment(threshold: int) -> str:
-    return (
+def _stream_stats_comment(threshold: int, days: float) -> str:
+    comment = (
         f"One row per stream: its type, event count, first and last event, duration. is_long flags "
         f"streams of more than {threshold} events (long_stream_threshold={threshold}): keep streams "
         "short, or snapshot/close them."
     )
+    return comment + f" is_long_lived flags a duration of more than {days:g} days (long_stream_days={days:g})."
 
 
 _STREAM_STATS_COLUMNS = [
@@ -190,6 +196,7 @@ _STREAM_STATS_COLUMNS = [
     ("first_event_type", "Type of the stream's first event."),
     ("last_event_type", "Type of the stream's last event."),
     ("is_long", "True when the stream has more events than the long-stream threshold in the view's comment."),
+    ("is_long_lived", "True when the stream's duration exceeds the long_stream_days in the view's comment."),
 ]
 _VOLUME_COLUMNS = [
     ("day", "Day (UTC) the events were recorded."),
@@ -226,6 +233,7 @@ def refresh_analytics(
     con: duckdb.DuckDBPyConnection,
     *,
     long_stream_threshold: int = DEFAULT_LONG_STREAM_THRESHOLD,
+    long_stream_days: float = DEFAULT_LONG_STREAM_DAYS,
     declared: Mapping[str, Mapping[str, str]] | None = None,
     force: bool = False,
 ) -> list[str]:
@@ -244,7 +252,7 @@ def refresh_analytics(
         for t, v in con.execute("SELECT DISTINCT event_type, event_version FROM raw.all_events ORDER BY ALL").fetchall()
     ]
     existing = _existing_views(con)
-    stats_comment = _stream_stats_comment(long_stream_threshold)
+    stats_comment = _stream_stats_comment(long_stream_threshold, long_stream_days)
     new_pairs = [
         (t, v)
         for t, v in pairs
@@ -311,7 +319,11 @@ def refresh_analytics(
                 written.append(f"analytics.{name}")
             if stale_stats or force:
                 _create_view(
-                    con, "stream_stats", _stream_stats_sql(long_stream_threshold), stats_comment, _STREAM_STATS_COLUMNS
+                    con,
+                    "stream_stats",
+                    _stream_stats_sql(long_stream_threshold, long_stream_days),
+                    stats_comment,
+                    _STREAM_STATS_COLUMNS,
                 )
                 _create_view(
                     con, "event_volume_daily", _VOLUME_SQL, "Events per day (UTC) and event type.", _VOLUME_COLUMNS

@@ -32,7 +32,6 @@ location yet.
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +45,11 @@ from eventstore.adapters import EventStoreAdapter, StoreArchive, StreamFingerpri
 from eventstore.connection import connect
 from eventstore.errors import ConfigurationError, TerminalError
 from eventstore.quoting import quote_literal
+from eventstore.settings import parse_closing_events
+from eventstore.settings import parse_duration as settings_duration
+from projections import discover
 from warehouse.lake import LAKE_ALIAS, columns_ddl, comment_column, retry_conflicts, transaction
+from warehouse.stream_health import closing_event_types as declared_closing_types
 
 __all__ = [
     "ARCHIVED_STREAMS",
@@ -111,40 +114,20 @@ def closing_event_types(env: Mapping[str, str] | None = None) -> dict[str, tuple
     """The event types that finish a stream, per stream type (``*``: any stream type).
 
     ``PROJECTIONIST_CLOSING_EVENT_TYPES`` (``cart:CartConfirmed,CartCancelled;order:OrderShipped``) when set,
-    else the bundled projection set's ``CLOSING_EVENT_TYPES`` (``projections.shop``: carts end with
-    CartConfirmed or CartCancelled).
+    else what the projection modules declare (``CLOSING_EVENT_TYPES``; the demo shop's carts end with
+    CartConfirmed or CartCancelled). The one definition is :func:`warehouse.stream_health.closing_event_types`,
+    which ``projectionist streams`` uses too.
     """
     env = os.environ if env is None else env
     spec = (env.get(CLOSING_ENV) or "").strip()
-    if not spec:
-        from projections.shop import CLOSING_EVENT_TYPES
-
-        return dict(CLOSING_EVENT_TYPES)
-    found: dict[str, tuple[str, ...]] = {}
-    for part in filter(None, (p.strip() for p in spec.split(";"))):
-        stream_type, sep, types = part.partition(":")
-        names = tuple(t.strip() for t in types.split(",") if t.strip())
-        if not sep or not stream_type.strip() or not names:
-            raise ConfigurationError(
-                f"{CLOSING_ENV} part {part!r} is not 'stream_type:EventType[,EventType...]': write e.g. "
-                "'cart:CartConfirmed,CartCancelled;order:OrderShipped' ('*' as stream type matches any)."
-            )
-        found[stream_type.strip()] = names
-    return found
-
-
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if spec:
+        return {stream_type: tuple(types) for stream_type, types in parse_closing_events(spec)}
+    return {stream_type: tuple(sorted(types)) for stream_type, types in declared_closing_types(discover()).items()}
 
 
 def parse_duration(text: str, what: str = "--older-than") -> timedelta:
-    """``30d``, ``12h``, ``45m``, ``0s``, ``2w`` → a timedelta; anything else is a ConfigurationError."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigurationError(
-            f"{what} {text!r} is not a duration: use a whole number and a unit, e.g. 30d, 12h, 45m, 0s or 2w."
-        )
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    """``30d``, ``12h``, ``45m``, ``0s``, ``2w`` → a timedelta (:func:`eventstore.settings.parse_duration`)."""
+    return settings_duration(text, what)
 
 
 def _closing_predicate(closing: Mapping[str, tuple[str, ...]]) -> str:

@@ -30,6 +30,7 @@ from eventstore.positions import START, Checkpoint, Head
 from eventstore.quoting import quote_literal
 from warehouse.errors import LakeConfigurationError
 from warehouse.lake import RAW_EVENT_COLUMNS, retry_conflicts, transaction
+from warehouse.time_travel import commit_info
 
 __all__ = [
     "INGEST_CONSUMER",
@@ -254,9 +255,9 @@ def _commit_batch(
         assert row is not None
         end = Checkpoint(int(row[0]), int(row[1]))
         _dead_letter_bad_rows(con, after)
-        con.execute(
-            "CALL ducklake_set_commit_message('lake', 'projectionist', ?)",
-            [f"ingest {source.name} {after} → {end}: {count} events"],
+        con.execute(  # the checkpoint in the commit: time travel by store position (warehouse.time_travel)
+            "CALL ducklake_set_commit_message('lake', 'projectionist', ?, extra_info => ?)",
+            [f"ingest {source.name} {after} → {end}: {count} events", commit_info(end)],
         )
         con.execute(
             "UPDATE meta.checkpoints SET source = ?, transaction_id = ?, global_position = ?, "

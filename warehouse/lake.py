@@ -107,6 +107,7 @@ class LakeConfig:
     data_path: str  # ends with "/"
     secret: str | None = None  # the catalog password, to scrub from messages
     s3: S3Location | None = None  # when the data is on object storage
+    snapshot: int | None = None  # attach the lake as it stood at this DuckLake snapshot (read-only; time travel)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LakeConfig:
@@ -152,8 +153,10 @@ class LakeConfig:
         options = []
         if with_data_path:
             options.append(f"DATA_PATH {quote_literal(self.data_path)}")
-        if read_only:
+        if read_only or self.snapshot is not None:
             options.append("READ_ONLY")
+        if self.snapshot is not None:
+            options.append(f"SNAPSHOT_VERSION {int(self.snapshot)}")
         suffix = f" ({', '.join(options)})" if options else ""
         return f"ATTACH {quote_literal(self.attach_target())} AS {alias}{suffix}"
 

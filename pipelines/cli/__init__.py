@@ -1,11 +1,23 @@
 """The ``projectionist`` command line: the group of :mod:`pipelines.cli.base` with every command family
-registered on it (one module each: store, lake, server, versions, backup, report, archive, governance), and
+registered on it (one module each: store, lake, server, versions, backup, report, archive, governance,
+streams, maintain), and
 :func:`main`, the console script's entry point."""
 
 from __future__ import annotations
 
 from eventstore.private import private_umask
-from pipelines.cli import archive, backup, governance, lake, report, server, store, versions  # noqa: F401  (importing them registers their commands)
+from pipelines.cli import (  # noqa: F401  (importing them registers their commands)
+    archive,
+    backup,
+    governance,
+    lake,
+    maintain,
+    report,
+    server,
+    store,
+    streams,
+    versions,
+)
 from pipelines.cli.base import cli
 
 __all__ = ["cli", "main"]

@@ -35,7 +35,7 @@ LISTED = 20
 def archive_command(older_than: str, in_store: bool, delete: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Move the lake events of finished streams to archive.events (verified); --in-store archives them in the store.
 
-    A stream is finished when its last event is a closing type of its stream type (the projection set's
+    A stream is finished when its last event is a closing type of its stream type (the projection modules'
     CLOSING_EVENT_TYPES, or PROJECTIONIST_CLOSING_EVENT_TYPES). raw.all_events reads both tiers.
     """
     if delete and not in_store:

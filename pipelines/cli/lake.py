@@ -38,6 +38,7 @@ from warehouse.query import (
     terminal_reader,
 )
 from warehouse.sources import close_source, open_source
+from warehouse.time_travel import parse_position, parse_time, snapshot_at_position, snapshot_at_time
 
 __all__ = ["ingest_and_report", "read_only_lake"]
 
@@ -72,7 +73,12 @@ def ingest_and_report(
                 result = ingest(con, source, batch_size=batch_size, compact_after=compact_after)
             views = []
             if result.events:  # nothing new: the views stand, and the projection modules need not load
-                views = refresh_analytics(con, long_stream_threshold=threshold, declared=declared_types())
+                views = refresh_analytics(
+                    con,
+                    long_stream_threshold=threshold,
+                    long_stream_days=settings.long_stream_days,
+                    declared=declared_types(),
+                )
                 refresh_event_catalog(con)
             dead = _ingest_dead_letters(con)
         finally:
@@ -182,10 +188,10 @@ def compact_command(dry_run: bool) -> None:
     click.echo(f"raw.events: {before:,} data files before, {after:,} after")
 
 
-def read_only_lake() -> Any:
-    """The lake attached read-only, in the analyst sandbox (:func:`warehouse.query.sandbox`)."""
+def read_only_lake(snapshot: int | None = None) -> Any:
+    """The lake attached read-only in the analyst sandbox (:func:`~warehouse.query.sandbox`)."""
     current = settings()
-    config = LakeConfig.from_settings(current)
+    config = replace(LakeConfig.from_settings(current), snapshot=snapshot)
     analyst = analyst_lake(config)
     con = None
     if analyst is not None:
@@ -217,11 +223,27 @@ def read_only_lake() -> Any:
 @click.option("-f", "--file", "sql_file", type=click.File("r"), help="Read the SQL from this file (- for stdin).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
+@click.option(
+    "--as-of-position",
+    metavar="P",
+    help="Answer as the lake stood when the store was at checkpoint P (TRANSACTION_ID/GLOBAL_POSITION, as in status).",
+)
+@click.option(
+    "--as-of", "as_of", metavar="TIMESTAMP", help="Answer as the lake stood at TIMESTAMP (ISO 8601; UTC if no zone)."
+)
 @fail_cleanly
-def sql_command(query: str | None, sql_file: TextIO | None, as_json: bool, as_csv: bool) -> None:
+def sql_command(
+    query: str | None,
+    sql_file: TextIO | None,
+    as_json: bool,
+    as_csv: bool,
+    as_of_position: str | None,
+    as_of: str | None,
+) -> None:
     """Run QUERY on the lake (attached read-only; raw.*, analytics.*, meta.* unqualified).
 
     QUERY may start with a comment ("-- why ..."); `-` reads it from stdin, `-f FILE` from a file.
+    With --as-of-position or --as-of, every table and view answers as of that lake snapshot.
     """
     if (query is None) == (sql_file is None):
         raise ConfigurationError("give the SQL as QUERY, as `-` (stdin) or with -f FILE: exactly one of them")
@@ -232,7 +254,8 @@ def sql_command(query: str | None, sql_file: TextIO | None, as_json: bool, as_cs
     assert query is not None
     if as_json and as_csv:
         raise ConfigurationError("choose one of --json and --csv")
-    con = read_only_lake()
+    snapshot, holds = _as_of(as_of_position, as_of)
+    con = read_only_lake(snapshot)
     try:
         result = run_query(con, query)
     finally:
@@ -243,6 +266,28 @@ def sql_command(query: str | None, sql_file: TextIO | None, as_json: bool, as_cs
         click.echo(format_csv(result), nl=False)
     else:
         click.echo(format_table(result))
+        if snapshot is not None:
+            click.echo(f"(the lake as of snapshot {snapshot}{f', checkpoint {holds}' if holds else ''})")
+
+
+def _as_of(position: str | None, moment: str | None) -> tuple[int | None, str | None]:
+    """The snapshot ``--as-of-position`` or ``--as-of`` names (None: the current one) and the checkpoint it holds."""
+    if position is None and moment is None:
+        return None, None
+    if position is not None and moment is not None:
+        raise ConfigurationError("choose one of --as-of-position and --as-of")
+    when = parse_time(moment) if moment is not None else None  # a malformed value fails before the lake opens
+    if position is not None:
+        parse_position(position)
+    con = read_only_lake()
+    try:
+        if position is not None:
+            snapshot, holds = snapshot_at_position(con, position)
+            return snapshot, str(holds)
+        assert when is not None
+        return snapshot_at_time(con, when), None
+    finally:
+        con.close()
 
 
 @cli.command("shell")

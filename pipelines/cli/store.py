@@ -25,9 +25,11 @@ from eventstore.positions import START
 from eventstore.settings import Settings
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.cli.lake import ingest_and_report, read_only_lake
+from pipelines.cli.maintain import describe_size
 from pipelines.cli.versions import demo_projections, echo_projection_status, version_records
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.maintenance import lake_size
 from warehouse.query import format_table, run_query
 from warehouse.sources import close_source, open_source
 from warehouse.status import lake_status
@@ -135,6 +137,7 @@ def status(as_json: bool) -> None:
         con = open_lake(config)  # one attach for the whole command: attaching costs 250-500 ms
         closing.callback(con.close)
         state = lake_status(con, source)
+        on_disk = lake_size(con)
         head = state.head
         if as_json:
             report = {
@@ -159,6 +162,7 @@ def status(as_json: bool) -> None:
                     "snapshot": state.snapshot,
                     "lag_events": state.lag_events,
                     "lag_seconds": state.lag_seconds,
+                    "size": on_disk.as_json(),
                     "tables": {
                         name: {"files": files, "bytes": size} for name, (files, size) in sorted(state.tables.items())
                     },
@@ -186,6 +190,7 @@ def status(as_json: bool) -> None:
             f"  checkpoint: {state.checkpoint} ({state.events:,} events in raw.events, snapshot {state.snapshot})"
         )
         click.echo(f"  lag:        {state.lag_events:,} events, {state.lag_seconds:,.0f} s")
+        click.echo(f"  size:       {describe_size(on_disk)} (`projectionist maintain`)")
         for name, (files, size) in sorted(state.tables.items()):
             if files or name == "raw.events":  # small tables (meta.*) live inlined in the catalog: no files
                 click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {_human_bytes(size)}")

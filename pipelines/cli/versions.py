@@ -21,7 +21,9 @@ import click
 import duckdb
 
 from eventstore.errors import ConfigurationError
+from eventstore.settings import parse_duration
 from pipelines.cli.base import cli, fail_cleanly, settings
+from pipelines.cli.maintain import expire_dropped
 from pipelines.follow import Follower
 from projections import Registry, discover
 from projections.registry import did_you_mean
@@ -320,20 +322,29 @@ def rollback_command(name: str, dry_run: bool) -> None:
 @click.option("--keep", type=click.IntRange(0), required=True, help="Retired versions to keep.")
 @click.option("--yes", is_flag=True, help="Also drop the version `rollback` would restore.")
 @click.option("--dry-run", is_flag=True, help="Say which versions would be dropped; drop nothing.")
+@click.option(
+    "--older-than",
+    default="7d",
+    show_default=True,
+    help="Then expire the lake snapshots superseded longer ago than this, deleting dropped versions' files (0s: now).",
+)
 @fail_cleanly
-def retain_command(name: str, keep: int, yes: bool, dry_run: bool) -> None:
-    """Drop the tables of NAME's retired versions beyond the newest K."""
+def retain_command(name: str, keep: int, yes: bool, dry_run: bool, older_than: str) -> None:
+    """Drop the tables of NAME's retired versions beyond the newest K, and expire the files no snapshot needs."""
+    parse_duration(older_than, "--older-than")  # a bad duration is refused before anything is dropped
     con = _lake()
     try:
         _known(con, name)
         dropped = retain(con, name, keep, dry_run=dry_run, drop_rollback_target=yes)
+        listed = ", ".join(f"v{v}" for v in dropped)
+        if dry_run:
+            click.echo(f"dry run: would drop {listed}; nothing was dropped" if dropped else "dry run: nothing to drop")
+            return
+        click.echo(f"dropped {listed}" if dropped else "nothing to drop")
+        if dropped:
+            expire_dropped(con, older_than)
     finally:
         con.close()
-    listed = ", ".join(f"v{v}" for v in dropped)
-    if dry_run:
-        click.echo(f"dry run: would drop {listed}; nothing was dropped" if dropped else "dry run: nothing to drop")
-        return
-    click.echo(f"dropped {listed}" if dropped else "nothing to drop")
 
 
 def version_records(con: duckdb.DuckDBPyConnection, name: str | None = None) -> list[dict[str, Any]]:

@@ -125,9 +125,9 @@ def test_cutoff_dry_run_and_nothing_to_do_commit_nothing(
 
 
 def test_closing_types_and_durations_and_their_errors() -> None:
-    assert closing_event_types({}) == {"cart": ("CartConfirmed", "CartCancelled")}
+    assert closing_event_types({}) == {"cart": ("CartCancelled", "CartConfirmed")}
     configured = {"PROJECTIONIST_CLOSING_EVENT_TYPES": "order:Shipped, Cancelled; *:Deleted"}
-    assert closing_event_types(configured) == {"order": ("Shipped", "Cancelled"), "*": ("Deleted",)}
+    assert closing_event_types(configured) == {"order": ("Cancelled", "Shipped"), "*": ("Deleted",)}
     with pytest.raises(ConfigurationError, match="PROJECTIONIST_CLOSING_EVENT_TYPES part 'order'"):
         closing_event_types({"PROJECTIONIST_CLOSING_EVENT_TYPES": "order"})
     assert parse_duration("12h").total_seconds() == 43200 and parse_duration("0s").total_seconds() == 0
