@@ -40,7 +40,7 @@ def test_archive_in_the_lake_then_in_the_store(store_dsn: str, tmp_path: Path, l
 
     code, output = run("archive", "--older-than", "0s", "--dry-run", home=tmp_path, env=env)
     assert code == 0 and "dry run: would move 20 finished streams (100 events)" in output, output
-    assert "closing: cart: CartConfirmed, CartCancelled" in output
+    assert "closing: cart: CartCancelled, CartConfirmed" in output
     code, output = run("archive", "--older-than", "0s", "--json", home=tmp_path, env=env)
     assert code == 0, output
     lake = json.loads(output)
