@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 
 from warehouse.report import LagPoint, Report, StreamLengths, VolumeRow
+from warehouse.units import human_bytes
 
 __all__ = ["render_report"]
 
@@ -65,16 +66,6 @@ def render_report(report: Report) -> str:
 
 def _time(at: datetime) -> str:
     return f"{at:%Y-%m-%d %H:%M:%S} UTC"
-
-
-def human_bytes(size: int) -> str:
-    """``1536`` → ``1.5 KiB``."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 # -- sections -----------------------------------------------------------------------------------------

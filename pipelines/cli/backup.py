@@ -11,16 +11,9 @@ import click
 from pipelines.cli.base import cli, fail_cleanly, settings
 from warehouse.backup import backup, restore
 from warehouse.lake import LakeConfig
+from warehouse.units import human_bytes
 
 __all__: list[str] = []
-
-
-def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    raise AssertionError("unreachable")
 
 
 @cli.command("backup")
@@ -43,12 +36,12 @@ def backup_command(destination: Path, dry_run: bool, as_json: bool) -> None:
     if dry_run:
         click.echo(
             f"dry run: would back up snapshot {result.snapshot_id} ({result.snapshot_time}): the catalog and "
-            f"{result.files:,} files ({_size(result.bytes)}) into {result.path}{skipped}; nothing was written"
+            f"{result.files:,} files ({human_bytes(result.bytes)}) into {result.path}{skipped}; nothing was written"
         )
         return
     click.echo(
         f"backed up snapshot {result.snapshot_id} ({result.snapshot_time}) of the lake: the catalog and "
-        f"{result.files:,} files ({_size(result.bytes)}) in {result.path} ({result.seconds:.1f} s){skipped}"
+        f"{result.files:,} files ({human_bytes(result.bytes)}) in {result.path} ({result.seconds:.1f} s){skipped}"
     )
     click.echo(f"restore it into a new home with: projectionist --home NEW_HOME restore {result.path}")
 
@@ -66,11 +59,11 @@ def restore_command(source: Path, dry_run: bool, as_json: bool) -> None:
         return
     if dry_run:
         click.echo(
-            f"dry run: would restore snapshot {result.snapshot_id} ({result.files:,} files, {_size(result.bytes)}) "
-            f"into {result.catalog}, data {result.data_path}; nothing was changed"
+            f"dry run: would restore snapshot {result.snapshot_id} ({result.files:,} files, "
+            f"{human_bytes(result.bytes)}) into {result.catalog}, data {result.data_path}; nothing was changed"
         )
         return
     click.echo(
-        f"restored snapshot {result.snapshot_id}: {result.files:,} files ({_size(result.bytes)}) into "
+        f"restored snapshot {result.snapshot_id}: {result.files:,} files ({human_bytes(result.bytes)}) into "
         f"{result.catalog}, data {result.data_path} ({result.seconds:.1f} s)"
     )

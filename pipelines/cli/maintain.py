@@ -11,20 +11,9 @@ from eventstore.settings import parse_duration
 from pipelines.cli.base import cli, fail_cleanly, settings
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.maintenance import LakeSize, Maintenance, maintain
+from warehouse.units import human_bytes
 
-__all__ = ["describe_size", "expire_dropped", "human_bytes", "maintain_command"]
-
-
-def human_bytes(size: int | None) -> str:
-    """``1536`` → ``1.5 KiB``; ``None`` (object storage: not measured) → ``unknown``."""
-    if size is None:
-        return "unknown"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+__all__ = ["describe_size", "expire_dropped", "maintain_command"]
 
 
 def describe_size(size: LakeSize) -> str:

@@ -33,6 +33,7 @@ from warehouse.maintenance import lake_size
 from warehouse.query import format_table, run_query
 from warehouse.sources import close_source, open_source
 from warehouse.status import lake_status
+from warehouse.units import human_bytes
 
 _NAME_WIDTH = 24
 
@@ -193,17 +194,8 @@ def status(as_json: bool) -> None:
         click.echo(f"  size:       {describe_size(on_disk)} (`projectionist maintain`)")
         for name, (files, size) in sorted(state.tables.items()):
             if files or name == "raw.events":  # small tables (meta.*) live inlined in the catalog: no files
-                click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {_human_bytes(size)}")
+                click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {human_bytes(size)}")
         echo_projection_status(con)
-
-
-def _human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _foreign_demo_store(kind: str, n_events: int, seed: int) -> tuple[Settings, str]:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,16 +16,23 @@ from eventstore.connection import connect, ensure_database
 from pipelines.resources import ProjectionistResource
 
 
-@pytest.fixture()
-def lake_env(pg_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """``PROJECTIONIST_LAKE``/``_LAKE_DATA`` for a lake in a new database of the test server."""
+@contextmanager
+def new_lake_env(pg_server: str, data: Path) -> Iterator[dict[str, str]]:
+    """``PROJECTIONIST_LAKE``/``_LAKE_DATA`` for a lake in a new database of the test server, files in ``data``."""
     name = f"lake_{uuid.uuid4().hex[:12]}"
     dsn = ensure_database(pg_server, name)
     try:
-        yield {"PROJECTIONIST_LAKE": dsn, "PROJECTIONIST_LAKE_DATA": str(tmp_path / "lake-data")}
+        yield {"PROJECTIONIST_LAKE": dsn, "PROJECTIONIST_LAKE_DATA": str(data)}
     finally:
         with connect(pg_server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture()
+def lake_env(pg_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A lake of its own for the test (:func:`new_lake_env`, files under ``tmp_path/lake-data``)."""
+    with new_lake_env(pg_server, tmp_path / "lake-data") as env:
+        yield env
 
 
 def cli_process(

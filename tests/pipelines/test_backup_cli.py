@@ -4,14 +4,13 @@ and continues from its checkpoint against the same store; nothing is overwritten
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from benchmarks._lake_data import bulk_append
-from eventstore.connection import connect, ensure_database
+from tests.pipelines.conftest import new_lake_env
 from tests.pipelines.test_lake_cli import run
 
 QUERIES = (
@@ -24,13 +23,8 @@ QUERIES = (
 @pytest.fixture()
 def other_lake(pg_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A second, empty lake: a new catalog database and a new data folder (a new home's lake)."""
-    name = f"lake_{uuid.uuid4().hex[:12]}"
-    dsn = ensure_database(pg_server, name)
-    try:
-        yield {"PROJECTIONIST_LAKE": dsn, "PROJECTIONIST_LAKE_DATA": str(tmp_path / "restored-data")}
-    finally:
-        with connect(pg_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_lake_env(pg_server, tmp_path / "restored-data") as env:
+        yield env
 
 
 def answers(home: Path, env: dict[str, str]) -> list[object]:

@@ -21,9 +21,8 @@ from eventstore.settings import Settings
 from pipelines.cli import cli
 from pipelines.lake_sync import OUTSIDE_DAGSTER
 from pipelines.ui import free_port, start_dagster_dev, stop_process_group
+from tests.chromium import launch
 from tests.pipelines.dagster_harness import DagsterWeb
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture()
@@ -116,25 +115,11 @@ def test_rebuild_through_graphql_then_the_ui_shows_it(dagster_dev: tuple[Dagster
     assert latest is not None and latest["metadata"].get("live_version") == 1, latest
     assert latest["description"] == OUTSIDE_DAGSTER
 
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is not installed (.ci/run installs it): the UI check cannot run")
     from playwright.sync_api import sync_playwright
 
     folder = _screenshots(settings)
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-quic",
-            ],
-        )
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(f"{web.url}/locations/{location}/asset-groups/projections", wait_until="networkidle")

@@ -11,15 +11,14 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from eventstore.connection import connect
 from eventstore.demo import append_demo_shop
 from eventstore.native_store import NewEvent, append
 from pipelines.cli import cli
+from tests.chromium import launch
 
-CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
 SECTIONS = (
     "Lake size and growth",
@@ -59,8 +58,6 @@ def test_the_report_page_in_headless_chromium(store_dsn: str, lake_env: dict[str
     page_path = home / "report.html"
     assert code == 0 and output.strip() == str(page_path), output
 
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is not installed (.ci/run installs it): the report check cannot run")
     from playwright.sync_api import Route, sync_playwright
 
     folder = home / "artifacts"
@@ -76,19 +73,7 @@ def test_the_report_page_in_headless_chromium(store_dsn: str, lake_env: dict[str
             route.abort()
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-quic",
-            ],
-        )
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.route("**/*", only_the_file)
