@@ -118,7 +118,10 @@ class Follower:
             if new:
                 # A type or version never seen: analysts get its typed view now, not at the next `ingest`.
                 views = refresh_analytics(
-                    self.lake, long_stream_threshold=self.long_stream_threshold, declared=declared_types()
+                    self.lake,
+                    long_stream_threshold=self.long_stream_threshold,
+                    long_stream_days=self.settings.long_stream_days,
+                    declared=declared_types(),
                 )
                 named = ", ".join(f"{t} v{v}" for t, v in new)
                 self.log(f"{_clock()} new event types: {named}; analytics views written: {len(views)}")

@@ -26,7 +26,7 @@ def test_a_new_event_type_gets_its_view_in_the_same_cycle(
 ) -> None:
     settings = Settings(
         home=tmp_path, event_store_dsn=store_dsn, lake=lake_env["PROJECTIONIST_LAKE"],
-        lake_data=lake_env["PROJECTIONIST_LAKE_DATA"],
+        lake_data=lake_env["PROJECTIONIST_LAKE_DATA"], long_stream_days=7,
     )  # fmt: skip
     append_shop(store_dsn, 300)
     lines: list[str] = []
@@ -34,6 +34,11 @@ def test_a_new_event_type_gets_its_view_in_the_same_cycle(
     try:
         follower.cycle()
         assert "events_item_added_v1" in views(follower)  # the first cycle types what it lands
+        assert follower.lake is not None
+        (comment,) = follower.lake.execute(
+            "SELECT comment FROM duckdb_views() WHERE database_name = 'lake' AND view_name = 'stream_stats'"
+        ).fetchone() or (None,)
+        assert "long_stream_days=7" in str(comment)  # the settings `ingest` uses: the two never rewrite it in turn
         lines.clear()
         with connect(store_dsn) as conn:
             append(conn, "loyalty-1", "Loyalty", [NewEvent("PointsGranted", {"points": 40, "reason": "welcome"})])
