@@ -23,12 +23,14 @@ import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import duckdb
-import polars as pl
 
 from projections.errors import ProjectionDefinitionError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = [
     "LAST_GLOBAL_POSITION",
