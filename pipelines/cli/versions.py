@@ -347,11 +347,13 @@ def retain_command(name: str, keep: int, yes: bool, dry_run: bool, older_than: s
 
 def version_records(con: duckdb.DuckDBPyConnection, name: str | None = None) -> list[dict[str, Any]]:
     """The versions in the lake as JSON-ready objects (``--json`` of ``versions`` and ``status``)."""
-    from warehouse.versions import lag, list_versions
+    from warehouse.versions import lags, list_versions
 
+    versions = list_versions(con, name)
+    lag = lags(con, [v for v in versions if v.state not in ("dropped", "building")])
     records = []
-    for v in list_versions(con, name):
-        behind = lag(con, v.name, v.version)[0] if v.state not in ("dropped", "building") else None
+    for v in versions:
+        behind = lag[(v.name, v.version)][0] if (v.name, v.version) in lag else None
         records.append(
             {
                 "projection": v.name,
@@ -369,12 +371,13 @@ def version_records(con: duckdb.DuckDBPyConnection, name: str | None = None) -> 
 
 def version_rows(con: duckdb.DuckDBPyConnection, name: str | None = None) -> list[str]:
     """Lines of a table of projection versions: state, rows, checkpoint, lag, build."""
-    from warehouse.versions import lag, list_versions
+    from warehouse.versions import lags, list_versions
 
     versions = list_versions(con, name)
+    lag = lags(con, [v for v in versions if v.state not in ("dropped", "building")])
     lines = [f"{'projection':<16} {'ver':>3}  {'state':<8} {'rows':>10}  {'checkpoint':<14} {'lag':>8}  built"]
     for v in versions:
-        behind = f"{lag(con, v.name, v.version)[0]:,}" if v.state not in ("dropped", "building") else "-"
+        behind = f"{lag[(v.name, v.version)][0]:,}" if (v.name, v.version) in lag else "-"
         built = f"{v.built_at:%Y-%m-%d %H:%M:%S} ({v.build_seconds:.1f} s)" if v.built_at and v.build_seconds else "-"
         lines.append(
             f"{v.name:<16} {v.version:>3}  {v.state:<8} {v.rows:>10,}  {v.checkpoint!s:<14} {behind:>8}  {built}"
