@@ -57,9 +57,13 @@ con = duckdb.connect()
 
 
 def _timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
-    """Wall seconds of ``command`` as a process of its own, and its output; a failure stops the benchmark."""
+    """Wall seconds of ``command`` as a process of its own, and its output; a failure stops the benchmark.
+
+    It runs in the home: ``python -m`` puts its working directory first on ``sys.path``, which would
+    otherwise pick this checkout's source over ``PYTHONPATH`` (``--before``).
+    """
     started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=env["PROJECTIONIST_HOME"])
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} ... failed ({done.returncode}): {done.stdout}{done.stderr}")
