@@ -87,6 +87,10 @@ class FieldPolicy:
         """True when some version of ``event_type`` has a declaration (its fields are then private by default)."""
         return event_type in self._types
 
+    def declaration(self, event_type: str, version: int) -> PublicFields | None:
+        """The declaration of exactly ``event_type`` at ``version``, if any."""
+        return self._by_key.get((event_type, version))
+
     def public(self, event_type: str, version: int) -> frozenset[str] | None:
         """The public fields of ``event_type`` at ``version``; None when the type is undeclared (no rule).
 

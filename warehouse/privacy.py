@@ -44,7 +44,7 @@ from projections import Projection, Registry, compute
 from projections.engine import keys_of_streams
 from projections.fields import FieldPolicy
 from warehouse.lake import columns_ddl, comment_column, retry_conflicts, transaction
-from warehouse.versions.catalog import ensure_version_tables, list_versions
+from warehouse.versions.catalog import list_versions
 from warehouse.versions.lake_events import events_until
 from warehouse.versions.rebuild_plan import unfinished_rebuilds
 
@@ -355,7 +355,6 @@ def forget(
             f"unfinished rebuild(s) of {names} read the lake as it was when they started: finish them "
             "(`projectionist rebuild NAME --version N` resumes) before forgetting anyone."
         )
-    ensure_version_tables(con)
     token = _TOKEN_PREFIX + secrets.token_hex(6)
     path = _path(subject_field)
     found = (
