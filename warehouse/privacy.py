@@ -121,6 +121,7 @@ def private_values(con: duckdb.DuckDBPyConnection, policy: FieldPolicy, where: s
         f"WITH kv AS ({keys}), marked AS (SELECT *, {_policy_sql(policy)} AS private FROM kv WHERE kind = 'VARCHAR') "
         "SELECT event_type, event_version, k AS field, value FROM marked "
         f"WHERE private AND length(value) >= {MIN_VALUE_LENGTH} "
+        f"AND NOT regexp_full_match(value, '{_TOKEN_PREFIX}[0-9a-f]{{12}}') "  # an earlier forget's token
         "AND value NOT IN (SELECT value FROM marked WHERE NOT private AND value IS NOT NULL) "
         "GROUP BY ALL"
     )
