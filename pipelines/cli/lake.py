@@ -28,6 +28,7 @@ from warehouse.event_catalog import refresh_event_catalog
 from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint, table_files
 from warehouse.lake import ANALYST_ROLE, LakeConfig, analyst_lake, open_lake
 from warehouse.query import (
+    analyst_scope,
     format_csv,
     format_json,
     format_table,
@@ -256,9 +257,10 @@ def sql_command(
     if as_json and as_csv:
         raise ConfigurationError("choose one of --json and --csv")
     snapshot, holds = _as_of(as_of_position, as_of)
+    scope = analyst_scope()  # a bad PROJECTIONIST_ANALYST_SCHEMAS fails before the lake opens
     con = read_only_lake(snapshot)
     try:
-        result = run_query(con, query)
+        result = run_query(con, query, scope)
     finally:
         con.close()
     if as_json:
@@ -297,12 +299,13 @@ def _as_of(position: str | None, moment: str | None) -> tuple[int | None, str | 
 def shell_command(write: bool) -> None:
     """An interactive DuckDB session with the lake attached (SQL ending with ';', .tables, .quit)."""
     config = LakeConfig.from_settings(settings())
+    scope = None if write else analyst_scope()  # the operator's writable session is not an analyst's
     con = open_lake(config, read_only=False) if write else read_only_lake()
     interactive = sys.stdin.isatty()
     if interactive:
         click.echo(f"lake attached {'writable' if write else 'read-only'}: {config.describe()}; .help for help")
     try:
-        failures = shell(con, terminal_reader() if interactive else stream_reader(sys.stdin), click.echo)
+        failures = shell(con, terminal_reader() if interactive else stream_reader(sys.stdin), click.echo, scope)
     finally:
         con.close()
     if failures and not interactive:
