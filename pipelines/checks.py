@@ -148,6 +148,31 @@ def _schema_drift(registry: Registry) -> dg.AssetChecksDefinition:
 
 
 @dg.asset_check(
+    asset=RAW_EVENTS,
+    name="no_private_values_in_analytics",
+    description=(
+        "No value of a field declared private (PUBLIC_FIELDS, docs/governance.md) appears in any text column of "
+        "any view of analytics.*: checked against the data, whatever the projection's body. Fails naming the "
+        "column and the field."
+    ),
+)
+def no_private_values_in_analytics(projectionist: ProjectionistResource) -> dg.AssetCheckResult:
+    from warehouse.privacy import private_leaks
+
+    registry = current_registry()
+    with as_failure("looking for private values in analytics.*"), projectionist.lake_connection() as con:
+        leaks = private_leaks(con, registry)
+    return dg.AssetCheckResult(
+        passed=not leaks,
+        description="; ".join(str(leak) for leak in leaks) or None,
+        metadata={
+            "leaks": dg.MetadataValue.json([leak.__dict__ for leak in leaks]),
+            "declarations": dg.MetadataValue.int(len(registry.fields)),
+        },
+    )
+
+
+@dg.asset_check(
     asset=STREAM_STATS,
     name="streams_are_short_lived",
     description=(
@@ -213,7 +238,12 @@ def streams_are_short(projectionist: ProjectionistResource) -> dg.AssetCheckResu
 
 def build_checks(registry: Registry) -> Sequence[dg.AssetChecksDefinition]:
     """Every asset check for the projections in ``registry``."""
-    checks: list[dg.AssetChecksDefinition] = [_schema_drift(registry), streams_are_short, streams_are_short_lived]
+    checks: list[dg.AssetChecksDefinition] = [
+        _schema_drift(registry),
+        no_private_values_in_analytics,
+        streams_are_short,
+        streams_are_short_lived,
+    ]
     for projection in registry:
         checks.extend(_version_checks(projection))
     return checks

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         find_poison,
         touched_keys,
     )
+    from projections.fields import FieldPolicy, PublicFields
     from projections.registry import Registry, discover
     from projections.upcasting import EVENT_COLUMNS, Upcaster, Upcasters, upcast_events
 
@@ -49,12 +50,14 @@ __all__ = [
     "ComputeResult",
     "Event",
     "ExpectedChange",
+    "FieldPolicy",
     "Fold",
     "InsertResult",
     "PoisonEvent",
     "PoisonPolicy",
     "Polars",
     "Projection",
+    "PublicFields",
     "Registry",
     "Sql",
     "Upcaster",
@@ -88,6 +91,8 @@ _EXPORTS = {
     "compute_into": "projections.engine",
     "find_poison": "projections.engine",
     "touched_keys": "projections.engine",
+    "FieldPolicy": "projections.fields",
+    "PublicFields": "projections.fields",
     "Registry": "projections.registry",
     "discover": "projections.registry",
     "EVENT_COLUMNS": "projections.upcasting",

@@ -211,6 +211,7 @@ class FieldStats:
     presence: float  # share of the type and version's events holding it with this type
     first_seen: datetime
     last_seen: datetime
+    private: bool = False  # declared private (projections.fields): left out of every analytics view
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,22 @@ def _unhandled(entry: CatalogEntry, registry: Registry, handled: dict[str, int])
     return None
 
 
+def _undeclared(entry: CatalogEntry, registry: Registry) -> str | None:
+    """A flag for a type or version without a public-fields declaration, once the domain declares any."""
+    policy = registry.fields
+    if not len(policy) or policy.declaration(entry.event_type, entry.event_version) is not None:
+        return None
+    if not policy.declares(entry.event_type):
+        return (
+            f"fields_undeclared: {entry.event_type} has no PUBLIC_FIELDS declaration, so analysts see all its "
+            "fields; declare which are public"
+        )
+    return (
+        f"fields_undeclared: {entry.event_type} v{entry.event_version} has no PUBLIC_FIELDS declaration, so "
+        "analysts see none of its fields until it is declared"
+    )
+
+
 def catalog_entries(
     con: duckdb.DuckDBPyConnection, registry: Registry, *, idle_before: datetime | None = None
 ) -> list[CatalogEntry]:
@@ -281,7 +298,13 @@ def catalog_entries(
             last_seen=r[5],
             fields=[
                 FieldStats(
-                    f["field"], f["json_type"], int(f["events"]), float(f["presence"]), f["first_seen"], f["last_seen"]
+                    f["field"],
+                    f["json_type"],
+                    int(f["events"]),
+                    float(f["presence"]),
+                    f["first_seen"],
+                    f["last_seen"],
+                    registry.fields.is_private(str(r[1]), int(r[2] or 0), f["field"]),
                 )
                 for f in r[6]
             ],
@@ -312,6 +335,9 @@ def catalog_entries(
                     f"type_changed: {name} is {next(iter(kinds))} in v{entry.event_version}, "
                     f"{' or '.join(sorted(every - kinds))} in another version"
                 )
+        undeclared = _undeclared(entry, registry)
+        if undeclared:
+            entry.flags.append(undeclared)
         upcaster = registry.upcasters.get(entry.event_type, entry.event_version)
         if upcaster is not None and idle_before is not None and entry.last_seen < idle_before:
             entry.flags.append(

@@ -6,7 +6,9 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -20,7 +22,10 @@ from eventstore.quoting import quote_literal
 from warehouse.errors import LakeConfigurationError
 
 __all__ = [
+    "ANALYST_SCHEMAS_ENV",
     "QueryResult",
+    "analyst_scope",
+    "check_scope",
     "format_csv",
     "format_json",
     "format_table",
@@ -70,13 +75,92 @@ def sandbox(con: duckdb.DuckDBPyConnection, data_path: str, temp_directory: Path
         con.execute(statement)
 
 
+#: Limits the analyst path (`sql`, `shell` without --write) to these schemas of the lake, e.g. "analytics,public".
+ANALYST_SCHEMAS_ENV = "PROJECTIONIST_ANALYST_SCHEMAS"
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def analyst_scope(environ: Mapping[str, str] | None = None) -> tuple[str, ...] | None:
+    """The schemas ``PROJECTIONIST_ANALYST_SCHEMAS`` allows an analyst to name (None: unset, every schema)."""
+    raw = (os.environ if environ is None else environ).get(ANALYST_SCHEMAS_ENV, "").strip()
+    if not raw:
+        return None
+    schemas = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    bad = [s for s in schemas if not _SCHEMA.match(s)]
+    if bad or not schemas:
+        raise LakeConfigurationError(
+            f"{ANALYST_SCHEMAS_ENV}={raw!r} must list schema names separated by commas, e.g. analytics,public"
+        )
+    return schemas
+
+
+def _references(node: Any, tables: list[tuple[str, str]], functions: list[str], ctes: set[str]) -> None:
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if kind == "BASE_TABLE":
+            tables.append((str(node.get("schema_name") or ""), str(node.get("table_name") or "")))
+        elif kind == "TABLE_FUNCTION":
+            function = node.get("function")
+            functions.append(str(function.get("function_name")) if isinstance(function, dict) else "?")
+        for entry in (node.get("cte_map") or {}).get("map", []) if isinstance(node.get("cte_map"), dict) else []:
+            ctes.add(str(entry.get("key", "")).lower())
+        for value in node.values():
+            _references(value, tables, functions, ctes)
+    elif isinstance(node, list):
+        for value in node:
+            _references(value, tables, functions, ctes)
+
+
+def check_scope(con: duckdb.DuckDBPyConnection, query: str, schemas: Sequence[str]) -> None:
+    """Refuse ``query`` unless it is SELECTs naming tables and views of ``schemas`` only (no table functions).
+
+    Read with DuckDB's own parser (``json_serialize_sql``): what it cannot serialize (anything but a
+    SELECT: PIVOT, PRAGMA, COPY, ...) is refused, so the check fails closed. The views named may read
+    other schemas (``analytics.events_*`` read raw): the analyst sees only what the views show.
+    """
+    allowed = ", ".join(schemas)
+    row = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [query]).fetchone()
+    tree = json.loads(row[0]) if row and row[0] else {"error": True, "error_message": "nothing to read"}
+    if tree.get("error"):
+        raise QuerySQLError(
+            f"this session may only run SELECT statements over {allowed} ({ANALYST_SCHEMAS_ENV}); DuckDB read: "
+            f"{tree.get('error_message', 'not a SELECT')}"
+        )
+    tables: list[tuple[str, str]] = []
+    functions: list[str] = []
+    ctes: set[str] = set()
+    _references(tree, tables, functions, ctes)
+    if functions:
+        raise QuerySQLError(
+            f"this session may not call table functions ({', '.join(sorted(set(functions)))}): it reads the views "
+            f"and tables of {allowed} only ({ANALYST_SCHEMAS_ENV})"
+        )
+    outside = sorted(
+        {
+            f"{schema}.{table}" if schema else table
+            for schema, table in tables
+            if not (not schema and table.lower() in ctes) and (schema or "main").lower() not in schemas
+        }
+    )
+    if outside:
+        raise QuerySQLError(
+            f"{', '.join(outside)} is outside this session's schemas ({allowed}, set by {ANALYST_SCHEMAS_ENV}): "
+            "query the analytics views, or ask an operator"
+        )
+
+
 def _refused_by_sandbox(exc: duckdb.Error) -> bool:
     text = str(exc)
     return isinstance(exc, duckdb.PermissionException) or "configuration has been locked" in text
 
 
-def run_query(con: duckdb.DuckDBPyConnection, query: str) -> QueryResult:
-    """Run ``query`` (the last statement's rows are returned); SQL mistakes become a clear TerminalError."""
+def run_query(con: duckdb.DuckDBPyConnection, query: str, scope: Sequence[str] | None = None) -> QueryResult:
+    """Run ``query`` (the last statement's rows are returned); SQL mistakes become a clear TerminalError.
+
+    With ``scope`` (:func:`analyst_scope`), a statement naming anything outside those schemas is refused first.
+    """
+    if scope is not None:
+        check_scope(con, query, scope)
     try:
         cursor = con.execute(query)
         if cursor is None:  # DuckDB found no statement: only whitespace, comments or semicolons
@@ -175,6 +259,7 @@ def shell(
     con: duckdb.DuckDBPyConnection,
     read_line: Callable[[str], str | None],
     write: Callable[[str], None],
+    scope: Sequence[str] | None = None,
 ) -> int:
     """A small DuckDB REPL: ``read_line(prompt)`` gives lines (None at the end); returns failed statements.
 
@@ -187,7 +272,7 @@ def shell(
     def run_buffer() -> None:
         nonlocal failures
         try:
-            result = run_query(con, "\n".join(buffer))
+            result = run_query(con, "\n".join(buffer), scope)
             write(format_table(result) if result.columns else "ok")
         except QuerySQLError as exc:
             failures += 1

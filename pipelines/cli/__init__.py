@@ -1,6 +1,6 @@
 """The ``projectionist`` command line: the group of :mod:`pipelines.cli.base` with every command family
 registered on it (one module each: store, lake, server, versions, backup, report, archive, governance,
-streams, maintain), and
+streams, maintain, privacy), and
 :func:`main`, the console script's entry point."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pipelines.cli import (  # noqa: F401  (importing them registers their comma
     governance,
     lake,
     maintain,
+    privacy,
     report,
     server,
     store,

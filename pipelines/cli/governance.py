@@ -89,7 +89,8 @@ def events_command(since: datetime | None, unseen_since: datetime | None, as_jso
         )
         width = max((len(f.field) for f in entry.fields), default=0)
         for f in entry.fields:
-            click.echo(f"    {f.field:<{width}}  {f.json_type:<7} {100 * f.presence:6.2f} %")
+            private = "  private" if f.private else ""
+            click.echo(f"    {f.field:<{width}}  {f.json_type:<7} {100 * f.presence:6.2f} %{private}")
         for flag in entry.flags:
             click.echo(f"    ! {flag}")
     flagged = sum(1 for e in entries if e.flags)

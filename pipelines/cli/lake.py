@@ -38,7 +38,7 @@ def ingest_and_report(
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
 ) -> None:
     """Ingest what settled in the store into the lake, refresh the analytics views, print what it did."""
-    from projections.registry import declared_types
+    from projections.registry import declared_types, field_policy
     from warehouse.analytics import refresh_analytics
     from warehouse.event_catalog import refresh_event_catalog
     from warehouse.ingest import INGEST_DEAD_LETTER, ingest, lake_checkpoint
@@ -67,6 +67,7 @@ def ingest_and_report(
                     long_stream_threshold=threshold,
                     long_stream_days=settings.long_stream_days,
                     declared=declared_types(),
+                    fields=field_policy(),
                 )
                 refresh_event_catalog(con)
             dead = _ingest_dead_letters(con)
@@ -249,7 +250,7 @@ def sql_command(
     QUERY may start with a comment ("-- why ..."); `-` reads it from stdin, `-f FILE` from a file.
     With --as-of-position or --as-of, every table and view answers as of that lake snapshot.
     """
-    from warehouse.query import format_csv, format_json, format_table, run_query
+    from warehouse.query import analyst_scope, format_csv, format_json, format_table, run_query
 
     if (query is None) == (sql_file is None):
         raise ConfigurationError("give the SQL as QUERY, as `-` (stdin) or with -f FILE: exactly one of them")
@@ -261,9 +262,10 @@ def sql_command(
     if as_json and as_csv:
         raise ConfigurationError("choose one of --json and --csv")
     snapshot, holds = _as_of(as_of_position, as_of)
+    scope = analyst_scope()  # a bad PROJECTIONIST_ANALYST_SCHEMAS fails before the lake opens
     con = read_only_lake(snapshot)
     try:
-        result = run_query(con, query)
+        result = run_query(con, query, scope)
     finally:
         con.close()
     if as_json:
@@ -304,15 +306,16 @@ def _as_of(position: str | None, moment: str | None) -> tuple[int | None, str | 
 def shell_command(write: bool) -> None:
     """An interactive DuckDB session with the lake attached (SQL ending with ';', .tables, .quit)."""
     from warehouse.lake import LakeConfig, open_lake
-    from warehouse.query import shell, stream_reader, terminal_reader
+    from warehouse.query import analyst_scope, shell, stream_reader, terminal_reader
 
     config = LakeConfig.from_settings(settings())
+    scope = None if write else analyst_scope()  # the operator's writable session is not an analyst's
     con = open_lake(config, read_only=False) if write else read_only_lake()
     interactive = sys.stdin.isatty()
     if interactive:
         click.echo(f"lake attached {'writable' if write else 'read-only'}: {config.describe()}; .help for help")
     try:
-        failures = shell(con, terminal_reader() if interactive else stream_reader(sys.stdin), click.echo)
+        failures = shell(con, terminal_reader() if interactive else stream_reader(sys.stdin), click.echo, scope)
     finally:
         con.close()
     if failures and not interactive:

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from click.testing import CliRunner
 
 from eventstore.connection import connect
@@ -100,3 +101,76 @@ def evaluate(check: dg.AssetChecksDefinition, resource: object) -> dg.AssetCheck
     result = check(projectionist=resource)  # type: ignore[call-arg]
     assert isinstance(result, dg.AssetCheckResult)
     return result
+
+
+LEAKY = """
+from projections import Column, Projection, Sql
+
+PROJECTION = Projection(
+    name="contacts",
+    version=1,
+    description="Customers and their email (copied into a column said to be public: a leak).",
+    key=("customer_id",),
+    consumes=("CartOpened",),
+    columns=(
+        Column("customer_id", "VARCHAR", "The customer."),
+        Column("email", "VARCHAR", "Their email."),
+    ),
+    body=Sql(
+        "SELECT data->>'customer_id' AS customer_id, max(data->>'email') AS email, "
+        "max(global_position) AS last_global_position FROM events GROUP BY 1"
+    ),
+    stream_keys=Sql("SELECT DISTINCT stream_id, data->>'customer_id' AS customer_id FROM events"),
+)
+"""
+
+
+def test_privacy_lists_declarations_forget_removes_a_customer_and_the_check_names_a_leak(
+    store_dsn: str, tmp_path: Path, lake_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": store_dsn}
+    append_demo_shop(store_dsn, events=200, writers=2, seed=4, hold_seconds=0)
+    assert run("ingest", home=tmp_path, env=env)[0] == 0
+    assert run("project", home=tmp_path, env=env)[0] == 0
+    code, output = run("privacy", home=tmp_path, env=env)
+    assert code == 0, output
+    assert "CartOpened v1: public customer_id; every other field is private" in output
+    assert output.endswith("subject field (forget): customer_id\nno private value reaches analytics.*\n")
+    check = next(c for c in build_checks(discover()) if "no_private_values_in_analytics" in str(c.check_keys))
+    assert evaluate(check, resource_for(store_dsn, lake_env, tmp_path)).passed
+
+    with connect(store_dsn) as conn:
+        customer, email = conn.execute(
+            "SELECT data->>'customer_id', data->>'email' FROM events WHERE event_type = 'CartOpened' LIMIT 1"
+        ).fetchone()
+    code, output = run("forget", customer, home=tmp_path, env=env)
+    assert code == 2 and "forget cannot be undone" in output and "Nothing was changed." in output, output
+    code, output = run("forget", customer, "--dry-run", home=tmp_path, env=env)
+    assert code == 0 and "would mask" in output, output
+    code, output = run("forget", customer, "--yes", "--json", home=tmp_path, env=env)
+    assert code == 0, output
+    done = json.loads(output[output.index("{") :])
+    assert done["events"] >= 1 and done["values_removed"] == 1 and done["keys_reprojected"]["cart_summary v2"] >= 1
+    code, output = run(
+        "sql",
+        "--csv",
+        "SELECT count(*) FROM raw.all_events WHERE contains(data::VARCHAR, ?)".replace("?", f"'{email}'"),
+        home=tmp_path,
+        env=env,
+    )
+    assert code == 0 and output.splitlines()[-1] == "0", output
+    code, output = run("forget", "customer-nobody", "--yes", "--no-ingest", home=tmp_path, env=env)
+    assert code == 0 and "nothing to forget" in output, output
+
+    # A projection copying the email into a public column: `privacy` exits 1 naming it; so does the check.
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "contacts.py").write_text(LEAKY, encoding="utf-8")
+    leaky_env = {**env, "PROJECTIONIST_PROJECTIONS": str(folder)}
+    assert run("project", home=tmp_path, env=leaky_env)[0] == 0
+    code, output = run("privacy", home=tmp_path, env=leaky_env)
+    assert code == 1, output
+    assert "  ! analytics.contacts.email holds " in output and "private field CartOpened v1.email" in output
+    monkeypatch.setenv("PROJECTIONIST_PROJECTIONS", str(folder))
+    failed = evaluate(check, resource_for(store_dsn, lake_env, tmp_path))
+    assert not failed.passed and "analytics.contacts.email holds" in str(failed.description)

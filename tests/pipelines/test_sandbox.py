@@ -138,3 +138,24 @@ def test_the_docs_queries_run_under_the_sandbox(fresh_database: str, tmp_path: P
             assert code == 2 and "This session is read-only" in output, (where, output)
         else:
             assert code == 0 and "error" not in output, (where, output)
+
+
+def test_an_analyst_scope_reaches_only_its_schemas(lake: tuple[Path, dict[str, str]]) -> None:
+    """PROJECTIONIST_ANALYST_SCHEMAS: raw (private fields) and files are refused; the analytics views answer."""
+    home, env = lake
+    scoped = {**env, "PROJECTIONIST_ANALYST_SCHEMAS": "analytics,public"}
+    code, output = run("sql", "--csv", "SELECT count(*) FROM analytics.events_cart_opened", home=home, env=scoped)
+    assert code == 0 and int(output.splitlines()[-1]) > 0, output
+    for query, refusal in (
+        ("SELECT data FROM raw.events", "raw.events is outside this session's schemas (analytics, public"),
+        ("SELECT 1 FROM analytics.stream_stats WHERE 1 IN (SELECT 1 FROM lake.archive.events)", "archive.events is"),
+        ("FROM read_parquet('x.parquet')", "may not call table functions (read_parquet)"),
+        ("SELECT * FROM (PIVOT raw.events ON event_type USING count(*))", "may only run SELECT statements"),
+        ("SELECT * FROM events", "events is outside"),
+    ):
+        code, output = run("sql", query, home=home, env=scoped)
+        assert code == 2 and refusal in output, (query, output)
+    code, output = run("sql", "WITH t AS (SELECT 41 AS x) SELECT x + 1 FROM t", home=home, env=scoped)
+    assert code == 0 and "42" in output, output
+    code, output = run("sql", "SELECT 1", home=home, env={**env, "PROJECTIONIST_ANALYST_SCHEMAS": "raw;drop"})
+    assert code == 2 and "must list schema names" in output, output
