@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from eventstore.connection import connect_read_only
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["EVENT_SCHEMA", "START", "Checkpoint", "Head", "Holder", "checkpoint_of", "open_transaction"]
 
@@ -112,21 +114,34 @@ def open_transaction(dsn: str, bound: int | None) -> Holder | None:
     return Holder(int(row[0]), int(row[1]), row[2], row[3], row[4], row[5])
 
 
-EVENT_SCHEMA = pa.schema(
-    [
-        ("global_position", pa.int64()),
-        ("transaction_id", pa.int64()),
-        ("stream_id", pa.string()),
-        ("stream_type", pa.string()),
-        ("stream_version", pa.int64()),
-        ("event_id", pa.string()),
-        ("event_type", pa.string()),
-        ("event_version", pa.int32()),
-        ("data", pa.string()),
-        ("metadata", pa.string()),
-        ("recorded_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+#: The columns every reader yields, as an Arrow schema; built on first use (:func:`__getattr__`), so that
+#: reading checkpoints does not load pyarrow.
+EVENT_SCHEMA: pa.Schema
+
+
+def __getattr__(name: str) -> Any:
+    """``EVENT_SCHEMA``, built (and kept) on first use."""
+    if name != "EVENT_SCHEMA":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [
+            ("global_position", pa.int64()),
+            ("transaction_id", pa.int64()),
+            ("stream_id", pa.string()),
+            ("stream_type", pa.string()),
+            ("stream_version", pa.int64()),
+            ("event_id", pa.string()),
+            ("event_type", pa.string()),
+            ("event_version", pa.int32()),
+            ("data", pa.string()),
+            ("metadata", pa.string()),
+            ("recorded_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+    globals()["EVENT_SCHEMA"] = schema
+    return schema
 
 
 def checkpoint_of(batch: pa.RecordBatch) -> Checkpoint:

@@ -11,10 +11,19 @@ from pathlib import Path
 
 from eventstore.errors import ConfigurationError
 
-__all__ = ["DEFAULT_LONG_STREAM_DAYS", "Settings", "parse_closing_events", "parse_duration", "validate_identifier"]
+__all__ = [
+    "DEFAULT_LONG_STREAM_DAYS",
+    "DEFAULT_LONG_STREAM_THRESHOLD",
+    "Settings",
+    "parse_closing_events",
+    "parse_duration",
+    "validate_identifier",
+]
 
 #: A stream whose first and last events lie further apart than this many days is long-lived.
 DEFAULT_LONG_STREAM_DAYS = 30.0
+#: A stream with more events than this is long (analytics.stream_stats, ``ingest --long-stream-threshold``).
+DEFAULT_LONG_STREAM_THRESHOLD = 1000
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

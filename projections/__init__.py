@@ -9,31 +9,37 @@ them to a table (the rebuild's path), :func:`touched_keys` the keys a checkpoint
 This package imports ``eventstore`` types only. See docs/projections.md.
 """
 
-from projections.definition import (
-    LAST_GLOBAL_POSITION,
-    Column,
-    Event,
-    ExpectedChange,
-    Fold,
-    PoisonPolicy,
-    Polars,
-    Projection,
-    Sql,
-)
-from projections.engine import (
-    CHECKS,
-    DATA_ERRORS,
-    ComputeResult,
-    InsertResult,
-    PoisonEvent,
-    compute,
-    compute_into,
-    find_poison,
-    touched_keys,
-)
-from projections.fields import FieldPolicy, PublicFields
-from projections.registry import Registry, discover
-from projections.upcasting import EVENT_COLUMNS, Upcaster, Upcasters, upcast_events
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from projections.definition import (
+        LAST_GLOBAL_POSITION,
+        Column,
+        Event,
+        ExpectedChange,
+        Fold,
+        PoisonPolicy,
+        Polars,
+        Projection,
+        Sql,
+    )
+    from projections.engine import (
+        CHECKS,
+        DATA_ERRORS,
+        ComputeResult,
+        InsertResult,
+        PoisonEvent,
+        compute,
+        compute_into,
+        find_poison,
+        touched_keys,
+    )
+    from projections.fields import FieldPolicy, PublicFields
+    from projections.registry import Registry, discover
+    from projections.upcasting import EVENT_COLUMNS, Upcaster, Upcasters, upcast_events
 
 __all__ = [
     "CHECKS",
@@ -63,3 +69,42 @@ __all__ = [
     "touched_keys",
     "upcast_events",
 ]
+
+#: Where each re-exported name lives: imported on first use, so importing one submodule of the package
+#: (``projections.errors``, say) does not load them all (and their DuckDB, polars, pyarrow).
+_EXPORTS = {
+    "LAST_GLOBAL_POSITION": "projections.definition",
+    "Column": "projections.definition",
+    "Event": "projections.definition",
+    "ExpectedChange": "projections.definition",
+    "Fold": "projections.definition",
+    "PoisonPolicy": "projections.definition",
+    "Polars": "projections.definition",
+    "Projection": "projections.definition",
+    "Sql": "projections.definition",
+    "CHECKS": "projections.engine",
+    "DATA_ERRORS": "projections.engine",
+    "ComputeResult": "projections.engine",
+    "InsertResult": "projections.engine",
+    "PoisonEvent": "projections.engine",
+    "compute": "projections.engine",
+    "compute_into": "projections.engine",
+    "find_poison": "projections.engine",
+    "touched_keys": "projections.engine",
+    "FieldPolicy": "projections.fields",
+    "PublicFields": "projections.fields",
+    "Registry": "projections.registry",
+    "discover": "projections.registry",
+    "EVENT_COLUMNS": "projections.upcasting",
+    "Upcaster": "projections.upcasting",
+    "Upcasters": "projections.upcasting",
+    "upcast_events": "projections.upcasting",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A re-exported name, imported from its module on first use (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

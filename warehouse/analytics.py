@@ -28,13 +28,12 @@ import duckdb
 
 from eventstore.positions import Checkpoint
 from eventstore.quoting import quote_literal
-from eventstore.settings import DEFAULT_LONG_STREAM_DAYS
+from eventstore.settings import DEFAULT_LONG_STREAM_DAYS, DEFAULT_LONG_STREAM_THRESHOLD
 from projections.fields import FieldPolicy
 from warehouse.lake import retry_conflicts, safe_name, set_view_column_comments, transaction
 
 __all__ = ["DEFAULT_LONG_STREAM_THRESHOLD", "TypedView", "refresh_analytics", "untyped_versions"]
 
-DEFAULT_LONG_STREAM_THRESHOLD = 1000
 SAMPLE_EVENTS = 10_000  # events per (type, version) used to infer its payload's columns
 
 _BASE_COLUMNS: tuple[tuple[str, str], ...] = (

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
-from eventstore.adapters import open_reader
-from eventstore.connection import event_store_dsn
 from eventstore.errors import ConfigurationError
 from pipelines.cli.base import cli, fail_cleanly, settings
-from warehouse.archive import ArchiveRun, StoreArchiveRun, archive_in_store, archive_lake, parse_duration
-from warehouse.lake import LakeConfig, open_lake
+
+if TYPE_CHECKING:
+    from warehouse.archive import ArchiveRun, StoreArchiveRun
 
 __all__ = ["archive_command"]
 
@@ -38,6 +38,11 @@ def archive_command(older_than: str, in_store: bool, delete: bool, dry_run: bool
     A stream is finished when its last event is a closing type of its stream type (the projection modules'
     CLOSING_EVENT_TYPES, or PROJECTIONIST_CLOSING_EVENT_TYPES). raw.all_events reads both tiers.
     """
+    from eventstore.adapters import open_reader
+    from eventstore.connection import event_store_dsn
+    from warehouse.archive import archive_in_store, archive_lake, parse_duration
+    from warehouse.lake import LakeConfig, open_lake
+
     if delete and not in_store:
         raise ConfigurationError("--delete applies to --in-store only: add --in-store, or leave --delete out.")
     parse_duration(older_than)  # a bad duration fails before anything is opened

@@ -9,8 +9,6 @@ from pathlib import Path
 import click
 
 from pipelines.cli.base import cli, fail_cleanly, settings
-from warehouse.backup import backup, restore
-from warehouse.lake import LakeConfig
 from warehouse.units import human_bytes
 
 __all__: list[str] = []
@@ -26,6 +24,9 @@ def backup_command(destination: Path, dry_run: bool, as_json: bool) -> None:
 
     Writers may keep running. The event store is not included: it is the source of truth, backed up by its owner.
     """
+    from warehouse.backup import backup
+    from warehouse.lake import LakeConfig
+
     result = backup(LakeConfig.from_settings(settings()), destination, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(asdict(result), indent=2))
@@ -53,6 +54,9 @@ def backup_command(destination: Path, dry_run: bool, as_json: bool) -> None:
 @fail_cleanly
 def restore_command(source: Path, dry_run: bool, as_json: bool) -> None:
     """Restore the backup in SOURCE as this home's lake, whose catalog and data path must be empty."""
+    from warehouse.backup import restore
+    from warehouse.lake import LakeConfig
+
     result = restore(LakeConfig.from_settings(settings()), source, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(asdict(result), indent=2))

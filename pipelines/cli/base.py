@@ -2,6 +2,9 @@
 
 No commands here: :func:`fail_cleanly` (errors as one line and an exit code), :func:`exit_with` and
 :func:`settings` (the command's settings; the first call makes the home private).
+
+Like every CLI module, this one imports nothing heavy at module level (no DuckDB, psycopg, polars,
+pyarrow, Dagster): ``projectionist --help`` and argument errors answer before any of them loads.
 """
 
 from __future__ import annotations
@@ -9,17 +12,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import duckdb
-import psycopg
 
-from eventstore.adapters import adapter_class
 from eventstore.errors import ProjectionistError
-from eventstore.failures import translate
 from eventstore.private import secure_home
 from eventstore.settings import Settings
 
@@ -39,14 +37,25 @@ def fail_cleanly(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (duckdb.Error, psycopg.Error) as exc:
-            if isinstance(exc, duckdb.InterruptException):
-                raise
-            exit_with(translate(exc, f"{func.__name__.removesuffix('_command')} failed"))
         except ProjectionistError as exc:
             exit_with(exc)
+        except Exception as exc:
+            if not _database_error(exc):
+                raise
+            from eventstore.failures import translate
+
+            exit_with(translate(exc, f"{func.__name__.removesuffix('_command')} failed"))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _database_error(exc: Exception) -> bool:
+    """Whether ``exc`` is a DuckDB (not an interrupt) or psycopg error; one only raised once its library loaded."""
+    duckdb = sys.modules.get("duckdb")
+    psycopg = sys.modules.get("psycopg")
+    if duckdb is not None and isinstance(exc, duckdb.Error):
+        return not isinstance(exc, duckdb.InterruptException)
+    return psycopg is not None and isinstance(exc, psycopg.Error)
 
 
 def exit_with(exc: ProjectionistError) -> None:
@@ -60,8 +69,11 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     """``projectionist X (DuckDB Y, Python Z)``: what a bug report needs (DuckDB's version fixes the lake format's)."""
     if not value or ctx.resilient_parsing:
         return
+    from importlib import metadata
+
     python = sys.version.split()[0]
-    click.echo(f"projectionist {metadata.version('projectionist')} (DuckDB {duckdb.__version__}, Python {python})")
+    duckdb = metadata.version("duckdb")  # the installed wheel's, without loading DuckDB
+    click.echo(f"projectionist {metadata.version('projectionist')} (DuckDB {duckdb}, Python {python})")
     ctx.exit()
 
 
@@ -81,11 +93,14 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 def cli(ctx: click.Context, home: Path | None, dsn: str | None) -> None:
     """Projectionist: rebuildable, versioned projections and analytics from your event store."""
     ctx.obj = Settings.from_env().with_overrides(home=home, event_store_dsn=dsn)
-    adapter_class(ctx.obj.store_kind)  # an unknown PROJECTIONIST_EVENT_STORE_KIND stops every command here
 
 
 def settings() -> Settings:
-    """The command's settings; the first call also makes the home private (:func:`secure_home`).
+    """The command's settings; the first call also checks the store kind and makes the home private.
+
+    Every command reads its settings here, so an unknown ``PROJECTIONIST_EVENT_STORE_KIND`` stops every
+    command; the check waits until then because the kinds' registry loads DuckDB and psycopg, which
+    ``--help`` and argument errors need not (:func:`secure_home` makes the home private).
 
     They are the current context's: a command may replace them for the steps it runs next (``demo
     --store`` points them at its own store and lake). The once-per-process flag lives in ``meta``, which
@@ -95,6 +110,10 @@ def settings() -> Settings:
     obj = ctx.obj
     assert isinstance(obj, Settings)
     if not ctx.meta.get("projectionist.home_secured"):
+        if obj.store_kind != "native":  # the default kind needs no look-up (nor pyarrow, which the registry loads)
+            from eventstore.adapters import adapter_class
+
+            adapter_class(obj.store_kind)
         ctx.meta["projectionist.home_secured"] = True
         tightened = secure_home(obj.home)
         if tightened:

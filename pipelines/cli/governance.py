@@ -8,10 +8,6 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from pipelines.cli.base import cli, fail_cleanly, settings
-from projections import discover
-from warehouse.event_catalog import catalog_entries, refresh_event_catalog, schema_changes
-from warehouse.explain import explain, render_explanation
-from warehouse.lake import LakeConfig, open_lake
 
 __all__: list[str] = []
 
@@ -28,6 +24,10 @@ def explain_command(name: str, key: str, version: int | None, as_json: bool) -> 
     KEY is the row's key; a key of several columns is their values joined by ',' in key order
     (e.g. daily_revenue: 2026-01-15,EUR).
     """
+    from projections import discover
+    from warehouse.explain import explain, render_explanation
+    from warehouse.lake import LakeConfig, open_lake
+
     con = open_lake(LakeConfig.from_settings(settings()), read_only=True)
     try:
         explanation = explain(con, discover(), name, key, version)
@@ -55,6 +55,10 @@ def _date(value: datetime | None) -> datetime | None:
 @fail_cleanly
 def events_command(since: datetime | None, unseen_since: datetime | None, as_json: bool) -> None:
     """The event catalog: per stream type, event type and version, counts, payload fields and flags."""
+    from projections import discover
+    from warehouse.event_catalog import catalog_entries, refresh_event_catalog, schema_changes
+    from warehouse.lake import LakeConfig, open_lake
+
     idle_before = _date(unseen_since) or datetime.now(UTC) - timedelta(days=90)
     con = open_lake(LakeConfig.from_settings(settings()))
     try:

@@ -7,39 +7,20 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
-import duckdb
-from psycopg import conninfo
 
-from eventstore.connection import EmbeddedServer, event_store_dsn, libpq_conninfo
-from eventstore.duckdb_connections import bundled_extension_path
 from eventstore.errors import ConfigurationError
-from eventstore.positions import START
 from eventstore.quoting import quote_literal
-from eventstore.settings import Settings
+from eventstore.settings import DEFAULT_LONG_STREAM_THRESHOLD, Settings
 from pipelines.cli.base import cli, fail_cleanly, settings
-from pipelines.server import listening_port, role_password
-from projections.registry import declared_types, field_policy
-from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.errors import LakeConfigurationError, LakeNotCreatedError
-from warehouse.event_catalog import refresh_event_catalog
-from warehouse.ingest import INGEST_DEAD_LETTER, compact, ingest, lake_checkpoint, table_files
-from warehouse.lake import ANALYST_ROLE, LakeConfig, analyst_lake, open_lake
-from warehouse.query import (
-    analyst_scope,
-    format_csv,
-    format_json,
-    format_table,
-    run_query,
-    sandbox,
-    shell,
-    stream_reader,
-    terminal_reader,
-)
-from warehouse.sources import close_source, open_source
-from warehouse.time_travel import parse_position, parse_time, snapshot_at_position, snapshot_at_time
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from warehouse.lake import LakeConfig
 
 __all__ = ["ingest_and_report", "read_only_lake"]
 
@@ -57,6 +38,13 @@ def ingest_and_report(
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
 ) -> None:
     """Ingest what settled in the store into the lake, refresh the analytics views, print what it did."""
+    from projections.registry import declared_types, field_policy
+    from warehouse.analytics import refresh_analytics
+    from warehouse.event_catalog import refresh_event_catalog
+    from warehouse.ingest import INGEST_DEAD_LETTER, ingest, lake_checkpoint
+    from warehouse.lake import LakeConfig, open_lake
+    from warehouse.sources import close_source, open_source
+
     config = LakeConfig.from_settings(settings)
     source = open_source(settings, dsn)
     try:
@@ -108,6 +96,8 @@ def ingest_and_report(
 
 
 def _ingest_dead_letters(con: duckdb.DuckDBPyConnection) -> int:
+    from warehouse.ingest import INGEST_DEAD_LETTER
+
     row = con.execute("SELECT count(*) FROM meta.dead_letters WHERE projection = ?", [INGEST_DEAD_LETTER]).fetchone()
     return int(row[0]) if row else 0
 
@@ -133,6 +123,8 @@ def ingest_command(
     batch_size: int, no_compact: bool, memory_limit: str, long_stream_threshold: int, dry_run: bool
 ) -> None:
     """Land every settled event not yet in the lake into raw.events, checkpointed per commit."""
+    from eventstore.connection import event_store_dsn
+
     if batch_size < 1:
         raise ConfigurationError("--batch-size must be at least 1")
     current = settings()
@@ -151,6 +143,11 @@ def ingest_command(
 
 
 def _ingest_dry_run(current: Settings, dsn: str, batch_size: int) -> None:
+    from eventstore.positions import START
+    from warehouse.ingest import lake_checkpoint
+    from warehouse.lake import LakeConfig, open_lake
+    from warehouse.sources import close_source, open_source
+
     source = open_source(current, dsn)
     try:
         try:
@@ -178,6 +175,9 @@ def _ingest_dry_run(current: Settings, dsn: str, batch_size: int) -> None:
 @fail_cleanly
 def compact_command(dry_run: bool) -> None:
     """Merge small adjacent Parquet files of raw.events (ingest also does it past 64 files)."""
+    from warehouse.ingest import compact, table_files
+    from warehouse.lake import LakeConfig, open_lake
+
     con = open_lake(LakeConfig.from_settings(settings()), read_only=dry_run)
     try:
         if dry_run:
@@ -192,6 +192,9 @@ def compact_command(dry_run: bool) -> None:
 
 def read_only_lake(snapshot: int | None = None) -> Any:
     """The lake attached read-only in the analyst sandbox (:func:`~warehouse.query.sandbox`)."""
+    from warehouse.lake import ANALYST_ROLE, LakeConfig, analyst_lake, open_lake
+    from warehouse.query import sandbox
+
     current = settings()
     config = replace(LakeConfig.from_settings(current), snapshot=snapshot)
     analyst = analyst_lake(config)
@@ -247,6 +250,8 @@ def sql_command(
     QUERY may start with a comment ("-- why ..."); `-` reads it from stdin, `-f FILE` from a file.
     With --as-of-position or --as-of, every table and view answers as of that lake snapshot.
     """
+    from warehouse.query import analyst_scope, format_csv, format_json, format_table, run_query
+
     if (query is None) == (sql_file is None):
         raise ConfigurationError("give the SQL as QUERY, as `-` (stdin) or with -f FILE: exactly one of them")
     if sql_file is not None:
@@ -275,6 +280,8 @@ def sql_command(
 
 def _as_of(position: str | None, moment: str | None) -> tuple[int | None, str | None]:
     """The snapshot ``--as-of-position`` or ``--as-of`` names (None: the current one) and the checkpoint it holds."""
+    from warehouse.time_travel import parse_position, parse_time, snapshot_at_position, snapshot_at_time
+
     if position is None and moment is None:
         return None, None
     if position is not None and moment is not None:
@@ -298,6 +305,9 @@ def _as_of(position: str | None, moment: str | None) -> tuple[int | None, str | 
 @fail_cleanly
 def shell_command(write: bool) -> None:
     """An interactive DuckDB session with the lake attached (SQL ending with ';', .tables, .quit)."""
+    from warehouse.lake import LakeConfig, open_lake
+    from warehouse.query import analyst_scope, shell, stream_reader, terminal_reader
+
     config = LakeConfig.from_settings(settings())
     scope = None if write else analyst_scope()  # the operator's writable session is not an analyst's
     con = open_lake(config, read_only=False) if write else read_only_lake()
@@ -323,6 +333,11 @@ def attach_command(show_password: bool) -> None:
     With a PostgreSQL catalog they log in as the read-only role projectionist_analyst, which can only
     SELECT the catalog: the analyst's DuckDB cannot commit to the lake, even outside Projectionist.
     """
+    import duckdb
+
+    from eventstore.duckdb_connections import bundled_extension_path
+    from warehouse.lake import LakeConfig
+
     current = settings()
     config = LakeConfig.from_settings(current)
     notes: list[str] = []
@@ -358,6 +373,12 @@ def attach_command(show_password: bool) -> None:
 
 def _analyst_attach(settings: Settings, config: LakeConfig, show_password: bool) -> tuple[LakeConfig, list[str]]:
     """The catalog DSN `attach` prints (the read-only role's when it can be made) and notes for the reader."""
+    from psycopg import conninfo
+
+    from eventstore.connection import EmbeddedServer, libpq_conninfo
+    from pipelines.server import listening_port, role_password
+    from warehouse.lake import ANALYST_ROLE, analyst_lake
+
     analyst = analyst_lake(config)
     embedded = settings.lake is None
     if analyst is None:

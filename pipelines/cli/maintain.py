@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
-import duckdb
 
 from eventstore.settings import parse_duration
 from pipelines.cli.base import cli, fail_cleanly, settings
-from warehouse.lake import LakeConfig, open_lake
-from warehouse.maintenance import LakeSize, Maintenance, maintain
 from warehouse.units import human_bytes
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from warehouse.maintenance import LakeSize, Maintenance
 
 __all__ = ["describe_size", "expire_dropped", "maintain_command"]
 
@@ -60,6 +63,9 @@ def maintain_command(older_than: str, dry_run: bool, as_json: bool) -> None:
     Time travel reaches back only as far as the snapshots kept. Never expired: the current snapshot,
     those PROJECTIONIST_TIME_TRAVEL_WINDOW needs, those since an unfinished rebuild started.
     """
+    from warehouse.lake import LakeConfig, open_lake
+    from warehouse.maintenance import maintain
+
     age = parse_duration(older_than, "--older-than")
     current = settings()
     con = open_lake(LakeConfig.from_settings(current))
@@ -78,6 +84,8 @@ def expire_dropped(con: duckdb.DuckDBPyConnection, older_than: str) -> None:
 
     A dropped table's files stay while a snapshot from before the drop is kept (time travel reads them).
     """
+    from warehouse.maintenance import maintain
+
     done = maintain(
         con, older_than=parse_duration(older_than, "--older-than"), window=settings().time_travel_window, merge=False
     )

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from eventstore.errors import ConfigurationError
 from pipelines.cli.base import cli, fail_cleanly, settings
 from warehouse.errors import LakeNotCreatedError
-from warehouse.lake import LakeConfig, open_lake
-from warehouse.report import Report, build_report, empty_report
-from warehouse.report_html import render_report
+
+if TYPE_CHECKING:
+    from warehouse.lake import LakeConfig
+    from warehouse.report import Report
 
 __all__ = ["report_command"]
 
@@ -30,6 +32,9 @@ def report_command(output: Path | None, as_json: bool) -> None:
 
     It reads the lake attached read-only; nothing is written to the lake or the store.
     """
+    from warehouse.lake import LakeConfig
+    from warehouse.report_html import render_report
+
     current = settings()
     config = LakeConfig.from_settings(current)
     report = _read(config)
@@ -49,6 +54,9 @@ def report_command(output: Path | None, as_json: bool) -> None:
 
 
 def _read(config: LakeConfig) -> Report:
+    from warehouse.lake import open_lake
+    from warehouse.report import build_report, empty_report
+
     try:
         con = open_lake(config, read_only=True)
     except LakeNotCreatedError:

@@ -7,10 +7,7 @@ import sys
 
 import click
 
-from eventstore.connection import EMBEDDED_STORE_DATABASE, EmbeddedServer, ensure_database
 from pipelines.cli.base import cli, fail_cleanly, settings
-from pipelines.server import listen_on_port, password_file, role_password
-from warehouse.lake import ANALYST_ROLE, LAKE_DATABASE, LakeConfig, analyst_lake
 
 
 @cli.command("up")
@@ -22,6 +19,10 @@ def up_command(port: int | None) -> None:
     Over TCP every login needs a password: the superuser's is made on first use, shown once and
     kept in the home (0600); `projectionist rotate-password` replaces it.
     """
+    from eventstore.connection import EMBEDDED_STORE_DATABASE, EmbeddedServer, ensure_database
+    from pipelines.server import listen_on_port, password_file, role_password
+    from warehouse.lake import LAKE_DATABASE
+
     current = settings()
     server = EmbeddedServer(current.home)
     if port is not None:
@@ -45,10 +46,14 @@ def up_command(port: int | None) -> None:
 
 
 @cli.command("rotate-password")
-@click.option("--analyst", is_flag=True, help=f"Rotate the read-only role {ANALYST_ROLE}'s password instead.")
+@click.option("--analyst", is_flag=True, help="Rotate the read-only role projectionist_analyst's password instead.")
 @fail_cleanly
 def rotate_password_command(analyst: bool) -> None:
     """Give the embedded PostgreSQL's superuser (or the read-only analyst role) a new TCP password."""
+    from eventstore.connection import EmbeddedServer, ensure_database
+    from pipelines.server import password_file, role_password
+    from warehouse.lake import ANALYST_ROLE, LAKE_DATABASE, LakeConfig, analyst_lake
+
     current = settings()
     server = EmbeddedServer(current.home)
     dsn = server.start()
@@ -66,6 +71,8 @@ def rotate_password_command(analyst: bool) -> None:
 @fail_cleanly
 def down_command() -> None:
     """Stop the embedded PostgreSQL."""
+    from eventstore.connection import EmbeddedServer
+
     server = EmbeddedServer(settings().home)
     click.echo("embedded PostgreSQL stopped" if server.stop() else "embedded PostgreSQL was not running")
 

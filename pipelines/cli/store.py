@@ -9,39 +9,42 @@ from dataclasses import replace
 
 import click
 
-from eventstore.adapters import store_kinds
-from eventstore.adapters.native import NativeReader
-from eventstore.connection import (
-    EmbeddedServer,
-    connect,
-    connect_read_only,
-    describe_dsn,
-    ensure_database,
-    event_store_dsn,
-)
 from eventstore.errors import ConfigurationError
-from eventstore.native_store import create_schema, table_ref
-from eventstore.positions import START
-from eventstore.settings import Settings
+from eventstore.settings import DEFAULT_LONG_STREAM_THRESHOLD, Settings
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.cli.lake import ingest_and_report, read_only_lake
 from pipelines.cli.maintain import describe_size
 from pipelines.cli.versions import demo_projections, echo_projection_status, version_records
-from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD
-from warehouse.lake import LakeConfig, open_lake
-from warehouse.maintenance import lake_size
-from warehouse.query import format_table, run_query
-from warehouse.sources import close_source, open_source
-from warehouse.status import lake_status
 from warehouse.units import human_bytes
 
 _NAME_WIDTH = 24
+
+
+class StoreKind(click.Choice[str]):
+    """``click.Choice`` of the registry's store kinds, read when first needed: the registry loads DuckDB and
+    psycopg, which ``projectionist --help`` need not (``demo --help`` lists the kinds, so it loads them)."""
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from eventstore.adapters import store_kinds
+
+        return store_kinds()
+
+    @choices.setter
+    def choices(self, _value: tuple[str, ...]) -> None:
+        pass
 
 
 @cli.command()
 @fail_cleanly
 def init() -> None:
     """Create the native event store table (idempotent)."""
+    from eventstore.connection import connect, describe_dsn, event_store_dsn
+    from eventstore.native_store import create_schema
+
     current = settings()
     dsn = event_store_dsn(current)
     with connect(dsn) as conn:
@@ -57,7 +60,7 @@ def init() -> None:
 @click.option(
     "--store",
     "store_kind",
-    type=click.Choice(store_kinds()),
+    type=StoreKind(),
     default="native",
     show_default=True,
     help="Write the shop through this store's own writer, into its own demo database and lake.",
@@ -65,7 +68,10 @@ def init() -> None:
 @fail_cleanly
 def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: str) -> None:
     """Append a demo shop, read it back gap-safe, ingest it into the lake and query it."""
+    from eventstore.adapters.native import NativeReader
+    from eventstore.connection import connect, event_store_dsn
     from eventstore.demo import append_demo_shop, first_stream_id
+    from eventstore.native_store import create_schema, table_ref
 
     if store_kind != "native":
         current, dsn = _foreign_demo_store(store_kind, n_events, seed)
@@ -122,6 +128,14 @@ def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: 
 @fail_cleanly
 def status(as_json: bool) -> None:
     """Show the event store's safe head and size, and the lake's checkpoint, lag and tables."""
+    from eventstore.connection import connect_read_only, describe_dsn, event_store_dsn
+    from eventstore.native_store import table_ref
+    from eventstore.positions import START
+    from warehouse.lake import LakeConfig, open_lake
+    from warehouse.maintenance import lake_size
+    from warehouse.sources import close_source, open_source
+    from warehouse.status import lake_status
+
     current = settings()
     dsn = event_store_dsn(current)
     with contextlib.ExitStack() as closing:
@@ -206,6 +220,8 @@ def _foreign_demo_store(kind: str, n_events: int, seed: int) -> tuple[Settings, 
     store's events. The click context's settings become the demo's, so later steps use them.
     """
     from eventstore.adapters.writers import append_demo_shop_store
+    from eventstore.connection import EmbeddedServer, describe_dsn, ensure_database, event_store_dsn
+    from warehouse.sources import close_source, open_source
 
     base = settings()
     dsn = ensure_database(event_store_dsn(base), f"projectionist_demo_{kind}")
@@ -243,6 +259,9 @@ def _bound_word(source: object) -> str:
 
 def _foreign_events(settings: Settings, dsn: str) -> int:
     """Events already in the demo store of ``settings.store_kind`` (0 when its tables do not exist yet)."""
+    from eventstore.positions import START
+    from warehouse.sources import close_source, open_source
+
     try:
         source = open_source(settings, dsn)
     except ConfigurationError:
@@ -254,6 +273,8 @@ def _foreign_events(settings: Settings, dsn: str) -> int:
 
 
 def _demo_queries(settings: Settings) -> None:
+    from warehouse.query import format_table, run_query
+
     queries = (
         (
             "events per type",

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import click
 
 from eventstore.errors import ConfigurationError
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.cli.lake import read_only_lake
-from warehouse.query import QueryResult, format_table
-from warehouse.stream_health import StreamRow, closing_event_types, stream_health
+
+if TYPE_CHECKING:
+    from warehouse.stream_health import StreamRow
 
 __all__ = ["streams_command"]
 
@@ -24,6 +26,8 @@ def _age(age: timedelta) -> str:
 
 
 def _table(rows: list[StreamRow]) -> str:
+    from warehouse.query import QueryResult, format_table
+
     return format_table(
         QueryResult(
             _HEADERS,
@@ -54,6 +58,8 @@ def streams_command(limit: int, as_json: bool) -> None:
     CLOSING_EVENT_TYPES: CartConfirmed/CartCancelled for the demo shop); long-lived when its first and last
     events lie more than PROJECTIONIST_LONG_STREAM_DAYS apart.
     """
+    from warehouse.stream_health import closing_event_types, stream_health
+
     if limit < 1:
         raise ConfigurationError(f"--limit {limit} must be at least 1")
     current = settings()

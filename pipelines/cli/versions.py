@@ -15,54 +15,28 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import duckdb
 
 from eventstore.errors import ConfigurationError
 from eventstore.settings import parse_duration
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.cli.maintain import expire_dropped
-from pipelines.follow import Follower
-from projections import Registry, discover
-from projections.registry import did_you_mean
-from warehouse.diff import (
-    check_expectation,
-    compare_versions,
-    expectation_for,
-    render_html,
-    render_markdown,
-    render_text,
-    resolve_pair,
-)
 from warehouse.errors import PromotionError
-from warehouse.ingest import lake_checkpoint
-from warehouse.lake import LakeConfig, open_lake
-from warehouse.progress import LOG_SECONDS, every
-from warehouse.versions import (
-    CHUNK_EVENTS,
-    ProjectResult,
-    build_shard,
-    dead_letters,
-    finish_shards,
-    lag,
-    list_versions,
-    plan_shards,
-    project,
-    promote,
-    rebuild,
-    resumable_rebuild,
-    retain,
-    rollback,
-    unfinished_rebuilds,
-    validate_target,
-)
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from projections import Registry
+    from warehouse.versions import ProjectResult
 
 __all__ = ["demo_projections", "echo_projection_status", "version_records", "version_rows"]
 
 
 def _lake() -> duckdb.DuckDBPyConnection:
+    from warehouse.lake import LakeConfig, open_lake
+
     return open_lake(LakeConfig.from_settings(settings()))
 
 
@@ -81,6 +55,9 @@ def _echo_results(results: list[ProjectResult]) -> None:
 @fail_cleanly
 def project_command(names: tuple[str, ...], dry_run: bool) -> None:
     """Bring every live and ready projection version up to the lake's checkpoint (only touched keys)."""
+    from projections import discover
+    from warehouse.versions import lag, list_versions, project, validate_target
+
     registry = discover()
     for name in names:
         validate_target(registry, name)
@@ -130,6 +107,11 @@ def rebuild_command(
     name: str, version: int, chunk_events: int | None, dry_run: bool, shards: int | None, shard: int | None
 ) -> None:
     """Build projections.NAME_vN from every event in the lake while the live version keeps serving."""
+    from projections import discover
+    from warehouse.ingest import lake_checkpoint
+    from warehouse.progress import LOG_SECONDS, every
+    from warehouse.versions import CHUNK_EVENTS, build_shard, list_versions, rebuild, resumable_rebuild, validate_target
+
     registry = discover()
     projection = validate_target(registry, name, version)
     if shard is not None:
@@ -187,6 +169,8 @@ SHARD_RETRIES = 1
 
 def _sharded_rebuild(registry: Registry, name: str, version: int, shards: int) -> None:
     """Plan K shards, build each in a process of its own (a failed one again, alone), then swap them in once."""
+    from warehouse.versions import finish_shards, list_versions, plan_shards
+
     con = _lake()
     try:
         plan = plan_shards(con, registry, name, version, shards)
@@ -242,6 +226,10 @@ def _sharded_rebuild(registry: Registry, name: str, version: int, shards: int) -
 
 def _known(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Refuse a name that is neither a registered projection nor one with versions in the lake."""
+    from projections import discover
+    from projections.registry import did_you_mean
+    from warehouse.versions import list_versions
+
     names = sorted({*discover().names(), *(v.name for v in list_versions(con))})
     if name not in names:
         raise ConfigurationError(f"unknown projection {name!r}{did_you_mean(name, names)}: known ones are {names}.")
@@ -257,6 +245,9 @@ def _known(con: duckdb.DuckDBPyConnection, name: str) -> None:
 @fail_cleanly
 def promote_command(name: str, version: int, force: bool, keep: int | None, yes: bool, dry_run: bool) -> None:
     """Make version N live: analytics.NAME swaps to it atomically (needs `projectionist diff` first)."""
+    from projections import discover
+    from warehouse.versions import promote, retain, validate_target
+
     registry = discover()
     validate_target(registry, name, version)
     con = _lake()
@@ -290,6 +281,8 @@ def promote_command(name: str, version: int, force: bool, keep: int | None, yes:
 
 def _doomed_after_promotion(con: duckdb.DuckDBPyConnection, name: str, retiring: int | None, keep: int) -> list[int]:
     """The retired versions ``--keep`` would drop once the promotion retired ``retiring`` too."""
+    from warehouse.versions import list_versions
+
     retired = {v.version for v in list_versions(con, name) if v.state == "retired"}
     if retiring is not None:
         retired.add(retiring)
@@ -302,6 +295,9 @@ def _doomed_after_promotion(con: duckdb.DuckDBPyConnection, name: str, retiring:
 @fail_cleanly
 def rollback_command(name: str, dry_run: bool) -> None:
     """Make the previous live version of NAME live again."""
+    from projections import discover
+    from warehouse.versions import rollback
+
     con = _lake()
     try:
         _known(con, name)
@@ -331,6 +327,8 @@ def rollback_command(name: str, dry_run: bool) -> None:
 @fail_cleanly
 def retain_command(name: str, keep: int, yes: bool, dry_run: bool, older_than: str) -> None:
     """Drop the tables of NAME's retired versions beyond the newest K, and expire the files no snapshot needs."""
+    from warehouse.versions import retain
+
     parse_duration(older_than, "--older-than")  # a bad duration is refused before anything is dropped
     con = _lake()
     try:
@@ -349,9 +347,13 @@ def retain_command(name: str, keep: int, yes: bool, dry_run: bool, older_than: s
 
 def version_records(con: duckdb.DuckDBPyConnection, name: str | None = None) -> list[dict[str, Any]]:
     """The versions in the lake as JSON-ready objects (``--json`` of ``versions`` and ``status``)."""
+    from warehouse.versions import lags, list_versions
+
+    versions = list_versions(con, name)
+    lag = lags(con, [v for v in versions if v.state not in ("dropped", "building")])
     records = []
-    for v in list_versions(con, name):
-        behind = lag(con, v.name, v.version)[0] if v.state not in ("dropped", "building") else None
+    for v in versions:
+        behind = lag[(v.name, v.version)][0] if (v.name, v.version) in lag else None
         records.append(
             {
                 "projection": v.name,
@@ -369,10 +371,13 @@ def version_records(con: duckdb.DuckDBPyConnection, name: str | None = None) -> 
 
 def version_rows(con: duckdb.DuckDBPyConnection, name: str | None = None) -> list[str]:
     """Lines of a table of projection versions: state, rows, checkpoint, lag, build."""
+    from warehouse.versions import lags, list_versions
+
     versions = list_versions(con, name)
+    lag = lags(con, [v for v in versions if v.state not in ("dropped", "building")])
     lines = [f"{'projection':<16} {'ver':>3}  {'state':<8} {'rows':>10}  {'checkpoint':<14} {'lag':>8}  built"]
     for v in versions:
-        behind = f"{lag(con, v.name, v.version)[0]:,}" if v.state not in ("dropped", "building") else "-"
+        behind = f"{lag[(v.name, v.version)][0]:,}" if (v.name, v.version) in lag else "-"
         built = f"{v.built_at:%Y-%m-%d %H:%M:%S} ({v.build_seconds:.1f} s)" if v.built_at and v.build_seconds else "-"
         lines.append(
             f"{v.name:<16} {v.version:>3}  {v.state:<8} {v.rows:>10,}  {v.checkpoint!s:<14} {behind:>8}  {built}"
@@ -401,6 +406,8 @@ def versions_command(name: str | None, as_json: bool) -> None:
 
 def echo_projection_status(con: duckdb.DuckDBPyConnection) -> None:
     """The projection part of `projectionist status`: versions and recent dead letters."""
+    from warehouse.versions import dead_letters, unfinished_rebuilds
+
     lines = version_rows(con)
     if not lines:
         click.echo("projections: none built yet (run `projectionist project`)")
@@ -456,6 +463,18 @@ def diff_command(
     tolerances: tuple[str, ...],
 ) -> None:
     """Compare versions A (default: live) and B (default: newest candidate) of NAME; record it for the gate."""
+    from projections import discover
+    from warehouse.diff import (
+        check_expectation,
+        compare_versions,
+        expectation_for,
+        render_html,
+        render_markdown,
+        render_text,
+        resolve_pair,
+    )
+    from warehouse.versions import validate_target
+
     registry = discover()
     validate_target(registry, name)
     parsed = _tolerances(tolerances)
@@ -510,6 +529,9 @@ def follow_command(interval: float, report_held_after: float, max_cycles: int | 
     One line per cycle that did something, one per outage (then retried with backoff) and one when it
     recovers; it exits only on a terminal error (exit 2) or a signal.
     """
+    from pipelines.follow import Follower
+    from projections import discover
+
     current = settings()
     registry = discover()
     stop = _Stop()
@@ -544,6 +566,10 @@ def follow_command(interval: float, report_held_after: float, max_cycles: int | 
 
 def demo_projections() -> None:
     """The demo's projection part: cart_summary v1 live, v2 a candidate, the others live, then a diff."""
+    from projections import discover
+    from warehouse.diff import check_expectation, compare_versions, expectation_for, render_text
+    from warehouse.versions import list_versions, project, promote, rebuild
+
     registry = discover()
     con = _lake()
     try:

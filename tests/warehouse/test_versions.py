@@ -22,6 +22,7 @@ from warehouse.versions import (
     PromotionError,
     dead_letters,
     lag,
+    lags,
     list_versions,
     project,
     promote,
@@ -135,6 +136,12 @@ def test_first_project_builds_and_promotes_then_gate_promote_rollback_retain(
     ingest(con, source)
     project(con, registry, names=["cart_summary"])  # advances live v2; retired v1 stays behind
     assert lag(con, "cart_summary", 1)[0] > 0
+    listed = list_versions(con, "cart_summary")
+    batched = lags(con, listed)  # one scan for every version
+    assert {key: events for key, (events, _) in batched.items()} == {
+        (v.name, v.version): lag(con, v.name, v.version)[0] for v in listed
+    }
+    assert all((seconds is None) == (events == 0) for events, seconds in batched.values())
     back = rollback(con, "cart_summary", registry=registry)
     assert (back.from_version, back.to_version) == (2, 1)
     assert lag(con, "cart_summary", 1) == (0, None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,12 +26,9 @@ from warehouse.versions.catalog import (
     validate_target,
     version_info,
 )
-from warehouse.versions.incremental import advance_to
 from warehouse.versions.lake_events import EVENTS, in_range
-from warehouse.versions.promotion import promote
-from warehouse.versions.rebuilding import rebuild
 
-__all__ = ["advance_version", "lag", "project"]
+__all__ = ["advance_version", "lag", "lags", "project"]
 
 
 def project(
@@ -46,6 +43,12 @@ def project(
     A registered projection with no version in the lake at all gets its highest version built and
     promoted (its first promotion needs no comparison). Versions not built yet are rebuild's job.
     """
+    # Computing loads the projection engine (polars, pyarrow): imported here, so that :func:`lag`
+    # (``status``, ``versions``) does not pay for it.
+    from warehouse.versions.incremental import advance_to
+    from warehouse.versions.promotion import promote
+    from warehouse.versions.rebuilding import rebuild
+
     chosen = list(names) if names is not None else registry.names()
     for name in chosen:
         validate_target(registry, name)
@@ -113,6 +116,8 @@ def advance_version(con: duckdb.DuckDBPyConnection, registry: Registry, name: st
     scheduled run against an idle store records "nothing to do" instead of failing. A version the
     lake does not hold is refused (:class:`ConfigurationError`): it needs a rebuild first.
     """
+    from warehouse.versions.incremental import advance_to
+
     projection = validate_target(registry, name, version)
 
     def read() -> tuple[tuple[Any, ...] | None, Checkpoint]:
@@ -157,3 +162,34 @@ def lag(con: duckdb.DuckDBPyConnection, name: str, version: int) -> tuple[int, f
         return 0, None
     oldest: datetime = row[1]
     return int(row[0]), max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+
+
+def lags(
+    con: duckdb.DuckDBPyConnection, versions: Iterable[VersionInfo]
+) -> dict[tuple[str, int], tuple[int, float | None]]:
+    """:func:`lag` of each of ``versions`` (as :func:`list_versions` gives them), by ``(name, version)``.
+
+    One read of the ingest checkpoint and one scan of the events after the oldest checkpoint, counted
+    per version: ``status`` and ``versions`` listing N versions made 4 N catalog round trips and N scans.
+    """
+    chosen = list(versions)
+    if not chosen:
+        return {}
+    until, _ = lake_checkpoint(con)
+    behind = [v for v in chosen if v.checkpoint < until]
+    result: dict[tuple[str, int], tuple[int, float | None]] = {(v.name, v.version): (0, None) for v in chosen}
+    if not behind:
+        return result
+    oldest = min(v.checkpoint for v in behind)
+    columns = []
+    for v in behind:
+        tx, position = int(v.checkpoint.transaction_id), int(v.checkpoint.global_position)
+        after = f"transaction_id > {tx} OR (transaction_id = {tx} AND global_position > {position})"
+        columns += [f"count(*) FILTER (WHERE {after})", f"min(recorded_at) FILTER (WHERE {after})"]
+    row = con.execute(f"SELECT {', '.join(columns)} FROM {EVENTS} WHERE {in_range(oldest, until)}").fetchone()
+    assert row is not None
+    now = datetime.now(UTC)
+    for i, v in enumerate(behind):
+        count, first = int(row[2 * i]), row[2 * i + 1]
+        result[(v.name, v.version)] = (count, max(0.0, (now - first).total_seconds())) if count else (0, None)
+    return result

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 
-from projections import PoisonEvent, Projection
 from warehouse.versions.catalog import exists
+
+if TYPE_CHECKING:
+    from projections import PoisonEvent, Projection  # the engine: polars, pyarrow (status reads dead letters)
 
 __all__ = ["DeadLetter", "dead_letters", "unrecorded", "write_dead_letters"]
 
