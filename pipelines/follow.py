@@ -33,6 +33,7 @@ from projections import Registry
 from projections.registry import declared_types
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped_versions
 from warehouse.event_catalog import refresh_event_catalog
+from warehouse.feeds import DeliveryResult, deliver
 from warehouse.ingest import EventSource, IngestResult, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import close_source, head_holder, open_source
@@ -73,6 +74,7 @@ class Follower:
     holder_seen: dict[tuple[int, int], float] = field(default_factory=dict)
     long_stream_threshold: int = DEFAULT_LONG_STREAM_THRESHOLD
     landed: Checkpoint = START  # the lake's checkpoint after the last cycle's ingest
+    delivered: list[DeliveryResult] = field(default_factory=list)  # the last cycle's feed deliveries
 
     def cycle(self) -> float:
         """One cycle; returns the seconds to wait before the next. Raises on a terminal failure."""
@@ -101,6 +103,9 @@ class Follower:
                 + (f"; {letters:,} dead-lettered" if letters else "")
                 + f" ({time.monotonic() - started:.1f} s)"
             )
+        for delivery in self.delivered:  # feed consumers (docs/integration.md): a line for what was sent
+            if delivery.changes or delivery.dead_letters:
+                self.log(f"{_clock()} delivered {delivery.describe()}")
         self._watch_holder(ingested)
         return self.interval
 
@@ -126,7 +131,9 @@ class Follower:
                 named = ", ".join(f"{t} v{v}" for t, v in new)
                 self.log(f"{_clock()} new event types: {named}; analytics views written: {len(views)}")
         self.landed = ingested.checkpoint
-        return ingested, project(self.lake, self.registry)
+        results = project(self.lake, self.registry)
+        self.delivered = deliver(self.lake, self.registry)
+        return ingested, results
 
     def _failed(self, error: ProjectionistError) -> float:
         # Connections that saw the failure may be broken in ways a retry on them would not cure

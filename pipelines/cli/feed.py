@@ -197,23 +197,6 @@ def feed_reset_command(name: str, to: str | None, beginning: bool, yes: bool) ->
     click.echo(f"feed consumer {name} reset to snapshot {consumer.snapshot} (checkpoint {consumer.checkpoint})")
 
 
-def echo_deliveries(results: list[Any], echo: Any = click.echo) -> None:
-    """One line per consumer a pass delivered to (or, dry, would deliver to)."""
-    for r in results:
-        counts = ", ".join(f"{n:,} {op}s" for op, n in r.counts.items() if n) or "no changes"
-        if r.dry_run:
-            echo(
-                f"dry run: {r.consumer} ({r.kind} of {r.source}) would receive {counts} (snapshots {r.from_snapshot}"
-                f"..{r.to_snapshot}); nothing was sent"
-            )
-            continue
-        dead = f"; {r.dead_letters} batch(es) dead-lettered" if r.dead_letters else ""
-        echo(
-            f"{r.consumer} ({r.kind} of {r.source}): {counts} in {r.batches} batch(es), snapshots {r.from_snapshot}"
-            f"..{r.to_snapshot}{dead}"
-        )
-
-
 @cli.command("deliver")
 @click.option("--consumer", "name", help="Deliver to this consumer only (default: every consumer).")
 @click.option("--dry-run", is_flag=True, help="Say what each consumer would receive; send nothing.")
@@ -230,4 +213,5 @@ def deliver_command(name: str | None, dry_run: bool) -> None:
         con.close()
     if not results:
         click.echo("no feed consumers: `projectionist feed add` declares one")
-    echo_deliveries(results)
+    for result in results:
+        click.echo(result.describe())

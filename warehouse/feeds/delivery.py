@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,25 @@ class DeliveryResult:
     def changes(self) -> int:
         """Changes delivered (or, in a dry run, waiting)."""
         return sum(self.counts.values())
+
+    def describe(self) -> str:
+        """One line: what the pass delivered (or, dry, would deliver)."""
+        counts = ", ".join(f"{n:,} {op}s" for op, n in self.counts.items() if n) or "no changes"
+        span = f"snapshots {self.from_snapshot}..{self.to_snapshot}"
+        who = f"{self.consumer} ({self.kind} of {self.source})"
+        if self.dry_run:
+            return f"dry run: {who} would receive {counts} ({span}); nothing was sent"
+        dead = f"; {self.dead_letters} batch(es) dead-lettered" if self.dead_letters else ""
+        return f"{who}: {counts} in {self.batches} batch(es), {span}{dead}"
+
+
+def _idle(consumer: Consumer, changeset: ChangeSet) -> bool:
+    """Nothing to send and nothing switched: the cursor need not move (no lake commit per idle pass).
+
+    It still moves once an hour, so that it never rests on a snapshot lake maintenance expires.
+    """
+    recent = consumer.updated_at is not None and (datetime.now(UTC) - consumer.updated_at).total_seconds() < 3600
+    return recent and not changeset.changes and not changeset.whole and changeset.to_version == consumer.version
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -155,7 +175,7 @@ def _outbox(
         changeset = changes(con, registry, consumer.source, start, to, consumer=consumer.name)
         counts = changeset.counts()
         result = DeliveryResult(consumer.name, "outbox", consumer.source, start, to, counts, dry_run=dry_run)
-        if dry_run:
+        if dry_run or (start == consumer.snapshot and _idle(consumer, changeset)):
             pg.rollback()
             return result
         cp = changeset.checkpoint
@@ -230,7 +250,7 @@ def _webhook(
     result = DeliveryResult(
         consumer.name, "webhook", consumer.source, consumer.snapshot, to, changeset.counts(), dry_run=dry_run
     )
-    if dry_run:
+    if dry_run or _idle(consumer, changeset):
         return result
     secret = os.environ.get(consumer.secret_env or "")
     if not secret:
@@ -307,7 +327,7 @@ def _parquet(
     result = DeliveryResult(
         consumer.name, "parquet", consumer.source, consumer.snapshot, to, changeset.counts(), dry_run=dry_run
     )
-    if dry_run:
+    if dry_run or _idle(consumer, changeset):
         return result
     folder = Path(consumer.target) / consumer.name
     folder.mkdir(parents=True, exist_ok=True)
