@@ -1,7 +1,8 @@
 """The demo shop: deterministic carts appended by concurrent writers that commit out of order.
 
 Carts are streams (``stream_type`` ``cart``, ``stream_id`` ``cart-<uuid>``) with the events
-CartOpened v1 ``{customer_id}``, ItemAdded v1 ``{product_id, quantity, unit_price}`` and v2
+CartOpened v1 ``{customer_id, email}`` (the email is the shop's personal data: private, see
+``projections/shop/upcasters.py``), ItemAdded v1 ``{product_id, quantity, unit_price}`` and v2
 ``{product_id, quantity, unit_price, currency}``, ItemRemoved v1 ``{product_id, quantity,
 unit_price}``, CartConfirmed v1 ``{}`` and CartCancelled v1 ``{reason}``. Every event carries
 ``correlation_id`` and ``causation_id`` in its metadata.
@@ -93,14 +94,18 @@ def _uuid(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
 
-def _cart(rng: random.Random, index: int, n_carts: int, customers: Sequence[str]) -> Cart:
+_FIRST_NAMES = ("ada", "alan", "grace", "edsger", "barbara", "donald", "frances", "john", "margaret", "ken")
+_LAST_NAMES = ("lovelace", "turing", "hopper", "dijkstra", "liskov", "knuth", "allen", "backus", "hamilton", "thompson")
+
+
+def _cart(rng: random.Random, index: int, n_carts: int, customers: Sequence[tuple[str, str]]) -> Cart:
     cart_uuid = _uuid(rng)
     stream_id = f"cart-{cart_uuid}"
     correlation = str(_uuid(rng))
     opened = START_TIME + PERIOD * (index / max(n_carts, 1)) + timedelta(seconds=rng.randint(0, 3600))
     clock = opened
     v2 = index >= n_carts * V2_CUTOVER
-    customer = rng.choice(customers)
+    customer, email = rng.choice(customers)
     currency = "USD" if v2 and rng.random() < 0.2 else "EUR"
     events: list[NewEvent] = []
 
@@ -119,7 +124,7 @@ def _cart(rng: random.Random, index: int, n_carts: int, customers: Sequence[str]
             )
         )
 
-    emit("CartOpened", {"customer_id": customer})
+    emit("CartOpened", {"customer_id": customer, "email": email})
     basket: dict[str, int] = {}
     for _ in range(rng.choice((1, 1, 2, 2, 3, 3, 4, 5, 6))):
         product = rng.choice(list(PRODUCTS))
@@ -157,7 +162,9 @@ def generate_carts(events: int, seed: int = 42) -> Iterator[Cart]:
     # Customers come from their own generator so that the first cart's stream id depends on
     # the seed alone: `projectionist demo` uses it to recognise a shop already appended.
     people = random.Random(f"customers-{seed}")
-    customers = [f"customer-{_uuid(people).hex[:12]}" for _ in range(max(10, events // 40))]
+    ids = [f"customer-{_uuid(people).hex[:12]}" for _ in range(max(10, events // 40))]
+    # Drawn after the ids, so that adding emails left every id (and so every cart) as it was.
+    customers = [(c, f"{people.choice(_FIRST_NAMES)}.{people.choice(_LAST_NAMES)}.{c[-4:]}@example.com") for c in ids]
     rng = random.Random(seed)
     n_carts = max(1, events // 5)
     produced = 0

@@ -17,7 +17,7 @@ from eventstore.positions import START
 from pipelines.failures import RETRY_POLICY, as_failure
 from pipelines.resources import ProjectionistResource, current_registry
 from projections import Projection, Registry
-from projections.registry import declared_types
+from projections.registry import declared_types, field_policy
 from warehouse.analytics import refresh_analytics
 from warehouse.event_catalog import refresh_event_catalog
 from warehouse.ingest import ingest, lake_checkpoint
@@ -70,6 +70,7 @@ def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistRe
             long_stream_threshold=projectionist.long_stream_threshold,
             long_stream_days=projectionist.settings().long_stream_days,
             declared=declared,
+            fields=field_policy(),
         )
         refresh_event_catalog(con)
         lag_events, _oldest = source.pending(result.checkpoint)
@@ -106,6 +107,7 @@ def _stream_health_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinit
                 long_stream_threshold=projectionist.long_stream_threshold,
                 long_stream_days=projectionist.settings().long_stream_days,
                 declared=declared,
+                fields=field_policy(),
             )
             table = f"analytics.{key.path[-1]}"
             row = con.execute(f"SELECT count(*) FROM {table}").fetchone()

@@ -30,7 +30,7 @@ from eventstore.failures import translate
 from eventstore.positions import START, Checkpoint, Holder
 from eventstore.settings import Settings
 from projections import Registry
-from projections.registry import declared_types
+from projections.registry import declared_types, field_policy
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped_versions
 from warehouse.event_catalog import refresh_event_catalog
 from warehouse.feeds import DeliveryResult, deliver
@@ -127,6 +127,7 @@ class Follower:
                     long_stream_threshold=self.long_stream_threshold,
                     long_stream_days=self.settings.long_stream_days,
                     declared=declared_types(),
+                    fields=field_policy(),
                 )
                 named = ", ".join(f"{t} v{v}" for t, v in new)
                 self.log(f"{_clock()} new event types: {named}; analytics views written: {len(views)}")

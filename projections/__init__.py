@@ -31,6 +31,7 @@ from projections.engine import (
     find_poison,
     touched_keys,
 )
+from projections.fields import FieldPolicy, PublicFields
 from projections.registry import Registry, discover
 from projections.upcasting import EVENT_COLUMNS, Upcaster, Upcasters, upcast_events
 
@@ -43,12 +44,14 @@ __all__ = [
     "ComputeResult",
     "Event",
     "ExpectedChange",
+    "FieldPolicy",
     "Fold",
     "InsertResult",
     "PoisonEvent",
     "PoisonPolicy",
     "Polars",
     "Projection",
+    "PublicFields",
     "Registry",
     "Sql",
     "Upcaster",

@@ -70,11 +70,16 @@ class Event(NamedTuple):
 
 @dataclass(frozen=True)
 class Column:
-    """An output column: name, DuckDB type (``VARCHAR``, ``DECIMAL(18,2)``, ...) and what it means."""
+    """An output column: name, DuckDB type (``VARCHAR``, ``DECIMAL(18,2)``, ...) and what it means.
+
+    ``public=False`` says the column carries a private event field (see :mod:`projections.fields`): it
+    stays in the version's table (the operator path) and is left out of the live view ``analytics.<name>``.
+    """
 
     name: str
     type: str
     description: str
+    public: bool = True
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 A module declares ``PROJECTION = Projection(...)`` and/or ``UPCASTERS = [Upcaster(...), ...]``, and may
 declare ``CLOSING_EVENT_TYPES = {"cart": ("CartConfirmed", "CartCancelled")}``: per stream type, the event
-types after which a stream of that type is finished (what ``projectionist streams`` and archiving read).
+types after which a stream of that type is finished (what ``projectionist streams`` and archiving read),
+and ``PUBLIC_FIELDS = [PublicFields(...), ...]`` with ``SUBJECT_FIELD = "customer_id"``: the public payload
+fields per event type and version, and the field naming a person (:mod:`projections.fields`).
 Modules come from the bundled package ``projections.shop`` and, when the environment variable
 ``PROJECTIONIST_PROJECTIONS`` names a folder, from every ``*.py`` file in it (files starting with
 ``_`` are helpers and are skipped). A module that fails to import, declares neither, or repeats a
@@ -26,9 +28,10 @@ from types import ModuleType
 from eventstore.errors import ConfigurationError
 from projections.definition import Projection
 from projections.errors import ProjectionDefinitionError
+from projections.fields import FieldPolicy, PublicFields
 from projections.upcasting import Upcaster, Upcasters
 
-__all__ = ["BUNDLED_PACKAGE", "ENV_FOLDER", "Registry", "discover"]
+__all__ = ["BUNDLED_PACKAGE", "ENV_FOLDER", "Registry", "discover", "field_policy"]
 
 ENV_FOLDER = "PROJECTIONIST_PROJECTIONS"
 BUNDLED_PACKAGE = "projections.shop"
@@ -42,9 +45,11 @@ class Registry:
         projections: Mapping[tuple[str, int], Projection],
         upcasters: Upcasters,
         closing_events: Mapping[str, tuple[str, ...]] | None = None,
+        fields: FieldPolicy | None = None,
     ) -> None:
         self._projections = dict(sorted(projections.items()))
         self.upcasters = upcasters
+        self.fields = fields or FieldPolicy()  # public/private payload fields per event type and version
         self.closing_events = dict(sorted((closing_events or {}).items()))  # stream type -> closing event types
 
     def __iter__(self) -> Iterator[Projection]:
@@ -162,6 +167,15 @@ def declared_types() -> dict[str, dict[str, str]] | None:
         return None
 
 
+def field_policy() -> FieldPolicy | None:
+    """The public-field declarations found now, or None when a projection module cannot be loaded
+    (as :func:`declared_types`: the analytics views then keep what they show)."""
+    try:
+        return discover().fields
+    except ProjectionDefinitionError:
+        return None
+
+
 def discover(folder: Path | str | None = None, *, bundled: bool = True) -> Registry:
     """Load the bundled projection modules and those in ``folder`` (default: env ``PROJECTIONIST_PROJECTIONS``)."""
     if folder is None and os.environ.get(ENV_FOLDER):
@@ -169,15 +183,29 @@ def discover(folder: Path | str | None = None, *, bundled: bool = True) -> Regis
     projections: dict[tuple[str, int], Projection] = {}
     upcasters: list[Upcaster] = []
     closing: dict[str, tuple[str, ...]] = {}
+    public: list[PublicFields] = []
+    subjects: dict[str, str] = {}  # subject field -> the module declaring it
     for label, module in _modules(Path(folder) if folder is not None else None, bundled):
         projection = getattr(module, "PROJECTION", None)
         declared = getattr(module, "UPCASTERS", None)
         closes = getattr(module, "CLOSING_EVENT_TYPES", None)
-        if projection is None and declared is None and closes is None:
+        fields = getattr(module, "PUBLIC_FIELDS", None)
+        if projection is None and declared is None and closes is None and fields is None:
             raise ProjectionDefinitionError(
-                f"{label} declares neither PROJECTION nor UPCASTERS (nor CLOSING_EVENT_TYPES); define one, or start "
-                "the file name with '_' if it only holds helpers."
+                f"{label} declares neither PROJECTION nor UPCASTERS (nor CLOSING_EVENT_TYPES, nor PUBLIC_FIELDS); "
+                "define one, or start the file name with '_' if it only holds helpers."
             )
+        for declaration in fields or ():
+            if not isinstance(declaration, PublicFields):
+                raise ProjectionDefinitionError(f"{label}: PUBLIC_FIELDS must hold projections.PublicFields values")
+            public.append(dataclasses.replace(declaration, source=label))
+        subject = getattr(module, "SUBJECT_FIELD", None)
+        if subject is not None:
+            if not isinstance(subject, str) or not subject:
+                raise ProjectionDefinitionError(
+                    f"{label}: SUBJECT_FIELD must be a payload field name, e.g. 'customer_id'"
+                )
+            subjects[subject] = label
         for stream_type, types in _closing_events(label, closes).items():
             closing[stream_type] = tuple(sorted({*closing.get(stream_type, ()), *types}))
         if projection is not None:
@@ -194,7 +222,13 @@ def discover(folder: Path | str | None = None, *, bundled: bool = True) -> Regis
             if not isinstance(upcaster, Upcaster):
                 raise ProjectionDefinitionError(f"{label}: UPCASTERS must hold projections.Upcaster values")
             upcasters.append(dataclasses.replace(upcaster, source=label))
-    return Registry(projections, Upcasters(upcasters), closing)
+    if len(subjects) > 1:
+        raise ProjectionDefinitionError(
+            f"two subject fields are declared ({', '.join(f'{f!r} in {m}' for f, m in sorted(subjects.items()))}); "
+            "keep one SUBJECT_FIELD, or set PROJECTIONIST_SUBJECT_FIELD."
+        )
+    policy = FieldPolicy(public, next(iter(subjects), None))
+    return Registry(projections, Upcasters(upcasters), closing, policy)
 
 
 def _closing_events(label: str, declared: object) -> dict[str, tuple[str, ...]]:

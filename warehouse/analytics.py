@@ -7,6 +7,8 @@ columns, inferred from a sample of the events of that type and version, except w
 declare a field's type (``requires``: ``DECIMAL(18,2)`` for money, ``BIGINT`` for counts): such a
 column has exactly the declared type, and a value that does not fit it exactly (more decimals than
 the scale, too many digits, not a number) is NULL with ``<column>_unfit`` true: never rounded.
+Fields a domain declares private (:mod:`projections.fields`) are left out of the typed views: they stay
+in ``raw`` and ``archive``, the operator path.
 
 ``analytics.stream_stats`` has one row per stream and flags streams longer than a threshold
 (``is_long``: keep streams short) and streams whose first and last events lie further apart than a number
@@ -27,6 +29,7 @@ import duckdb
 from eventstore.positions import Checkpoint
 from eventstore.quoting import quote_literal
 from eventstore.settings import DEFAULT_LONG_STREAM_DAYS
+from projections.fields import FieldPolicy
 from warehouse.lake import retry_conflicts, safe_name, set_view_column_comments, transaction
 
 __all__ = ["DEFAULT_LONG_STREAM_THRESHOLD", "TypedView", "refresh_analytics", "untyped_versions"]
@@ -64,14 +67,16 @@ class TypedView:
     columns: tuple[tuple[str, str, str], ...]  # (column, SQL type, JSON field)
     declared: tuple[str, ...] = ()  # the columns whose type a projection declared (they get an _unfit flag)
     declaration: tuple[str, ...] = ()  # "field TYPE" of every declared field of the event type, sorted
+    public: tuple[str, ...] | None = None  # the declared public fields (None: the type is undeclared)
 
     @property
     def comment(self) -> str:
-        """The view's comment; it names the declared types, so a changed declaration rebuilds the view."""
+        """The view's comment; it names the declared types and public fields, so a changed declaration
+        rebuilds the view."""
         declared = f"; declared types: {', '.join(self.declaration)}" if self.declaration else ""
         return (
             f"Events {self.event_type} version {self.event_version}, payload fields as typed columns "
-            f"(inferred from up to {SAMPLE_EVENTS:,} events{declared})."
+            f"(inferred from up to {SAMPLE_EVENTS:,} events{declared}){_public_comment(self.public)}."
         )
 
     @property
@@ -79,7 +84,28 @@ class TypedView:
         return f"events_{safe_name(self.event_type)}_v{self.event_version}"
 
 
-def _infer(con: duckdb.DuckDBPyConnection, event_type: str, version: int, declared: Mapping[str, str]) -> TypedView:
+_PUBLIC_MARK = "; public fields only: "
+
+
+def _public_comment(public: tuple[str, ...] | frozenset[str] | None) -> str:
+    if public is None:
+        return ""
+    return _PUBLIC_MARK + (", ".join(sorted(public)) or "none") + " (the others are private)"
+
+
+def _public_part(comment: str) -> str:
+    """The public-fields part of a typed view's comment ('' for an undeclared type or an older view)."""
+    _, found, rest = comment.rpartition(_PUBLIC_MARK)
+    return _PUBLIC_MARK + rest.removesuffix(".") if found else ""
+
+
+def _infer(
+    con: duckdb.DuckDBPyConnection,
+    event_type: str,
+    version: int,
+    declared: Mapping[str, str],
+    public: frozenset[str] | None = None,
+) -> TypedView:
     row = con.execute(
         "SELECT json_group_structure(data)::VARCHAR FROM (SELECT data FROM raw.all_events "
         "WHERE event_type = ? AND event_version = ? LIMIT ?)",
@@ -90,6 +116,8 @@ def _infer(con: duckdb.DuckDBPyConnection, event_type: str, version: int, declar
     checked = []
     taken = {name for name, _ in _BASE_COLUMNS}
     for field in sorted(structure) if isinstance(structure, dict) else []:
+        if public is not None and field not in public:
+            continue  # private: not for analysts
         kind = declared.get(field) or (
             _SCALARS.get(structure[field], "JSON") if isinstance(structure[field], str) else "JSON"
         )
@@ -101,7 +129,14 @@ def _infer(con: duckdb.DuckDBPyConnection, event_type: str, version: int, declar
         if field in declared and kind.upper() != "VARCHAR":
             checked.append(column)
             taken.add(f"{column}_unfit")
-    return TypedView(event_type, version, tuple(columns), tuple(checked), tuple(sorted(_declared_types(declared))))
+    return TypedView(
+        event_type,
+        version,
+        tuple(columns),
+        tuple(checked),
+        tuple(sorted(_declared_types(declared))),
+        None if public is None else tuple(sorted(public)),
+    )
 
 
 #: A value of a declared DECIMAL or integer type fits when casting it to the declared type loses nothing:
@@ -130,7 +165,8 @@ def _declared_types(fields: Mapping[str, str]) -> set[str]:
 def _declared_part(comment: str) -> set[str]:
     """The declared types a typed view's comment names (empty for a view built before declarations)."""
     _, found, rest = comment.partition("; declared types: ")
-    return {part.strip() for part in rest.removesuffix(").").split(", ") if part.strip()} if found else set()
+    rest = rest.split(_PUBLIC_MARK)[0].removesuffix(".").removesuffix(")")
+    return {part.strip() for part in rest.split(", ") if part.strip()} if found else set()
 
 
 def _field_sql(kind: str, field: str) -> str:
@@ -235,6 +271,7 @@ def refresh_analytics(
     long_stream_threshold: int = DEFAULT_LONG_STREAM_THRESHOLD,
     long_stream_days: float = DEFAULT_LONG_STREAM_DAYS,
     declared: Mapping[str, Mapping[str, str]] | None = None,
+    fields: FieldPolicy | None = None,
     force: bool = False,
 ) -> list[str]:
     """(Re)create the analytics views when event types, versions or the threshold changed; returns views written.
@@ -242,28 +279,34 @@ def refresh_analytics(
     ``declared`` maps an event type to ``{field: SQL type}`` (the projections' ``requires``:
     :func:`projections.registry.declared_types`). Typed views of versions already present are kept (a
     version's payload shape is fixed) unless the declared types of their event type changed; with
-    ``declared=None`` (unknown: a projection module is broken) existing views keep their types. ``force``
-    re-infers every one.
+    ``declared=None`` (unknown: a projection module is broken) existing views keep their types. ``fields``
+    (:func:`projections.registry.field_policy`) says which payload fields are public: the others are left
+    out, and a view is rebuilt when its version's public fields change; with None they stay as they are.
+    ``force`` re-infers every one.
     """
     known = declared is not None  # None: the declarations are unknown now; keep the views' types as they are
     declared = declared or {}
+
+    def public(event_type: str, version: int) -> frozenset[str] | None:
+        return fields.public(event_type, version) if fields is not None else None
+
+    def stale(event_type: str, version: int) -> bool:
+        comment = existing[f"events_{safe_name(event_type)}_v{version}"]
+        if known and _declared_part(comment) != _declared_types(declared.get(event_type, {})):
+            return True
+        return fields is not None and _public_part(comment) != _public_comment(public(event_type, version))
+
     pairs = [
         (str(t), int(v))
         for t, v in con.execute("SELECT DISTINCT event_type, event_version FROM raw.all_events ORDER BY ALL").fetchall()
     ]
     existing = _existing_views(con)
     stats_comment = _stream_stats_comment(long_stream_threshold, long_stream_days)
-    new_pairs = [
-        (t, v)
-        for t, v in pairs
-        if force
-        or f"events_{safe_name(t)}_v{v}" not in existing
-        or (known and _declared_part(existing[f"events_{safe_name(t)}_v{v}"]) != _declared_types(declared.get(t, {})))
-    ]
+    new_pairs = [(t, v) for t, v in pairs if force or f"events_{safe_name(t)}_v{v}" not in existing or stale(t, v)]
     stale_stats = existing.get("stream_stats") != stats_comment or "event_volume_daily" not in existing
     if not new_pairs and not stale_stats:
         return []
-    views = [_infer(con, t, v, declared.get(t, {})) for t, v in new_pairs]
+    views = [_infer(con, t, v, declared.get(t, {}), public(t, v)) for t, v in new_pairs]
     written: list[str] = []
 
     def write() -> None:

@@ -49,6 +49,7 @@ class Cart(Aggregate):
         customer_id: str
         correlation_id: str
         causation_id: str
+        email: str = ""  # the demo's private field (empty in carts created without one)
 
     class ItemAdded(Aggregate.Event):
         class_version = 2
@@ -79,8 +80,9 @@ class Cart(Aggregate):
         correlation_id: str
         causation_id: str
 
-    def __init__(self, customer_id: str, correlation_id: str, causation_id: str) -> None:
+    def __init__(self, customer_id: str, correlation_id: str, causation_id: str, email: str = "") -> None:
         self.customer_id = customer_id
+        self.email = email
 
     def record(self, event_type: str, version: int, data: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
         """Trigger the event class for ``event_type`` (an ``ItemAdded`` v1 has no currency)."""
@@ -126,6 +128,7 @@ def _new_cart(events: Sequence[NewEvent], stream_uuid: uuid.UUID) -> Cart:
         Cart.CartOpened,
         id=stream_uuid,
         customer_id=str(first.data["customer_id"]),
+        email=str(first.data.get("email", "")),
         correlation_id=str(first.metadata.get("correlation_id", "")),
         causation_id=str(first.metadata.get("causation_id", "")),
     )

@@ -21,7 +21,7 @@ from eventstore.quoting import quote_literal
 from eventstore.settings import Settings
 from pipelines.cli.base import cli, fail_cleanly, settings
 from pipelines.server import listening_port, role_password
-from projections.registry import declared_types
+from projections.registry import declared_types, field_policy
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics
 from warehouse.errors import LakeConfigurationError, LakeNotCreatedError
 from warehouse.event_catalog import refresh_event_catalog
@@ -78,6 +78,7 @@ def ingest_and_report(
                     long_stream_threshold=threshold,
                     long_stream_days=settings.long_stream_days,
                     declared=declared_types(),
+                    fields=field_policy(),
                 )
                 refresh_event_catalog(con)
             dead = _ingest_dead_letters(con)

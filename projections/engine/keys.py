@@ -16,7 +16,7 @@ from projections.engine.poison import DATA_ERRORS, poison_events, valid_events
 from projections.engine.run import Run, lazy_frame
 from projections.upcasting import Upcasters
 
-__all__ = ["Keys", "contributions", "key_join", "key_table", "touched_keys"]
+__all__ = ["Keys", "contributions", "key_join", "key_table", "keys_of_streams", "touched_keys"]
 
 Keys: TypeAlias = pa.Table | Sequence[Any]
 
@@ -64,6 +64,29 @@ def contributions(run: Run, base: str) -> pa.Table:
         return _stream_keys(run, valid_events(run, base, poison_events(run, base, precise), precise))
     except DATA_ERRORS:  # see poison.escalate
         return _stream_keys(run, valid_events(run, base, poison_events(run, base, precise=True), precise=True))
+
+
+def keys_of_streams(
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    events: str,
+    streams: str,
+    *,
+    upcasters: Upcasters | None = None,
+) -> pa.Table:
+    """The keys the streams of query ``streams`` (one ``stream_id`` column) contribute to in ``events``."""
+    run = Run(con, projection, events, upcasters)
+    types = {c.name: c.type for c in projection.columns}
+    if projection.keyed_by_stream:
+        name = projection.key[0]
+        consumed = run.restricted(streams)
+        return con.sql(
+            f"SELECT DISTINCT CAST(stream_id AS {types[name]}) AS {name} FROM ({consumed}) AS e ORDER BY 1"
+        ).to_arrow_table()
+    contributed = contributions(run, run.restricted(streams))
+    key_columns = ", ".join(f"CAST({k} AS {types[k]}) AS {k}" for k in projection.key)
+    with run.registered(contributed) as view:
+        return con.sql(f"SELECT DISTINCT {key_columns} FROM {view} ORDER BY ALL").to_arrow_table()
 
 
 def _later_than(checkpoint: Checkpoint) -> str:

@@ -38,7 +38,7 @@ def test_events_have_the_documented_shapes() -> None:
                 assert isinstance(price, Decimal) and price == price.quantize(Decimal("0.01"))
         assert events[-1].event_type in {"CartConfirmed", "CartCancelled", "ItemAdded", "ItemRemoved"}
     assert set(shapes) == {
-        ("CartOpened", 1, ("customer_id",)),
+        ("CartOpened", 1, ("customer_id", "email")),
         ("ItemAdded", 1, ("product_id", "quantity", "unit_price")),
         ("ItemAdded", 2, ("currency", "product_id", "quantity", "unit_price")),
         ("ItemRemoved", 1, ("product_id", "quantity", "unit_price")),

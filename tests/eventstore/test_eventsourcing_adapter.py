@@ -130,7 +130,12 @@ class TestEventsourcingAdapter(ReaderContract):
 
     def test_batches_map_the_library_events(self, store: EventsourcingStore) -> None:
         cart = Cart._create(
-            Cart.CartOpened, id=uuid.uuid4(), customer_id="cust-1", correlation_id="corr", causation_id="cause"
+            Cart.CartOpened,
+            id=uuid.uuid4(),
+            customer_id="cust-1",
+            email="ada@example.com",
+            correlation_id="corr",
+            causation_id="cause",
         )
         cart.record("ItemAdded", 2, {"product_id": "SKU-9", "quantity": 2, "unit_price": 4.5, "currency": "EUR"}, {})
         store.app.save(cart)
@@ -139,7 +144,7 @@ class TestEventsourcingAdapter(ReaderContract):
         opened, added = rows
         assert opened["stream_id"] == str(cart.id)
         assert (opened["stream_type"], opened["event_type"], opened["stream_version"]) == ("Cart", "CartOpened", 1)
-        assert json.loads(opened["data"]) == {"customer_id": "cust-1"}
+        assert json.loads(opened["data"]) == {"customer_id": "cust-1", "email": "ada@example.com"}
         meta = json.loads(opened["metadata"])
         assert meta["correlation_id"] == "corr" and meta["causation_id"] == "cause"
         assert meta["topic"].endswith(":Cart.CartOpened")

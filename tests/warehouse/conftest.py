@@ -52,4 +52,4 @@ def with_projection(registry: Registry, name: str, version: int, **changes: obje
     """``registry`` with projection ``name`` v``version`` changed as given (same upcasters)."""
     projections = {(p.name, p.version): p for p in registry}
     projections[(name, version)] = dataclasses.replace(projections[(name, version)], **changes)  # type: ignore[arg-type]
-    return Registry(projections, registry.upcasters)
+    return Registry(projections, registry.upcasters, registry.closing_events, registry.fields)

@@ -16,22 +16,26 @@ import duckdb
 
 from eventstore.positions import Checkpoint
 from eventstore.quoting import quote_literal
-from projections import Projection, Registry
+from projections import Column, Projection, Registry
 from warehouse.errors import FingerprintMismatchError
 from warehouse.lake import DEAD_LETTER_COLUMNS, columns_ddl, retry_conflicts, transaction
 
 __all__ = [
     "ALL_VERSIONS",
+    "PRIVATE_COLUMN",
     "STATES",
     "VERSION_COLUMNS",
     "ProjectResult",
     "VersionInfo",
     "check_fingerprint",
+    "column_comment",
     "ensure_version_tables",
     "exists",
     "find_version",
     "list_versions",
+    "live_columns",
     "live_version",
+    "live_view_sql",
     "upsert_version",
     "validate_target",
     "version_info",
@@ -220,3 +224,30 @@ def upsert_version(
             seconds,
         ],
     )
+
+
+#: The comment of a version table's column that carries a private event field starts with this; the
+#: live view leaves such columns out (promotion and rollback read it from the table, not the registry).
+PRIVATE_COLUMN = "[private] "
+
+
+def column_comment(column: Column) -> str:
+    """The comment of ``column`` in a version table: its description, marked when it is not public."""
+    return column.description if column.public else PRIVATE_COLUMN + column.description
+
+
+def live_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """The public columns of version table ``projections.<name>_v<N>`` and their comments, in order."""
+    _, _, bare = table.rpartition(".")
+    rows = con.execute(
+        "SELECT column_name, coalesce(comment, '') FROM duckdb_columns() WHERE database_name = 'lake' "
+        "AND schema_name = 'projections' AND table_name = ? ORDER BY column_index",
+        [bare],
+    ).fetchall()
+    return [(str(name), str(comment)) for name, comment in rows if not str(comment).startswith(PRIVATE_COLUMN)]
+
+
+def live_view_sql(con: duckdb.DuckDBPyConnection, name: str, table: str) -> str:
+    """``CREATE OR REPLACE VIEW analytics.<name>`` over ``table``: its public columns only."""
+    columns = ", ".join(f'"{column}"' for column, _ in live_columns(con, table))
+    return f"CREATE OR REPLACE VIEW analytics.{name} AS SELECT {columns} FROM {table}"

@@ -23,7 +23,9 @@ from warehouse.versions.catalog import (
     exists,
     find_version,
     list_versions,
+    live_columns,
     live_version,
+    live_view_sql,
     validate_target,
     version_table,
 )
@@ -83,13 +85,13 @@ def _swap(
 
     def commit() -> None:
         with transaction(con):
-            con.execute(f"CREATE OR REPLACE VIEW analytics.{name} AS SELECT * FROM {version_table(name, version)}")
+            con.execute(live_view_sql(con, name, version_table(name, version)))
             con.execute(
                 f"COMMENT ON VIEW analytics.{name} IS "
                 f"{quote_literal(f'{projection.description} (live: {version_table(name, version)})')}"
             )
             set_view_column_comments(
-                con, "analytics", name, [(c.name, c.description) for c in projection.output_columns]
+                con, "analytics", name, [(c.name, c.description) for c in projection.output_columns if c.public]
             )
             con.execute(
                 "UPDATE meta.projection_versions SET state = 'retired', updated_at = get_current_timestamp() "
@@ -208,20 +210,16 @@ def rollback(
         "AND table_name = ?",
         [f"{name}_v{previous.version}"],
     ).fetchone()
-    columns = con.execute(
-        "SELECT column_name, comment FROM duckdb_columns() WHERE database_name = 'lake' "
-        "AND schema_name = 'projections' AND table_name = ? ORDER BY column_index",
-        [f"{name}_v{previous.version}"],
-    ).fetchall()
+    columns = live_columns(con, previous.table)
     at = datetime.now(UTC)
     who = _actor(actor)
 
     def commit() -> None:
         with transaction(con):
-            con.execute(f"CREATE OR REPLACE VIEW analytics.{name} AS SELECT * FROM {previous.table}")
+            con.execute(live_view_sql(con, name, previous.table))
             comment = str(description_row[0]) if description_row and description_row[0] else previous.table
             con.execute(f"COMMENT ON VIEW analytics.{name} IS {quote_literal(comment)}")
-            set_view_column_comments(con, "analytics", name, [(str(c), str(d or "")) for c, d in columns])
+            set_view_column_comments(con, "analytics", name, columns)
             con.execute(
                 "UPDATE meta.projection_versions SET state = 'retired', updated_at = get_current_timestamp() "
                 "WHERE name = ? AND version = ?",

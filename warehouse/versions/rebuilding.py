@@ -30,6 +30,7 @@ from warehouse.lake import comment_column, is_conflict, retry_conflicts, transac
 from warehouse.progress import EventProgress
 from warehouse.versions.catalog import (
     ProjectResult,
+    column_comment,
     ensure_version_tables,
     upsert_version,
     validate_target,
@@ -377,5 +378,5 @@ def table_ddl(projection: Projection, table: str) -> list[str]:
         f"CREATE OR REPLACE TABLE {table} ({columns})",
         f"COMMENT ON TABLE {table} IS {quote_literal(table_comment)}",
     ]
-    statements += [comment_column(table, c.name, c.description) for c in projection.output_columns]
+    statements += [comment_column(table, c.name, column_comment(c)) for c in projection.output_columns]
     return statements
