@@ -11,7 +11,9 @@ travel (``AT (VERSION => s)``), by key, on a content hash of the row:
   the whole of both tables, by key, like ``diff`` does. A rebuild with unchanged logic so emits
   nothing, and a promotion emits exactly the rows the new version changes: one consistent switch.
 
-The content hash covers the columns both sides have, except ``last_global_position`` (bookkeeping, sent
+Only the columns the live view shows are read: a column that carries a private event field
+(``Column(..., public=False)``) is never sent. The content hash covers the columns both sides have, except
+``last_global_position`` (bookkeeping, sent
 as the row's source position instead); a column a new version adds shows in the rows it sends but does
 not by itself make a row change (as ``diff`` reports it: "added column"). Each change's idempotency key
 hashes the consumer, the projection, the key and the content hashes before and after: the same change
@@ -31,7 +33,7 @@ from eventstore.quoting import quote_literal
 from projections import Registry
 from projections.definition import LAST_GLOBAL_POSITION
 from warehouse.lake import LAKE_ALIAS
-from warehouse.versions.catalog import version_table
+from warehouse.versions.catalog import live_columns, version_table
 
 __all__ = ["Change", "ChangeSet", "FeedError", "changes", "current_snapshot", "live_at"]
 
@@ -157,8 +159,10 @@ def changes(
     key = _key_columns(registry, name, (new or old or (0, START))[0])
     new_rel = f"{version_table(name, new[0])} AT (VERSION => {to})" if new else None
     old_rel = f"{version_table(name, old[0])} AT (VERSION => {from_snapshot})" if old else None
-    new_cols = _columns(con, new_rel) if new_rel else []
-    old_cols = _columns(con, old_rel) if old_rel else []
+    # Only what the live view shows: a column carrying a private event field (Column(public=False)) never leaves.
+    public = {c for c, _ in live_columns(con, version_table(name, (new or old or (0, START))[0]))}
+    new_cols = [c for c in _columns(con, new_rel) if c in public] if new_rel else []
+    old_cols = [c for c in _columns(con, old_rel) if c in public] if old_rel else []
     shared = [c for c in (old_cols or new_cols) if c not in key and c != LAST_GLOBAL_POSITION]
     if old_rel and new_rel:
         shared = [c for c in shared if c in new_cols]
