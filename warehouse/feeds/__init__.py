@@ -18,6 +18,7 @@ from warehouse.feeds.consumers import (
     remove_consumer,
 )
 from warehouse.feeds.delivery import DeliveryResult, deliver, ensure_outbox, reset_consumer, sign
+from warehouse.feeds.public import public_events, publish
 
 __all__ = [
     "KINDS",
@@ -36,6 +37,8 @@ __all__ = [
     "ensure_outbox",
     "get_consumer",
     "list_consumers",
+    "public_events",
+    "publish",
     "remove_consumer",
     "reset_consumer",
     "sign",

@@ -42,6 +42,7 @@ from eventstore.positions import START
 from projections import Registry
 from warehouse.feeds.changes import Change, ChangeSet, FeedError, changes, current_snapshot, live_at
 from warehouse.feeds.consumers import Consumer, get_consumer, list_consumers, resolve_dsn, set_cursor
+from warehouse.feeds.public import publish
 
 __all__ = [
     "OUTBOX_DDL",
@@ -391,6 +392,7 @@ def deliver(
     consumers = [get_consumer(con, name)] if name else list_consumers(con)
     if not consumers:
         return []
+    publish(con, registry)  # a public event version built since: its view, and the leak check, come first
     to = current_snapshot(con)
     results = []
     for consumer in consumers:
