@@ -26,7 +26,7 @@ import psycopg
 
 from eventstore.connection import event_store_dsn
 from eventstore.errors import ProjectionistError
-from eventstore.failures import translate
+from eventstore.failures import first_line, translate
 from eventstore.positions import START, Checkpoint, Holder
 from eventstore.settings import Settings
 from projections import Registry
@@ -75,6 +75,7 @@ class Follower:
     long_stream_threshold: int = DEFAULT_LONG_STREAM_THRESHOLD
     landed: Checkpoint = START  # the lake's checkpoint after the last cycle's ingest
     delivered: list[DeliveryResult] = field(default_factory=list)  # the last cycle's feed deliveries
+    delivery_error: str = ""  # the last cycle's delivery failure, reported once
 
     def cycle(self) -> float:
         """One cycle; returns the seconds to wait before the next. Raises on a terminal failure."""
@@ -133,7 +134,13 @@ class Follower:
                 self.log(f"{_clock()} new event types: {named}; analytics views written: {len(views)}")
         self.landed = ingested.checkpoint
         results = project(self.lake, self.registry)
-        self.delivered = deliver(self.lake, self.registry)
+        try:  # a consumer's trouble (its target down, a leak) never stops ingest and project: one line per new error
+            self.delivered, error = deliver(self.lake, self.registry), ""
+        except (ProjectionistError, psycopg.Error) as exc:
+            self.delivered, error = [], f"{_clock()} delivery failed: {first_line(exc)}"
+        if error and error[9:] != self.delivery_error[9:]:
+            self.warn(error)
+        self.delivery_error = error
         return ingested, results
 
     def _failed(self, error: ProjectionistError) -> float:

@@ -132,21 +132,23 @@ def feed_add_command(
     from pathlib import Path
 
     from projections import discover
-    from warehouse.feeds import Consumer, add_consumer, check_consumer, ensure_outbox
+    from warehouse.feeds import Consumer, add_consumer, check_consumer, ensure_outbox, reset_consumer
     from warehouse.feeds.consumers import display_target, resolve_dsn
 
     if kind == "parquet":
         target = str(Path(target).expanduser().absolute())
     consumer = Consumer(name, kind, source, target, secret_env, batch_size, attempts, timeout, rate)
     check_consumer(consumer, discover())
-    if kind == "outbox":
-        ensure_outbox(resolve_dsn(target), name, source)
+    resumed = ensure_outbox(resolve_dsn(target), name, source) if kind == "outbox" else 0
     con = _lake()
     try:
         add_consumer(con, consumer)
+        if resumed:
+            reset_consumer(con, name, resumed)
     finally:
         con.close()
-    click.echo(f"feed consumer {name}: {kind} of {source} to {display_target(consumer)}, from the beginning")
+    start = f"from its cursor in the target, snapshot {resumed}" if resumed else "from the beginning"
+    click.echo(f"feed consumer {name}: {kind} of {source} to {display_target(consumer)}, {start}")
 
 
 @feed_group.command("remove")

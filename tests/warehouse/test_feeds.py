@@ -11,7 +11,16 @@ import pytest
 from projections import Registry, discover
 from tests.warehouse.conftest import append_shop, with_projection
 from warehouse.diff import compare_versions
-from warehouse.feeds import Consumer, FeedError, add_consumer, changes, current_snapshot, deliver, ensure_outbox
+from warehouse.feeds import (
+    Consumer,
+    FeedError,
+    add_consumer,
+    changes,
+    current_snapshot,
+    deliver,
+    ensure_outbox,
+    remove_consumer,
+)
 from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import StoreSource
@@ -99,4 +108,7 @@ def test_change_feed_and_outbox_through_project_rebuild_and_promotion(
 
     with pytest.raises(FeedError, match="unknown feed consumer 'shop-outbx' \\(did you mean 'shop-outbox'"):
         deliver(con, registry, "shop-outbx")
+    # Removed and added again on the same target, it keeps the target's cursor (the authority), not the beginning.
+    remove_consumer(con, "shop-outbox")
+    assert ensure_outbox(fresh_database, "shop-outbox", "cart_summary") == result.to_snapshot
     con.close()

@@ -141,8 +141,12 @@ def message(consumer: str, changeset: ChangeSet, change: Change) -> str:
     return f'{head[:-1]}, "key": {change.key}, "row": {change.row or "null"}, "source": {source}}}'
 
 
-def ensure_outbox(dsn: str, consumer: str, source: str) -> None:
-    """Create the outbox and cursor tables in the target database if missing, and the consumer's cursor row."""
+def ensure_outbox(dsn: str, consumer: str, source: str) -> int:
+    """Create the outbox and cursor tables in the target database if missing, and the consumer's cursor row.
+
+    Returns the snapshot of that cursor: 0 for a new one; a consumer of the same name that this target
+    already knows keeps its cursor (the target is its authority: its outbox holds what was delivered).
+    """
     try:
         with psycopg.connect(dsn, connect_timeout=10) as pg:
             for ddl in OUTBOX_DDL:
@@ -152,6 +156,10 @@ def ensure_outbox(dsn: str, consumer: str, source: str) -> None:
                 "ON CONFLICT (consumer) DO NOTHING",
                 [consumer, source],
             )
+            row = pg.execute(
+                "SELECT snapshot FROM projectionist.consumer_cursors WHERE consumer = %s", [consumer]
+            ).fetchone()
+            return int(row[0]) if row else 0
     except psycopg.Error as exc:
         raise FeedError(
             f"outbox target {redact(dsn)} cannot be used: {first_line(exc)}. Give a DSN of a database this role may "
