@@ -11,6 +11,7 @@ import dagster as dg
 
 from pipelines.assets import build_assets
 from pipelines.checks import build_checks
+from pipelines.feeds import deliver_feeds, feed_consumers_behind
 from pipelines.jobs import build_automation, build_jobs
 from pipelines.resources import resource_from_env
 from projections import Registry, discover
@@ -25,9 +26,9 @@ def build_definitions(registry: Registry | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(registry),
         asset_checks=build_checks(registry),
-        jobs=build_jobs(registry),
+        jobs=[*build_jobs(registry), deliver_feeds],
         schedules=schedules,
-        sensors=sensors,
+        sensors=[*sensors, feed_consumers_behind],
         resources={"projectionist": resource_from_env()},
     )
 

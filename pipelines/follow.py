@@ -26,13 +26,14 @@ import psycopg
 
 from eventstore.connection import event_store_dsn
 from eventstore.errors import ProjectionistError
-from eventstore.failures import translate
+from eventstore.failures import first_line, translate
 from eventstore.positions import START, Checkpoint, Holder
 from eventstore.settings import Settings
 from projections import Registry
 from projections.registry import declared_types, field_policy
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped_versions
 from warehouse.event_catalog import refresh_event_catalog
+from warehouse.feeds import DeliveryResult, deliver
 from warehouse.ingest import EventSource, IngestResult, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import close_source, head_holder, open_source
@@ -73,6 +74,8 @@ class Follower:
     holder_seen: dict[tuple[int, int], float] = field(default_factory=dict)
     long_stream_threshold: int = DEFAULT_LONG_STREAM_THRESHOLD
     landed: Checkpoint = START  # the lake's checkpoint after the last cycle's ingest
+    delivered: list[DeliveryResult] = field(default_factory=list)  # the last cycle's feed deliveries
+    delivery_error: str = ""  # the last cycle's delivery failure, reported once
 
     def cycle(self) -> float:
         """One cycle; returns the seconds to wait before the next. Raises on a terminal failure."""
@@ -101,6 +104,9 @@ class Follower:
                 + (f"; {letters:,} dead-lettered" if letters else "")
                 + f" ({time.monotonic() - started:.1f} s)"
             )
+        for delivery in self.delivered:  # feed consumers (docs/integration.md): a line for what was sent
+            if delivery.changes or delivery.dead_letters:
+                self.log(f"{_clock()} delivered {delivery.describe()}")
         self._watch_holder(ingested)
         return self.interval
 
@@ -127,7 +133,15 @@ class Follower:
                 named = ", ".join(f"{t} v{v}" for t, v in new)
                 self.log(f"{_clock()} new event types: {named}; analytics views written: {len(views)}")
         self.landed = ingested.checkpoint
-        return ingested, project(self.lake, self.registry)
+        results = project(self.lake, self.registry)
+        try:  # a consumer's trouble (its target down, a leak) never stops ingest and project: one line per new error
+            self.delivered, error = deliver(self.lake, self.registry), ""
+        except (ProjectionistError, psycopg.Error) as exc:
+            self.delivered, error = [], f"{_clock()} delivery failed: {first_line(exc)}"
+        if error and error[9:] != self.delivery_error[9:]:
+            self.warn(error)
+        self.delivery_error = error
+        return ingested, results
 
     def _failed(self, error: ProjectionistError) -> float:
         # Connections that saw the failure may be broken in ways a retry on them would not cure

@@ -29,6 +29,7 @@ from eventstore.errors import ConfigurationError
 from projections.definition import Projection
 from projections.errors import ProjectionDefinitionError
 from projections.fields import FieldPolicy, PublicFields
+from projections.public_events import PublicEvent
 from projections.upcasting import Upcaster, Upcasters
 
 __all__ = ["BUNDLED_PACKAGE", "ENV_FOLDER", "Registry", "discover", "field_policy"]
@@ -151,7 +152,8 @@ def _modules(folder: Path | None, bundled: bool) -> Iterator[tuple[str, ModuleTy
             raise ConfigurationError(
                 f"{ENV_FOLDER}={folder} is not a folder: point it at a folder of projection modules."
             )
-        for path in sorted(folder.glob("*.py")):
+        # public/: one file per public event (projections.public_events), beside the projections
+        for path in sorted([*folder.glob("*.py"), *folder.glob("public/*.py")]):
             if path.name.startswith("_"):
                 continue
             yield str(path), _load(str(path), lambda path=path: _import_file(path))
@@ -228,6 +230,9 @@ def discover(folder: Path | str | None = None, *, bundled: bool = True) -> Regis
             "keep one SUBJECT_FIELD, or set PROJECTIONIST_SUBJECT_FIELD."
         )
     policy = FieldPolicy(public, next(iter(subjects), None))
+    for projection in projections.values():
+        if isinstance(projection, PublicEvent):
+            projection.check_fields(policy)  # the public-field rule, before anything can build it
     return Registry(projections, Upcasters(upcasters), closing, policy)
 
 

@@ -1,6 +1,6 @@
 """The ``projectionist`` command line: the group of :mod:`pipelines.cli.base` with every command family
 registered on it (one module each: store, lake, server, versions, backup, report, archive, governance,
-streams, maintain, privacy), and
+streams, maintain, privacy, feed), and
 :func:`main`, the console script's entry point."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from eventstore.private import private_umask
 from pipelines.cli import (  # noqa: F401  (importing them registers their commands)
     archive,
     backup,
+    feed,
     governance,
     lake,
     maintain,
