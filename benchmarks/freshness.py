@@ -98,6 +98,20 @@ def _live_checkpoint(settings: Settings) -> int | None:
         con.close()
 
 
+def _all_caught_up(settings: Settings) -> bool:
+    """Every live and ready version at the lake's ingest checkpoint (the follow cycle under way is over)."""
+    con = open_lake(LakeConfig.from_settings(settings), read_only=True)
+    try:
+        row = con.execute(
+            "SELECT bool_and(v.transaction_id = c.transaction_id AND v.global_position = c.global_position) "
+            "FROM meta.projection_versions AS v, meta.checkpoints AS c "
+            "WHERE c.consumer = 'ingest' AND v.state IN ('live', 'ready')"
+        ).fetchone()
+        return bool(row and row[0])
+    finally:
+        con.close()
+
+
 def _percentiles(values: list[float]) -> str:
     if not values:
         return "no events"
@@ -128,7 +142,9 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROJECTIONIST_")}
     follower: subprocess.Popen[str] | None = None
     try:
-        subprocess.run([*CLI, "--home", str(home), "init", *(["--notify"] if args.notify else [])], check=True, env=env)
+        subprocess.run(
+            [*CLI, "--home", str(home), "init", *(["--notify"] if args.notify else [])], check=True, env=env, cwd=ROOT
+        )
         dsn = event_store_dsn(settings)
         with connect(dsn) as conn:  # one cart before follow starts: its first cycle builds the versions
             append_streams(conn, [_cart(0)])
@@ -136,6 +152,7 @@ def main() -> None:
         follower = subprocess.Popen(
             [*CLI, "--home", str(home), "follow", "--interval", str(args.interval)],
             env=env,
+            cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -183,7 +200,10 @@ def main() -> None:
         carts = con.execute("SELECT count(*) FROM analytics.cart_summary").fetchone()
         con.close()
 
-        # Idle: nothing appended; what a follow that waits costs a core.
+        # Idle: nothing appended, every version caught up; what a follow that waits costs a core.
+        deadline = time.monotonic() + 600
+        while not _all_caught_up(settings) and time.monotonic() < deadline:
+            time.sleep(0.5)
         time.sleep(3)
         idle_before = _cpu_seconds(follower.pid)
         time.sleep(args.idle)

@@ -84,6 +84,7 @@ class Follower:
     lake_every: int = 10  # a quiet store: the lake is still read every this many cycles
     quiet: int = 0  # cycles in a row that found nothing new in the store (and so skipped the lake)
     listener: Listener | None = None
+    typed: set[tuple[str, int]] = field(default_factory=set)  # event types and versions known to have their view
 
     def cycle(self) -> float:
         """One cycle; returns the seconds to wait before the next. Raises on a terminal failure."""
@@ -138,7 +139,8 @@ class Follower:
                 seen.update(addition.versions)
 
         ingested = ingest(self.lake, self.source, in_commit=catalog)
-        new = untyped(self.lake, sorted(seen))
+        new = untyped(self.lake, sorted(seen - self.typed))  # the views are listed only for a version not seen yet
+        self.typed |= seen
         if new:
             # A type or version never seen: analysts get its typed view now, not at the next `ingest`.
             views = refresh_analytics(
