@@ -85,6 +85,7 @@ class Follower:
     quiet: int = 0  # cycles in a row that found nothing new in the store (and so skipped the lake)
     listener: Listener | None = None
     typed: set[tuple[str, int]] = field(default_factory=set)  # event types and versions known to have their view
+    unviewed: set[tuple[str, int]] = field(default_factory=set)  # landed, their view not checked or written yet
 
     def cycle(self) -> float:
         """One cycle; returns the seconds to wait before the next. Raises on a terminal failure."""
@@ -139,8 +140,10 @@ class Follower:
                 seen.update(addition.versions)
 
         ingested = ingest(self.lake, self.source, in_commit=catalog)
-        new = untyped(self.lake, sorted(seen - self.typed))  # the views are listed only for a version not seen yet
-        self.typed |= seen
+        # The views are listed only for a version not seen yet; one whose view failed to be written stays
+        # pending (its catalog part is committed: the next cycle would not see it again).
+        self.unviewed |= seen - self.typed
+        new = untyped(self.lake, sorted(self.unviewed))
         if new:
             # A type or version never seen: analysts get its typed view now, not at the next `ingest`.
             views = refresh_analytics(
@@ -151,6 +154,8 @@ class Follower:
             )
             named = ", ".join(f"{t} v{v}" for t, v in new)
             self.log(f"{_clock()} new event types: {named}; analytics views written: {len(views)}")
+        self.typed |= self.unviewed
+        self.unviewed.clear()
         self.landed = ingested.checkpoint
         return ingested, project(self.lake, self.registry)
 
@@ -160,14 +165,21 @@ class Follower:
         Listens on the store (its own session, opened on first use and again after a restart); a store
         without the trigger, or one that cannot be reached, makes this a plain sleep: polling.
         """
+        if self.outage_since is not None:
+            # In an outage the backoff rules: a notification would only repeat the failing cycle sooner.
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not (stopped is not None and stopped()):
+                time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            return False
         if self.listener is None:
             self.listener = Listener(lambda: event_store_dsn(self.settings), self.settings.notify_channel)
         return self.listener.wait(seconds, stopped)
 
     def _failed(self, error: ProjectionistError) -> float:
         # Connections that saw the failure may be broken in ways a retry on them would not cure
-        # (a DuckDB instance after an internal error): start the next cycle on new ones.
-        self.close()
+        # (a DuckDB instance after an internal error): start the next cycle on new ones. (The listener
+        # mends its own session; closing it would make its next wait a fresh LISTEN, which returns at once.)
+        self._drop()
         self.failures += 1
         if self.outage_since is None:
             self.outage_since = time.monotonic()
@@ -193,10 +205,14 @@ class Follower:
             self.warn(f"{_clock()} {holder.describe(time.monotonic() - first)}")
 
     def close(self) -> None:
-        """Drop the connections (errors while closing a broken one do not matter)."""
+        """Drop the connections, the listener's too (errors while closing a broken one do not matter)."""
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        self._drop()
+
+    def _drop(self) -> None:
+        """Drop the lake and store connections of the cycles."""
         if self.lake is not None:
             with contextlib.suppress(duckdb.Error):
                 self.lake.close()

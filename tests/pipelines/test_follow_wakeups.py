@@ -3,6 +3,7 @@ and without the trigger it still gets every event by polling. Its ingest commits
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -62,6 +63,16 @@ def test_follow_wakes_on_notify_and_polls_without_the_trigger(
         follower.cycle()
         assert _status(follower, woken) == "confirmed"
 
+        # In an outage the backoff rules: a commit does not cut it short (it would repeat the failing cycle),
+        # and the notification is still there once the outage is over.
+        follower.outage_since = time.monotonic()
+        later = _append_cart(store_dsn)
+        assert follower.wait(0.3) is False
+        follower.outage_since = None
+        assert follower.wait(60) is True
+        follower.cycle()
+        assert _status(follower, later) == "confirmed"
+
         assert follower.lake is not None
         lake = follower.lake
         # The catalog rode in the ingest commits: it covers exactly what raw.events holds, with no commit of its own.
@@ -83,7 +94,7 @@ def test_follow_wakes_on_notify_and_polls_without_the_trigger(
             "coalesce(changes['tables_inserted_into'], [])]), (SELECT table_id::VARCHAR "
             "FROM ducklake_table_info('lake') WHERE table_name = 'event_catalog_types'))"
         ).fetchone()
-        assert catalog_commits is not None and len(catalog_commits[0]) == 3, catalog_commits  # one per cycle
+        assert catalog_commits is not None and len(catalog_commits[0]) == 4, catalog_commits  # one per cycle
         assert all(m.startswith("ingest native:public.events") for m in catalog_commits[0]), catalog_commits
     finally:
         follower.close()
