@@ -532,6 +532,7 @@ def follow_command(interval: float, report_held_after: float, max_cycles: int | 
     cycles = 0
     try:
         click.echo(f"following the {current.store_kind} event store every {interval:g} s; Ctrl-C stops")
+        follower.wait(0)  # LISTEN before the first cycle: a commit during it is announced, none is missed
         while not stop.requested:
             wait = follower.cycle()
             cycles += 1
