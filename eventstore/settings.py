@@ -54,6 +54,8 @@ class Settings:
     closing_events: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # `maintain` never expires what time travel within this window needs (PROJECTIONIST_TIME_TRAVEL_WINDOW)
     time_travel_window: timedelta = timedelta(0)
+    # the channel `follow` LISTENs on and the store's trigger NOTIFYs (PROJECTIONIST_NOTIFY_CHANNEL; docs/follow.md)
+    notify_channel: str = "projectionist_events"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +74,7 @@ class Settings:
             time_travel_window=parse_duration(
                 env.get("PROJECTIONIST_TIME_TRAVEL_WINDOW") or "0s", "PROJECTIONIST_TIME_TRAVEL_WINDOW"
             ),
+            notify_channel=env.get("PROJECTIONIST_NOTIFY_CHANNEL") or "projectionist_events",
         )
         return settings.validated()
 
@@ -90,6 +93,7 @@ class Settings:
         """
         validate_identifier(self.store_schema, "event store schema")
         validate_identifier(self.store_table, "event store table")
+        validate_identifier(self.notify_channel, "PROJECTIONIST_NOTIFY_CHANNEL")
         return self
 
     @property

@@ -10,6 +10,13 @@ password, a missing table, a poison event under policy ``stop``) ends the loop, 
 
 A writer transaction that stays open holds the safe head back (its events, and every later one,
 wait until it ends): when it has held it for longer than ``holder_after`` seconds, one line names it.
+
+Between cycles the follower waits on the store: it LISTENs on ``PROJECTIONIST_NOTIFY_CHANNEL`` and a
+notification (the store's trigger, docs/operations.md#wake-ups-listennotify) starts the next cycle at
+once; without one, ``interval`` is the poll. A cycle costs what changed: the event catalog is kept
+inside the ingest's own commits, typed views are written only for a type or version never seen, and
+a cycle that finds the store's head where the lake left it reads nothing from the lake (the lake
+itself is looked at every ``lake_every`` such cycles, for what other processes changed there).
 """
 
 from __future__ import annotations
@@ -27,12 +34,13 @@ import psycopg
 from eventstore.connection import event_store_dsn
 from eventstore.errors import ProjectionistError
 from eventstore.failures import first_line, translate
+from eventstore.notify import Listener
 from eventstore.positions import START, Checkpoint, Holder
 from eventstore.settings import Settings
 from projections import Registry
 from projections.registry import declared_types, field_policy
-from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped_versions
-from warehouse.event_catalog import refresh_event_catalog
+from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped
+from warehouse.event_catalog import add_new_events, ensure_event_catalog
 from warehouse.feeds import DeliveryResult, deliver
 from warehouse.ingest import EventSource, IngestResult, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
@@ -76,6 +84,11 @@ class Follower:
     landed: Checkpoint = START  # the lake's checkpoint after the last cycle's ingest
     delivered: list[DeliveryResult] = field(default_factory=list)  # the last cycle's feed deliveries
     delivery_error: str = ""  # the last cycle's delivery failure, reported once
+    lake_every: int = 10  # a quiet store: the lake is still read every this many cycles
+    quiet: int = 0  # cycles in a row that found nothing new in the store (and so skipped the lake)
+    listener: Listener | None = None
+    typed: set[tuple[str, int]] = field(default_factory=set)  # event types and versions known to have their view
+    unviewed: set[tuple[str, int]] = field(default_factory=set)  # landed, their view not checked or written yet
 
     def cycle(self) -> float:
         """One cycle; returns the seconds to wait before the next. Raises on a terminal failure."""
@@ -113,25 +126,43 @@ class Follower:
     def _work(self) -> tuple[IngestResult, list[ProjectResult]]:
         if self.source is None:
             self.source = open_source(self.settings, event_store_dsn(self.settings))
+        if self.lake is not None and self.quiet + 1 < self.lake_every:
+            head = self.source.head(self.landed)
+            if head.last <= self.landed:
+                # Nothing settled since the last cycle: no lake read at all (an idle follow costs one store query).
+                self.quiet += 1
+                return IngestResult(0, 0, self.landed, head, 0.0), []
+        self.quiet = 0
         if self.lake is None:
             self.lake = open_lake(LakeConfig.from_settings(self.settings))
+            ensure_event_catalog(self.lake)  # its DDL once; each ingest commit then carries the catalog's part
         if self.landed == START:
             self.landed = lake_checkpoint(self.lake)[0]  # once: later cycles know where the last one ended
-        ingested = ingest(self.lake, self.source)
-        if ingested.events:
-            refresh_event_catalog(self.lake)
-            new = untyped_versions(self.lake, self.landed)
-            if new:
-                # A type or version never seen: analysts get its typed view now, not at the next `ingest`.
-                views = refresh_analytics(
-                    self.lake,
-                    long_stream_threshold=self.long_stream_threshold,
-                    long_stream_days=self.settings.long_stream_days,
-                    declared=declared_types(),
-                    fields=field_policy(),
-                )
-                named = ", ".join(f"{t} v{v}" for t, v in new)
-                self.log(f"{_clock()} new event types: {named}; analytics views written: {len(views)}")
+        seen: set[tuple[str, int]] = set()
+
+        def catalog(con: duckdb.DuckDBPyConnection) -> None:
+            addition = add_new_events(con)  # in the batch's transaction: one commit, and its types come along
+            if addition is not None:
+                seen.update(addition.versions)
+
+        ingested = ingest(self.lake, self.source, in_commit=catalog)
+        # The views are listed only for a version not seen yet; one whose view failed to be written stays
+        # pending (its catalog part is committed: the next cycle would not see it again).
+        self.unviewed |= seen - self.typed
+        new = untyped(self.lake, sorted(self.unviewed))
+        if new:
+            # A type or version never seen: analysts get its typed view now, not at the next `ingest`.
+            views = refresh_analytics(
+                self.lake,
+                long_stream_threshold=self.long_stream_threshold,
+                long_stream_days=self.settings.long_stream_days,
+                declared=declared_types(),
+                fields=field_policy(),
+            )
+            named = ", ".join(f"{t} v{v}" for t, v in new)
+            self.log(f"{_clock()} new event types: {named}; analytics views written: {len(views)}")
+        self.typed |= self.unviewed
+        self.unviewed.clear()
         self.landed = ingested.checkpoint
         results = project(self.lake, self.registry)
         try:  # a consumer's trouble (its target down, a leak) never stops ingest and project: one line per new error
@@ -143,10 +174,27 @@ class Follower:
         self.delivery_error = error
         return ingested, results
 
+    def wait(self, seconds: float, stopped: Callable[[], bool] | None = None) -> bool:
+        """Wait up to ``seconds`` for the next cycle; True when the store announced new events first.
+
+        Listens on the store (its own session, opened on first use and again after a restart); a store
+        without the trigger, or one that cannot be reached, makes this a plain sleep: polling.
+        """
+        if self.outage_since is not None:
+            # In an outage the backoff rules: a notification would only repeat the failing cycle sooner.
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not (stopped is not None and stopped()):
+                time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            return False
+        if self.listener is None:
+            self.listener = Listener(lambda: event_store_dsn(self.settings), self.settings.notify_channel)
+        return self.listener.wait(seconds, stopped)
+
     def _failed(self, error: ProjectionistError) -> float:
         # Connections that saw the failure may be broken in ways a retry on them would not cure
-        # (a DuckDB instance after an internal error): start the next cycle on new ones.
-        self.close()
+        # (a DuckDB instance after an internal error): start the next cycle on new ones. (The listener
+        # mends its own session; closing it would make its next wait a fresh LISTEN, which returns at once.)
+        self._drop()
         self.failures += 1
         if self.outage_since is None:
             self.outage_since = time.monotonic()
@@ -172,7 +220,14 @@ class Follower:
             self.warn(f"{_clock()} {holder.describe(time.monotonic() - first)}")
 
     def close(self) -> None:
-        """Drop the connections (errors while closing a broken one do not matter)."""
+        """Drop the connections, the listener's too (errors while closing a broken one do not matter)."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        self._drop()
+
+    def _drop(self) -> None:
+        """Drop the lake and store connections of the cycles."""
         if self.lake is not None:
             with contextlib.suppress(duckdb.Error):
                 self.lake.close()

@@ -21,7 +21,7 @@ comments live in ``meta.column_comments``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -32,7 +32,7 @@ from eventstore.settings import DEFAULT_LONG_STREAM_DAYS, DEFAULT_LONG_STREAM_TH
 from projections.fields import FieldPolicy
 from warehouse.lake import retry_conflicts, safe_name, set_view_column_comments, transaction
 
-__all__ = ["DEFAULT_LONG_STREAM_THRESHOLD", "TypedView", "refresh_analytics", "untyped_versions"]
+__all__ = ["DEFAULT_LONG_STREAM_THRESHOLD", "TypedView", "refresh_analytics", "untyped", "untyped_versions"]
 
 SAMPLE_EVENTS = 10_000  # events per (type, version) used to infer its payload's columns
 
@@ -260,8 +260,13 @@ def untyped_versions(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> list[
         "WHERE transaction_id > $1 OR (transaction_id = $1 AND global_position > $2) ORDER BY ALL",
         [after.transaction_id, after.global_position],
     ).fetchall()
-    existing = _existing_views(con) if rows else {}
-    return [(str(t), int(v)) for t, v in rows if f"events_{safe_name(str(t))}_v{int(v)}" not in existing]
+    return untyped(con, [(str(t), int(v)) for t, v in rows])
+
+
+def untyped(con: duckdb.DuckDBPyConnection, versions: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Those of ``versions`` (event type, version) that have no typed view yet (no read when there are none)."""
+    existing = _existing_views(con) if versions else {}
+    return [(t, v) for t, v in versions if f"events_{safe_name(t)}_v{v}" not in existing]
 
 
 def refresh_analytics(

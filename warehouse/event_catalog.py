@@ -9,8 +9,9 @@ two JSON types appears twice.
 The catalog is kept incrementally: :func:`refresh_event_catalog` reads only the events ingested since
 its own checkpoint (consumer ``event_catalog`` in ``meta.checkpoints``) and appends their aggregates
 to ``meta.event_catalog_types`` and ``meta.event_catalog_fields`` with the moved checkpoint, in one
-lake commit; the view sums those parts. A view parsing every event's payload would re-read the
-whole lake on each query (docs/governance.md has the measurement).
+lake commit; the view sums those parts. ``follow`` does the same inside each ingest commit
+(:func:`add_new_events`), so keeping the catalog costs it no commit of its own. A view parsing every
+event's payload would re-read the whole lake on each query (docs/governance.md has the measurement).
 
 :func:`catalog_entries` reads it back and adds what needs the projections' registry: a type or version
 no projection or upcaster consumes (``unhandled``), a field whose JSON type changed between versions
@@ -39,10 +40,13 @@ from warehouse.lake import retry_conflicts, set_view_column_comments, transactio
 
 __all__ = [
     "CATALOG_CONSUMER",
+    "CatalogAddition",
     "CatalogEntry",
     "FieldStats",
     "SchemaChange",
+    "add_new_events",
     "catalog_entries",
+    "ensure_event_catalog",
     "handled_versions",
     "refresh_event_catalog",
     "schema_changes",
@@ -149,6 +153,76 @@ def _ensure(con: duckdb.DuckDBPyConnection) -> None:
     retry_conflicts(create, "creating the event catalog")
 
 
+def ensure_event_catalog(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the catalog's tables, view and checkpoint row if missing (DDL: call it outside other transactions)."""
+    _ensure(con)
+
+
+@dataclass(frozen=True)
+class CatalogAddition:
+    """What :func:`add_new_events` added: how many events, and their ``(event_type, event_version)`` pairs."""
+
+    events: int
+    versions: list[tuple[str, int]]
+
+
+def add_new_events(con: duckdb.DuckDBPyConnection) -> CatalogAddition | None:
+    """Inside the caller's open lake transaction: add the events past the catalog's checkpoint up to the ingest's.
+
+    None when the catalog was already up to date (then nothing is written). An ingest calls it in its own
+    batch transaction (``warehouse.ingest.ingest(in_commit=…)``), so the catalog costs no lake commit of
+    its own and reads only the batch it has just written.
+    """
+    after = _checkpoint(con, CATALOG_CONSUMER) or START
+    until = _checkpoint(con, _INGEST_CONSUMER) or START
+    if until == after:
+        return None
+    a_tx, a_pos = int(after.transaction_id), int(after.global_position)
+    u_tx, u_pos = int(until.transaction_id), int(until.global_position)
+    # Plain bounds on transaction_id reach the Parquet scan: only the new events' files are read.
+    new = (
+        f"SELECT * FROM raw.all_events WHERE transaction_id >= {a_tx} AND transaction_id <= {u_tx} "
+        f"AND (transaction_id > {a_tx} OR global_position > {a_pos}) "
+        f"AND (transaction_id < {u_tx} OR global_position <= {u_pos})"
+    )
+    # One scan of the lake: the new events' few columns, then both aggregates over them in memory.
+    rows = con.execute(
+        f"SELECT stream_type, event_type, event_version, recorded_at, data FROM ({new}) AS n"
+    ).to_arrow_table()
+    view = f"_event_catalog_{uuid.uuid4().hex[:12]}"
+    con.register(view, rows)
+    try:
+        # Aggregated first (a handful of rows per type and version), then appended: the count of new
+        # events and the versions seen come from the aggregate.
+        types = con.execute(
+            "SELECT stream_type, event_type, event_version, count(*) AS events, min(recorded_at), max(recorded_at) "
+            f"FROM {view} GROUP BY ALL"
+        ).to_arrow_table()
+        con.register(f"{view}_types", types)
+        try:
+            con.execute(f"INSERT INTO meta.event_catalog_types SELECT * FROM {view}_types")
+        finally:
+            con.unregister(f"{view}_types")
+        con.execute(
+            "INSERT INTO meta.event_catalog_fields "
+            f"SELECT stream_type, event_type, event_version, field, {_JSON_TYPE} AS json_type, count(*), "
+            "min(recorded_at), max(recorded_at) "
+            "FROM (SELECT *, unnest(json_keys(data)) AS field "
+            f"FROM (SELECT * REPLACE (data::JSON AS data) FROM {view}) WHERE json_type(data) = 'OBJECT') AS e "
+            "GROUP BY ALL"
+        )
+    finally:
+        con.unregister(view)
+    added = int(sum(types.column("events").to_pylist()))
+    con.execute(
+        "UPDATE meta.checkpoints SET transaction_id = ?, global_position = ?, events = events + ?, "
+        "batches = batches + 1, updated_at = get_current_timestamp() WHERE consumer = ?",
+        [until.transaction_id, until.global_position, added, CATALOG_CONSUMER],
+    )
+    pairs = zip(types.column("event_type").to_pylist(), types.column("event_version").to_pylist(), strict=True)
+    return CatalogAddition(added, sorted({(str(t), int(v)) for t, v in pairs if v is not None}))
+
+
 def refresh_event_catalog(con: duckdb.DuckDBPyConnection) -> int:
     """Add the events ingested since the catalog's checkpoint to it; returns how many (0: it was up to date)."""
     _ensure(con)
@@ -158,44 +232,11 @@ def refresh_event_catalog(con: duckdb.DuckDBPyConnection) -> int:
         nonlocal added
         added = 0
         with transaction(con) as tx:
-            after = _checkpoint(con, CATALOG_CONSUMER) or START
-            until = _checkpoint(con, _INGEST_CONSUMER) or START
-            if until == after:
+            addition = add_new_events(con)
+            if addition is None:
                 tx.abandon()
                 return
-            a_tx, a_pos = int(after.transaction_id), int(after.global_position)
-            u_tx, u_pos = int(until.transaction_id), int(until.global_position)
-            # Plain bounds on transaction_id reach the Parquet scan: only the new events' files are read.
-            new = (
-                f"SELECT * FROM raw.all_events WHERE transaction_id >= {a_tx} AND transaction_id <= {u_tx} "
-                f"AND (transaction_id > {a_tx} OR global_position > {a_pos}) "
-                f"AND (transaction_id < {u_tx} OR global_position <= {u_pos})"
-            )
-            # Aggregated first (a handful of rows per type and version), then appended: the count of new
-            # events comes from the aggregate, not from a second scan.
-            types = con.execute(
-                "SELECT stream_type, event_type, event_version, count(*) AS events, min(recorded_at), max(recorded_at) "
-                f"FROM ({new}) AS e GROUP BY ALL"
-            ).to_arrow_table()
-            view = f"_event_catalog_{uuid.uuid4().hex[:12]}"
-            con.register(view, types)
-            try:
-                con.execute(f"INSERT INTO meta.event_catalog_types SELECT * FROM {view}")
-            finally:
-                con.unregister(view)
-            con.execute(
-                "INSERT INTO meta.event_catalog_fields "
-                f"SELECT stream_type, event_type, event_version, field, {_JSON_TYPE} AS json_type, count(*), "
-                "min(recorded_at), max(recorded_at) "
-                f"FROM (SELECT *, unnest(json_keys(data)) AS field FROM ({new}) AS n "
-                "WHERE json_type(data) = 'OBJECT') AS e GROUP BY ALL"
-            )
-            added = int(sum(types.column("events").to_pylist()))
-            con.execute(
-                "UPDATE meta.checkpoints SET transaction_id = ?, global_position = ?, events = events + ?, "
-                "batches = batches + 1, updated_at = get_current_timestamp() WHERE consumer = ?",
-                [until.transaction_id, until.global_position, added, CATALOG_CONSUMER],
-            )
+            added = addition.events
 
     retry_conflicts(step, "refreshing the event catalog")
     return added

@@ -4,7 +4,8 @@ Each batch is one DuckDB transaction on the lake that (1) re-reads the checkpoin
 ``INSERT INTO raw.events SELECT … FROM postgres_query(<gap-safe keyset query>)`` — rows go
 PostgreSQL → DuckDB → Parquet without Python touching them —, (3) reads the batch's last position
 back from the rows it wrote, (4) moves the checkpoint row in ``meta.checkpoints`` and (5) adds a row to
-``meta.ingest_commits`` (when, the checkpoint reached, the store head read towards: the lag's history). DuckLake
+``meta.ingest_commits`` (when, the checkpoint reached, the store head read towards: the lag's history) and (6)
+runs the caller's ``in_commit`` work, if any (``follow`` keeps the event catalog there). DuckLake
 commits it all as one snapshot, so a crash at any instant
 leaves the lake before or after a batch, never between. A second ingest racing the first
 conflicts on the checkpoint row and re-reads it: no event lands twice.
@@ -227,6 +228,7 @@ def _commit_batch(
     head: Head,
     limit: int,
     optional: set[str],
+    in_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> tuple[int, Checkpoint]:
     """One lake transaction: up to ``limit`` events after ``after``, the moved checkpoint, a meta.ingest_commits row.
 
@@ -270,6 +272,8 @@ def _commit_batch(
             "?, events, ?, ?, ? FROM meta.checkpoints WHERE consumer = ?",
             [count, head.bound, head.last.transaction_id, head.last.global_position, INGEST_CONSUMER],
         )
+        if in_commit is not None:  # after the checkpoint moved: it sees the batch and the checkpoint, commits with them
+            in_commit(con)
     return count, end
 
 
@@ -302,19 +306,22 @@ def ingest(
     max_batches: int | None = None,
     progress: Callable[[int], None] | None = None,
     compact_after: int | None = 64,
+    in_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> IngestResult:
     """Land every settled event of ``source`` not yet in the lake; one commit per batch.
 
     ``con`` is a writable lake connection (``open_lake``). ``progress`` is called with the events
     of each committed batch. When ``compact_after`` is set and the run committed something, small
-    adjacent files are merged once raw.events holds more than that many data files. A failure of
+    adjacent files are merged once raw.events holds more than that many data files. ``in_commit(con)``
+    runs inside each batch's transaction, after its checkpoint moved (again if the batch is retried after a
+    conflict): work that belongs with the batch commits with it, not in a commit of its own. A failure of
     PostgreSQL or DuckDB is raised as a transient or terminal error (:mod:`eventstore.failures`);
     the batches committed before it stay.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     with translated(f"ingesting {source.name} failed", fix=READ_FIX):
-        return _ingest(con, source, batch_size, max_batches, progress, compact_after)
+        return _ingest(con, source, batch_size, max_batches, progress, compact_after, in_commit)
 
 
 def _ingest(
@@ -324,6 +331,7 @@ def _ingest(
     max_batches: int | None,
     progress: Callable[[int], None] | None,
     compact_after: int | None,
+    in_commit: Callable[[duckdb.DuckDBPyConnection], None] | None,
 ) -> IngestResult:
     started = time.monotonic()
     checkpoint, known = _checked_checkpoint(con, source)
@@ -343,7 +351,7 @@ def _ingest(
             # The first try starts where this run knows the lake stands (the batch's transaction
             # checks it again); a retry after a conflict reads where another writer left it.
             after = tries.pop() if tries else lake_checkpoint(con)[0]
-            return _commit_batch(con, source, after, head, batch_size, optional)
+            return _commit_batch(con, source, after, head, batch_size, optional, in_commit)
 
         return one_batch
 

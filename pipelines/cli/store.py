@@ -39,9 +39,14 @@ class StoreKind(click.Choice[str]):
 
 
 @cli.command()
+@click.option(
+    "--notify",
+    is_flag=True,
+    help="Also create the trigger that NOTIFYs PROJECTIONIST_NOTIFY_CHANNEL on each commit, so `follow` wakes at once.",
+)
 @fail_cleanly
-def init() -> None:
-    """Create the native event store table (idempotent)."""
+def init(notify: bool) -> None:
+    """Create the native event store table (idempotent); with --notify, its NOTIFY trigger too."""
     from eventstore.connection import connect, describe_dsn, event_store_dsn
     from eventstore.native_store import create_schema
 
@@ -49,7 +54,13 @@ def init() -> None:
     dsn = event_store_dsn(current)
     with connect(dsn) as conn:
         create_schema(conn, current.store_schema, current.store_table)
+        if notify:
+            from eventstore.notify import create_notify_trigger
+
+            create_notify_trigger(conn, current.store_schema, current.store_table, current.notify_channel)
     click.echo(f"event store ready: {current.store_schema}.{current.store_table} in {describe_dsn(dsn)}")
+    if notify:
+        click.echo(f"inserts into it NOTIFY channel {current.notify_channel}: `follow` wakes on each commit")
 
 
 @cli.command()

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -513,7 +512,13 @@ class _Stop:
 
 
 @cli.command("follow")
-@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.05), help="Seconds between polls.")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.05),
+    help="Seconds between polls (at most: a NOTIFY from the store's trigger starts a cycle at once).",
+)
 @click.option(
     "--report-held-after",
     default=30.0,
@@ -549,14 +554,13 @@ def follow_command(interval: float, report_held_after: float, max_cycles: int | 
     cycles = 0
     try:
         click.echo(f"following the {current.store_kind} event store every {interval:g} s; Ctrl-C stops")
+        follower.wait(0)  # LISTEN before the first cycle: a commit during it is announced, none is missed
         while not stop.requested:
             wait = follower.cycle()
             cycles += 1
             if max_cycles is not None and cycles >= max_cycles:
                 break
-            deadline = time.monotonic() + wait
-            while not stop.requested and time.monotonic() < deadline:
-                time.sleep(min(0.05, wait))
+            follower.wait(wait, stopped=lambda: stop.requested)  # a NOTIFY from the store ends it early
     finally:
         follower.close()
         for restored, handler in previous.items():
