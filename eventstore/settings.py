@@ -11,7 +11,15 @@ from pathlib import Path
 
 from eventstore.errors import ConfigurationError
 
-__all__ = ["DEFAULT_LONG_STREAM_DAYS", "Settings", "parse_closing_events", "parse_duration", "validate_identifier"]
+__all__ = [
+    "DEFAULT_LONG_STREAM_DAYS",
+    "Settings",
+    "TenantField",
+    "parse_closing_events",
+    "parse_duration",
+    "parse_tenant_field",
+    "validate_identifier",
+]
 
 #: A stream whose first and last events lie further apart than this many days is long-lived.
 DEFAULT_LONG_STREAM_DAYS = 30.0
@@ -45,6 +53,8 @@ class Settings:
     closing_events: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # `maintain` never expires what time travel within this window needs (PROJECTIONIST_TIME_TRAVEL_WINDOW)
     time_travel_window: timedelta = timedelta(0)
+    # where the tenant of a native or eventsourcing store's event is (PROJECTIONIST_TENANT_FIELD); None: no tenants
+    tenant_field: TenantField | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -63,6 +73,7 @@ class Settings:
             time_travel_window=parse_duration(
                 env.get("PROJECTIONIST_TIME_TRAVEL_WINDOW") or "0s", "PROJECTIONIST_TIME_TRAVEL_WINDOW"
             ),
+            tenant_field=parse_tenant_field(env.get("PROJECTIONIST_TENANT_FIELD") or ""),
         )
         return settings.validated()
 
@@ -87,6 +98,45 @@ class Settings:
     def uses_embedded_store(self) -> bool:
         """True when the event store is Projectionist's own embedded PostgreSQL."""
         return self.event_store_dsn is None
+
+
+@dataclass(frozen=True)
+class TenantField:
+    """Where a store without tenants of its own keeps an event's tenant: a field of ``metadata`` or ``data``
+    (both JSON objects), or a ``column`` of the native table."""
+
+    place: str  # "metadata" | "data" | "column"
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.place}.{self.name}"
+
+
+_TENANT_PLACES = ("metadata", "data", "column")
+_JSON_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def parse_tenant_field(text: str) -> TenantField | None:
+    """``tenant_id`` or ``metadata.tenant_id``, ``data.tenantId``, ``column.tenant_id`` → a :class:`TenantField`.
+
+    The value of ``PROJECTIONIST_TENANT_FIELD`` (empty: None, no tenants). A bare name is a metadata
+    field. Raises ConfigurationError naming the setting and the forms it accepts.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    place, dot, name = text.partition(".")
+    if not dot:
+        place, name = "metadata", text
+    fix = (
+        "use a metadata field (tenant_id or metadata.tenant_id), a payload field (data.tenant_id) or a column of "
+        "the native events table (column.tenant_id); names are letters, digits and underscores"
+    )
+    if place not in _TENANT_PLACES or not _JSON_FIELD.match(name):
+        raise ConfigurationError(f"PROJECTIONIST_TENANT_FIELD={text!r} names no tenant field: {fix}.")
+    if place == "column":
+        validate_identifier(name, "PROJECTIONIST_TENANT_FIELD column")
+    return TenantField(place, name)
 
 
 def _days(text: str | None, what: str) -> float:
