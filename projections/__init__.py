@@ -11,6 +11,7 @@ This package imports ``eventstore`` types only. See docs/projections.md.
 
 from projections.definition import (
     LAST_GLOBAL_POSITION,
+    TENANT_ID,
     Column,
     Event,
     ExpectedChange,
@@ -39,6 +40,7 @@ __all__ = [
     "DATA_ERRORS",
     "EVENT_COLUMNS",
     "LAST_GLOBAL_POSITION",
+    "TENANT_ID",
     "Column",
     "ComputeResult",
     "Event",
