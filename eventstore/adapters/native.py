@@ -20,8 +20,9 @@ walking the index), read by a few backends at once and yielded strictly in order
 most a few slices in memory (benchmarks/read_throughput.py measures both against raw paths).
 
 :class:`NativeAdapter` is what the registry opens: the reader's batches with the two adapter columns
-(the native table has no archive and no tenant, so ``is_archived`` is false and ``tenant_id`` null
-on every row), detection of the native table, and its lag.
+(the native table has no archive and no tenant, so ``is_archived`` is false and ``tenant_id`` null on
+every row, unless ``PROJECTIONIST_TENANT_FIELD`` names a column: then the ingest query reads it as
+``tenant_id``; a metadata or payload field is mapped by the ingest), detection of the native table, and its lag.
 
 Archiving in the store (``projectionist archive --in-store``) moves a verified stream's rows from
 ``<table>`` to ``<table>_archive`` (same columns, created on first use), or deletes them with

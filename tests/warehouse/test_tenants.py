@@ -6,14 +6,16 @@ import pytest
 
 from eventstore.adapters import open_reader
 from eventstore.connection import connect
+from eventstore.duckdb_connections import new_connection
 from eventstore.errors import ConfigurationError
+from eventstore.positions import START
 from eventstore.settings import Settings, parse_tenant_field
 from projections import Column, Projection, Registry, Sql, discover
 from projections.errors import ProjectionDefinitionError
 from tests.warehouse.conftest import append_shop
 from warehouse.diff import compare_versions
 from warehouse.errors import PromotionError
-from warehouse.ingest import ingest
+from warehouse.ingest import ingest, optional_columns, select_raw
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import open_source
 from warehouse.versions import promote, rebuild
@@ -64,23 +66,20 @@ def tenant_registry() -> Registry:
     return Registry(projections, bundled.upcasters)
 
 
-@pytest.mark.parametrize("field", ["tenant_id", "column.tenant"])
-def test_tenant_lands_in_raw_events_and_an_analyst_filters_by_it(
-    store_dsn: str, lake_config: LakeConfig, field: str
-) -> None:
+def test_a_tenant_column_of_the_native_table_lands_as_tenant_id(store_dsn: str) -> None:
     tenant_store(store_dsn)
-    settings = Settings.from_env({"PROJECTIONIST_TENANT_FIELD": field})
-    con = open_lake(lake_config)
-    with open_source(settings, store_dsn) as source:
-        ingest(con, source)
+    with open_source(settings_of("native", "column.tenant"), store_dsn) as source:
+        con = new_connection("postgres")  # the bundled extension (no download here)
+        source.attach(con)
+        head = source.head()
+        batch = source.batch_sql(START, head.bound, None)
+        rows = con.execute(
+            f"SELECT tenant_id, count(*) FROM ({select_raw(source, batch, optional_columns(con, source, head.bound))}) "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
     with connect(store_dsn) as conn:
-        expected = conn.execute("SELECT tenant, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall()
-    assert [t for t, _ in expected] == list(TENANTS)
-    # What an analyst writes: a filter on raw.events.tenant_id returns that tenant's events, and only them.
-    for tenant, count in expected:
-        assert con.execute("SELECT count(*) FROM raw.events WHERE tenant_id = ?", [tenant]).fetchone() == (count,)
-    assert con.execute("SELECT count(*) FROM raw.events WHERE tenant_id IS NULL").fetchone() == (0,)
-    con.close()
+        assert rows == conn.execute("SELECT tenant, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall()
+    assert [t for t, _ in rows] == list(TENANTS)
 
 
 def settings_of(kind: str, field: str) -> Settings:
@@ -124,8 +123,15 @@ def test_one_tenant_rebuilt_compared_promoted_and_rolled_back_leaves_the_others_
     tenant_store(store_dsn)
     registry = tenant_registry()
     con = open_lake(lake_config)
-    with open_source(Settings.from_env({"PROJECTIONIST_TENANT_FIELD": "tenant_id"}), store_dsn) as source:
+    with open_source(settings_of("native", "tenant_id"), store_dsn) as source:
         ingest(con, source)
+    # The tenant in metadata lands in raw.events.tenant_id: what an analyst filters on returns that tenant's events.
+    with connect(store_dsn) as conn:
+        per_tenant = conn.execute("SELECT metadata ->> 'tenant_id', count(*) FROM events GROUP BY 1 ORDER BY 1")
+        expected = per_tenant.fetchall()
+    assert [t for t, _ in expected] == list(TENANTS)
+    for tenant, count in expected:
+        assert con.execute("SELECT count(*) FROM raw.events WHERE tenant_id = ?", [tenant]).fetchone() == (count,)
     rebuild(con, registry, "tenant_events", 1)
     promote(con, registry, "tenant_events", 1)
     rebuild(con, registry, "tenant_events", 2)

@@ -163,10 +163,11 @@ def rebuild_tenant(
                         [name, version, tenant],
                     )
                     write_dead_letters(con, projection, poison, at)
+                    # built_at moves too: a comparison made before these rows changed no longer opens a gate.
                     con.execute(
-                        f"UPDATE meta.projection_versions SET rows = (SELECT count(*) FROM {target}), "
+                        f"UPDATE meta.projection_versions SET rows = (SELECT count(*) FROM {target}), built_at = ?, "
                         "updated_at = get_current_timestamp() WHERE name = ? AND version = ?",
-                        [name, version],
+                        [at, name, version],
                     )
 
             retry_conflicts(commit, f"replacing tenant {tenant!r}'s rows of {target}")
@@ -250,19 +251,18 @@ def _pin(
     actor: str,
     comparison_id: str | None,
 ) -> Promotion:
-    """Rewrite ``analytics.<name>`` with ``tenant`` on ``to_version`` and record it, in one commit."""
+    """Rewrite ``analytics.<name>`` with ``tenant`` on ``to_version`` and record it, in one commit.
+
+    The other tenants' pins are read in the same transaction: two tenants promoted at once either both
+    land in the view, or the later commit conflicts and is retried on the pins the first one wrote.
+    """
     name = projection.name
-    pinned = tenant_versions(con, name)
-    pinned.pop(tenant, None)
-    if to_version != live.version:
-        pinned[tenant] = to_version
-    for version in set(pinned.values()):
-        if _columns(con, version_table(name, version)) != _columns(con, live.table):
-            raise PromotionError(
-                f"{name} v{version} has other columns than the live v{live.version}: one view cannot serve both, "
-                f"so its tenants cannot be promoted one by one; promote v{version} for every tenant "
-                f"(`projectionist promote {name} {version}`). Nothing was changed."
-            )
+    if to_version != live.version and _columns(con, version_table(name, to_version)) != _columns(con, live.table):
+        raise PromotionError(
+            f"{name} v{to_version} has other columns than the live v{live.version}: one view cannot serve both, "
+            f"so its tenants cannot be promoted one by one; promote v{to_version} for every tenant "
+            f"(`projectionist promote {name} {to_version}`). Nothing was changed."
+        )
     _ensure_tenant_promotions(con)
     at = datetime.now(UTC)
     comment = con.execute(
@@ -277,6 +277,9 @@ def _pin(
 
     def commit() -> None:
         with transaction(con):
+            pinned = {t: v for t, v, _ in _pins(con, name) if t != tenant and v != live.version}
+            if to_version != live.version:
+                pinned[tenant] = to_version
             con.execute(f"CREATE OR REPLACE VIEW analytics.{name} AS {_view_sql(live.table, pinned, name)}")
             if comment and comment[0]:
                 con.execute(f"COMMENT ON VIEW analytics.{name} IS {quote_literal(str(comment[0]))}")
@@ -314,19 +317,17 @@ def promote_tenant(
     info = _built(con, projection, ("ready", "live"))
     if current == version:
         raise PromotionError(f"tenant {tenant!r} of {name} is already on v{version}.")
-    comparison_id = None
-    if version != live.version or current != live.version:
-        before = find_version(con, name, current)
-        newest = max((t for t in (before.built_at if before else None, info.built_at) if t is not None), default=None)
-        comparison_id = latest_comparison(
-            con, tenant_relation(name, current, tenant), tenant_relation(name, version, tenant), newest
+    before = find_version(con, name, current)
+    newest = max((t for t in (before.built_at if before else None, info.built_at) if t is not None), default=None)
+    comparison_id = latest_comparison(
+        con, tenant_relation(name, current, tenant), tenant_relation(name, version, tenant), newest
+    )
+    if comparison_id is None and not force:
+        raise PromotionError(
+            f"tenant {tenant!r} of {name} has no comparison of v{current} against v{version} newer than both "
+            f"builds: run `projectionist diff {name} {current} {version} --tenant {tenant}` and check it, then "
+            "promote again (or pass --force). Nothing was changed."
         )
-        if comparison_id is None and not force:
-            raise PromotionError(
-                f"tenant {tenant!r} of {name} has no comparison of v{current} against v{version} newer than both "
-                f"builds: run `projectionist diff {name} {current} {version} --tenant {tenant}` and check it, then "
-                "promote again (or pass --force). Nothing was changed."
-            )
     who = _actor(actor)
     if dry_run:
         return Promotion(name, current, version, datetime.now(UTC), who, comparison_id)
