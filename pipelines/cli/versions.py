@@ -486,11 +486,7 @@ def diff_command(
     parsed = _tolerances(tolerances)
     con = _lake()
     try:
-        if tenant is not None and a is None:  # A defaults to the version the tenant's rows are served from
-            from warehouse.versions.tenants import tenant_versions
-
-            a = tenant_versions(con, name).get(tenant)
-        a, b = resolve_pair(con, registry, name, a, b)
+        a, b = resolve_pair(con, registry, name, a, b, tenant=tenant)
         comparison, comparison_id = compare_versions(
             con, registry, name, a, b, sample_size=sample_size, tolerances=parsed, tenant=tenant
         )

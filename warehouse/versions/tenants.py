@@ -36,7 +36,7 @@ from warehouse.versions.catalog import (
     check_fingerprint,
     ensure_version_tables,
     exists,
-    find_version,
+    list_versions,
     live_version,
     validate_target,
     version_table,
@@ -96,8 +96,14 @@ def tenant_relation(name: str, version: int, tenant: str) -> str:
     return f"SELECT * FROM lake.{version_table(name, version)} WHERE {TENANT_ID} = {quote_literal(tenant)}"
 
 
-def _built(con: duckdb.DuckDBPyConnection, projection: Projection, states: tuple[str, ...]) -> VersionInfo:
-    info = find_version(con, projection.name, projection.version)
+def _versions(con: duckdb.DuckDBPyConnection, name: str) -> dict[int, VersionInfo]:
+    """The versions of ``name`` recorded in the lake (their tables created first if missing), by number."""
+    ensure_version_tables(con)
+    return {v.version: v for v in list_versions(con, name)}
+
+
+def _built(projection: Projection, versions: dict[int, VersionInfo], states: tuple[str, ...]) -> VersionInfo:
+    info = versions.get(projection.version)
     if info is None or info.state not in states:
         state = "not built" if info is None else info.state
         raise PromotionError(
@@ -121,9 +127,9 @@ def rebuild_tenant(
     """
     started = time.monotonic()
     projection = per_tenant_projection(registry, name, version)
-    ensure_version_tables(con)
+    versions = _versions(con, name)
     check_tenant(con, tenant)
-    info = _built(con, projection, ("ready", "live", "retired"))
+    info = _built(projection, versions, ("ready", "live", "retired"))
     target = version_table(name, version)
     scratch = f"_tenant_rows_{uuid.uuid4().hex[:12]}"
     columns = ", ".join(f"{c.name} {c.type}" for c in projection.output_columns)
@@ -205,9 +211,9 @@ def _pins(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, int, int
 
 def tenant_versions(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, int]:
     """Tenant → the version its rows in ``analytics.<name>`` come from, for the tenants not on the live version."""
-    ensure_version_tables(con)
-    live = live_version(con, name)
-    return {tenant: to for tenant, to, _ in _pins(con, name) if live is None or to != live.version}
+    pins = _pins(con, name)
+    live = live_version(con, name) if pins else None
+    return {tenant: to for tenant, to, _ in pins if live is None or to != live.version}
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
@@ -232,13 +238,17 @@ def _view_sql(live_table: str, pinned: dict[str, int], name: str) -> str:
     return " UNION ALL ".join(parts)
 
 
-def _current(con: duckdb.DuckDBPyConnection, name: str, tenant: str) -> tuple[VersionInfo, int]:
-    live = live_version(con, name)
+def _current(
+    con: duckdb.DuckDBPyConnection, name: str, tenant: str, versions: dict[int, VersionInfo]
+) -> tuple[VersionInfo, int]:
+    """The live version, and the version ``tenant``'s rows are served from."""
+    live = next((v for v in versions.values() if v.state == "live"), None)
     if live is None:
         raise PromotionError(
             f"{name} has no live version: promote one for every tenant first (`projectionist promote {name} N`)."
         )
-    return live, tenant_versions(con, name).get(tenant, live.version)
+    pinned = {t: to for t, to, _ in _pins(con, name) if to != live.version}
+    return live, pinned.get(tenant, live.version)
 
 
 def _pin(
@@ -311,13 +321,13 @@ def promote_tenant(
     against ``version``, made after both were built, is required.
     """
     projection = per_tenant_projection(registry, name, version)
-    ensure_version_tables(con)
+    versions = _versions(con, name)
     check_tenant(con, tenant)
-    live, current = _current(con, name, tenant)
-    info = _built(con, projection, ("ready", "live"))
+    live, current = _current(con, name, tenant, versions)
+    info = _built(projection, versions, ("ready", "live"))
     if current == version:
         raise PromotionError(f"tenant {tenant!r} of {name} is already on v{version}.")
-    before = find_version(con, name, current)
+    before = versions.get(current)
     newest = max((t for t in (before.built_at if before else None, info.built_at) if t is not None), default=None)
     comparison_id = latest_comparison(
         con, tenant_relation(name, current, tenant), tenant_relation(name, version, tenant), newest
@@ -345,9 +355,9 @@ def rollback_tenant(
 ) -> Promotion:
     """Serve ``tenant``'s rows from the version its last tenant promotion replaced (the others stay as they are)."""
     projection = per_tenant_projection(registry, name)
-    ensure_version_tables(con)
+    versions = _versions(con, name)
     check_tenant(con, tenant)
-    live, current = _current(con, name, tenant)
+    live, current = _current(con, name, tenant, versions)
     last = next((p for p in _pins(con, name) if p[0] == tenant), None)
     if last is None or last[2] is None:
         raise PromotionError(
@@ -355,7 +365,7 @@ def rollback_tenant(
             f"tenant promotion to roll back (`projectionist rollback {name}` rolls back every tenant)."
         )
     target = last[2]
-    info = find_version(con, name, target)
+    info = versions.get(target)
     if info is None or info.state not in ("ready", "live"):
         state = "gone" if info is None else info.state
         raise PromotionError(f"{name} v{target} is {state}: tenant {tenant!r} can no longer be rolled back to it.")
