@@ -7,7 +7,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from eventstore.connection import connect
+from eventstore.settings import TenantField
 from pipelines.cli import cli
+from pipelines.resources import ProjectionistResource, resource_from_env
 from tests.warehouse.conftest import append_shop
 from tests.warehouse.test_tenants import TAG
 
@@ -67,3 +69,10 @@ def test_one_tenant_through_the_cli(store_dsn: str, tmp_path: Path, lake_env: di
     assert code != 0 and "tenant 'acme' of tenant_events follows the live v2" in output
     code, output = run("promote", "cart_summary", "1", "--tenant", "acme")
     assert code != 0 and "is not per tenant" in output
+
+
+def test_the_dagster_resource_reads_the_tenant_field(tmp_path: Path) -> None:
+    resource = resource_from_env({"PROJECTIONIST_TENANT_FIELD": "data.tenant", "PROJECTIONIST_HOME": str(tmp_path)})
+    assert "tenant_field" in resource.model_dump()
+    settings = ProjectionistResource(home=str(tmp_path), tenant_field="data.tenant").settings()
+    assert settings.tenant_field == TenantField("data", "tenant")
