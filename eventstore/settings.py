@@ -15,8 +15,10 @@ __all__ = [
     "DEFAULT_LONG_STREAM_DAYS",
     "DEFAULT_LONG_STREAM_THRESHOLD",
     "Settings",
+    "TenantField",
     "parse_closing_events",
     "parse_duration",
+    "parse_tenant_field",
     "validate_identifier",
 ]
 
@@ -56,6 +58,8 @@ class Settings:
     time_travel_window: timedelta = timedelta(0)
     # the channel `follow` LISTENs on and the store's trigger NOTIFYs (PROJECTIONIST_NOTIFY_CHANNEL; docs/follow.md)
     notify_channel: str = "projectionist_events"
+    # where the tenant of a native or eventsourcing store's event is (PROJECTIONIST_TENANT_FIELD); None: no tenants
+    tenant_field: TenantField | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +79,7 @@ class Settings:
                 env.get("PROJECTIONIST_TIME_TRAVEL_WINDOW") or "0s", "PROJECTIONIST_TIME_TRAVEL_WINDOW"
             ),
             notify_channel=env.get("PROJECTIONIST_NOTIFY_CHANNEL") or "projectionist_events",
+            tenant_field=parse_tenant_field(env.get("PROJECTIONIST_TENANT_FIELD") or ""),
         )
         return settings.validated()
 
@@ -100,6 +105,45 @@ class Settings:
     def uses_embedded_store(self) -> bool:
         """True when the event store is Projectionist's own embedded PostgreSQL."""
         return self.event_store_dsn is None
+
+
+@dataclass(frozen=True)
+class TenantField:
+    """Where a store without tenants of its own keeps an event's tenant: a field of ``metadata`` or ``data``
+    (both JSON objects), or a ``column`` of the native table."""
+
+    place: str  # "metadata" | "data" | "column"
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.place}.{self.name}"
+
+
+_TENANT_PLACES = ("metadata", "data", "column")
+_JSON_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def parse_tenant_field(text: str) -> TenantField | None:
+    """``tenant_id`` or ``metadata.tenant_id``, ``data.tenantId``, ``column.tenant_id`` → a :class:`TenantField`.
+
+    The value of ``PROJECTIONIST_TENANT_FIELD`` (empty: None, no tenants). A bare name is a metadata
+    field. Raises ConfigurationError naming the setting and the forms it accepts.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    place, dot, name = text.partition(".")
+    if not dot:
+        place, name = "metadata", text
+    fix = (
+        "use a metadata field (tenant_id or metadata.tenant_id), a payload field (data.tenant_id) or a column of "
+        "the native events table (column.tenant_id); names are letters, digits and underscores"
+    )
+    if place not in _TENANT_PLACES or not _JSON_FIELD.match(name):
+        raise ConfigurationError(f"PROJECTIONIST_TENANT_FIELD={text!r} names no tenant field: {fix}.")
+    if place == "column":
+        validate_identifier(name, "PROJECTIONIST_TENANT_FIELD column")
+    return TenantField(place, name)
 
 
 def _days(text: str | None, what: str) -> float:

@@ -33,6 +33,7 @@ ENV_FIELDS = {
     "long_stream_days": "PROJECTIONIST_LONG_STREAM_DAYS",
     "closing_events": "PROJECTIONIST_CLOSING_EVENT_TYPES",
     "time_travel_window": "PROJECTIONIST_TIME_TRAVEL_WINDOW",
+    "tenant_field": "PROJECTIONIST_TENANT_FIELD",
 }
 
 
@@ -56,6 +57,7 @@ class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     long_stream_days: str | None = None  # a number of days, as in PROJECTIONIST_LONG_STREAM_DAYS
     closing_events: str | None = None  # as in PROJECTIONIST_CLOSING_EVENT_TYPES
     time_travel_window: str | None = None  # a duration, as in PROJECTIONIST_TIME_TRAVEL_WINDOW
+    tenant_field: str | None = None  # as in PROJECTIONIST_TENANT_FIELD
     max_lag_events: int = 10_000
     long_stream_threshold: int = 1000
 
@@ -65,6 +67,7 @@ class ProjectionistResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             "PROJECTIONIST_LONG_STREAM_DAYS": self.long_stream_days or "",
             "PROJECTIONIST_CLOSING_EVENT_TYPES": self.closing_events or "",
             "PROJECTIONIST_TIME_TRAVEL_WINDOW": self.time_travel_window or "",
+            "PROJECTIONIST_TENANT_FIELD": self.tenant_field or "",
         }
         settings = Settings.from_env(env).with_overrides(
             home=self.home,

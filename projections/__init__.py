@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from projections.definition import (
         LAST_GLOBAL_POSITION,
+        TENANT_ID,
         Column,
         Event,
         ExpectedChange,
@@ -46,6 +47,7 @@ __all__ = [
     "DATA_ERRORS",
     "EVENT_COLUMNS",
     "LAST_GLOBAL_POSITION",
+    "TENANT_ID",
     "Column",
     "ComputeResult",
     "Event",
@@ -74,6 +76,7 @@ __all__ = [
 #: (``projections.errors``, say) does not load them all (and their DuckDB, polars, pyarrow).
 _EXPORTS = {
     "LAST_GLOBAL_POSITION": "projections.definition",
+    "TENANT_ID": "projections.definition",
     "Column": "projections.definition",
     "Event": "projections.definition",
     "ExpectedChange": "projections.definition",

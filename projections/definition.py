@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LAST_GLOBAL_POSITION",
+    "TENANT_ID",
     "Column",
     "Event",
     "ExpectedChange",
@@ -49,6 +50,8 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _COLUMN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _EVENT_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 
+#: The first key column of a per-tenant projection (``Projection(per_tenant=True)``), as in raw.events.
+TENANT_ID = "tenant_id"
 #: Added to every projection's columns: the global position of the last event applied to the row.
 LAST_GLOBAL_POSITION = "last_global_position"
 
@@ -160,7 +163,9 @@ class Projection:
     ``requires`` declares, per event type, the payload fields the body reads and their DuckDB
     types; events that miss one are poison. ``event_versions`` declares, per consumed event type,
     the highest version the body reads as stored: events of a version no upcaster reaches and no
-    projection declares (above it, or below 1) are poison.
+    projection declares (above it, or below 1) are poison. ``per_tenant`` declares the convention
+    of docs/versions.md ("Tenants"): the key starts with ``tenant_id``, which the body takes from
+    ``events.tenant_id``; its rows can then be rebuilt, compared and promoted one tenant at a time.
     """
 
     name: str
@@ -175,6 +180,7 @@ class Projection:
     poison: PoisonPolicy = PoisonPolicy()
     expected_changes: tuple[ExpectedChange, ...] = ()
     event_versions: Mapping[str, int] = field(default_factory=dict)
+    per_tenant: bool = False
     source: str = ""  # the file it was loaded from, set by the registry
 
     def __post_init__(self) -> None:
@@ -227,6 +233,8 @@ class Projection:
         }
         if self.event_versions:  # only when declared: the fingerprints of projections without it stay as they were
             declared["event_versions"] = dict(sorted(self.event_versions.items()))
+        if self.per_tenant:  # likewise
+            declared["per_tenant"] = True
         return hashlib.sha256(json.dumps(declared, sort_keys=True).encode()).hexdigest()
 
     def _fail(self, problem: str) -> ProjectionDefinitionError:
@@ -256,6 +264,7 @@ class Projection:
             raise self._fail(f"duplicate column names in {names}")
         if not self.key or any(k not in names for k in self.key):
             raise self._fail(f"key {list(self.key)} must name declared columns ({names})")
+        types_of = {c.name: c.type for c in self.columns}
         if not self.consumes or any(not _EVENT_TYPE.match(t) for t in self.consumes):
             raise self._fail(f"consumes must list event type names, got {list(self.consumes)}")
         for event_type, fields in self.requires.items():
@@ -269,6 +278,13 @@ class Projection:
                 raise self._fail(f"declares the version of {event_type!r}, which it does not consume")
             if isinstance(version, bool) or not isinstance(version, int) or version < 1:
                 raise self._fail(f"version {version!r} of {event_type!r} is invalid: use a positive integer")
+        tenant_type = types_of.get(TENANT_ID, "").strip().upper()
+        if self.per_tenant and (self.key[0] != TENANT_ID or tenant_type not in ("VARCHAR", "TEXT", "STRING")):
+            raise self._fail(
+                f"a per-tenant projection's key starts with a {TENANT_ID} VARCHAR column, which its body fills from "
+                f"events.{TENANT_ID} (e.g. GROUP BY {TENANT_ID}, ...): declare Column({TENANT_ID!r}, 'VARCHAR', ...) "
+                f"and key=({TENANT_ID!r}, ...), with stream_keys returning {TENANT_ID} too"
+            )
         if self.stream_keys is None and len(self.key) != 1:
             raise self._fail("a key of several columns needs stream_keys (which keys each stream contributes to)")
         if isinstance(self.body, Fold) and self.stream_keys is not None:

@@ -29,6 +29,7 @@ from eventstore.failures import translated
 from eventstore.identity import StoreIdentity
 from eventstore.positions import START, Checkpoint, Head
 from eventstore.quoting import quote_literal
+from eventstore.settings import TenantField
 from warehouse.errors import LakeConfigurationError
 from warehouse.lake import RAW_EVENT_COLUMNS, retry_conflicts, transaction
 from warehouse.time_travel import commit_info
@@ -71,6 +72,11 @@ class EventSource(Protocol):
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         """Attach the store read-only to ``con`` as ``store`` (unless it already is)."""
+        ...
+
+    @property
+    def tenant_field(self) -> TenantField | None:
+        """Where an event's tenant is, for a store without tenants of its own (``PROJECTIONIST_TENANT_FIELD``)."""
         ...
 
     def identity(self) -> StoreIdentity:
@@ -203,6 +209,10 @@ def _record_store(con: duckdb.DuckDBPyConnection, source: EventSource) -> None:
 
 def select_raw(source: EventSource, batch: str, optional: set[str]) -> str:
     """Map a source batch onto raw.events' columns: the one place source/is_archived/tenant_id are filled."""
+    tenant = "b.tenant_id::VARCHAR" if "tenant_id" in optional else "NULL::VARCHAR"
+    field = source.tenant_field
+    if field is not None and field.place != "column":  # a column comes from the adapter as tenant_id
+        tenant = f"json_extract_string(b.{field.place}, {quote_literal('$.' + field.name)})"
     computed = {
         "data": "b.data::JSON",
         "metadata": "b.metadata::JSON",
@@ -211,7 +221,7 @@ def select_raw(source: EventSource, batch: str, optional: set[str]) -> str:
         "ingested_at": "get_current_timestamp()",
         "source": quote_literal(source.name),
         "is_archived": "coalesce(b.is_archived, false)" if "is_archived" in optional else "false",
-        "tenant_id": "b.tenant_id::VARCHAR" if "tenant_id" in optional else "NULL::VARCHAR",
+        "tenant_id": tenant,
     }
     columns = ", ".join(f"{computed.get(name, f'b.{name}')}::{kind} AS {name}" for name, kind, _ in RAW_EVENT_COLUMNS)
     if {"correlation_id", "causation_id"} <= optional:

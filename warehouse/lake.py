@@ -84,7 +84,12 @@ RAW_EVENT_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ingested_at", "TIMESTAMPTZ", "When the ingest commit that landed the event in the lake started."),
     ("source", "VARCHAR", "The store the event was read from, e.g. native:public.events."),
     ("is_archived", "BOOLEAN", "True when the source store marks the event archived (false for the native store)."),
-    ("tenant_id", "VARCHAR", "The source store's tenant id (NULL for the native store)."),
+    (
+        "tenant_id",
+        "VARCHAR",
+        "The event's tenant: Marten's tenant_id, Emmett's partition, or the field PROJECTIONIST_TENANT_FIELD names "
+        "(NULL for the default tenant, or a store without tenants).",
+    ),
 )
 
 # Partitioned by month of recorded_at (docs/lake.md, "Partitioning"): an incremental commit then

@@ -24,7 +24,7 @@ import duckdb
 from eventstore.adapters import EventStoreAdapter, open_reader
 from eventstore.identity import StoreIdentity, read_identity
 from eventstore.positions import START, Checkpoint, Head, Holder, open_transaction
-from eventstore.settings import Settings
+from eventstore.settings import Settings, TenantField
 from warehouse.ingest import EventSource, attach_store
 
 __all__ = ["StoreSource", "close_source", "head_holder", "open_source", "source_name"]
@@ -41,6 +41,7 @@ class StoreSource:
 
     adapter: EventStoreAdapter
     _identity: StoreIdentity | None = None
+    tenant_field: TenantField | None = None  # PROJECTIONIST_TENANT_FIELD (checked against the kind by open_reader)
 
     @property
     def name(self) -> str:
@@ -82,7 +83,7 @@ class StoreSource:
 
 def open_source(settings: Settings, dsn: str) -> StoreSource:
     """The ingest source for ``settings.store_kind`` at ``dsn`` (its tables checked first)."""
-    return StoreSource(open_reader(settings, dsn))
+    return StoreSource(open_reader(settings, dsn), tenant_field=settings.tenant_field)
 
 
 def close_source(source: EventSource) -> None:

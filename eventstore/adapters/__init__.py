@@ -77,6 +77,7 @@ __all__ = [
     "StreamFingerprint",
     "adapter_class",
     "bad_rows",
+    "check_tenant_field",
     "describe_found",
     "detect_stores",
     "open_reader",
@@ -113,10 +114,29 @@ def open_reader(settings: Settings, dsn: str) -> EventStoreAdapter:
     does hold, so a wrong kind or schema says what to set instead.
     """
     cls = adapter_class(settings.store_kind)
+    check_tenant_field(settings)
     try:
         return cls.from_settings(settings, dsn)
     except StoreMismatchError as exc:
         raise StoreMismatchError(f"{exc} {describe_found(dsn)}") from exc
+
+
+def check_tenant_field(settings: Settings) -> None:
+    """Refuse a ``PROJECTIONIST_TENANT_FIELD`` the configured kind cannot honour (a ConfigurationError saying why)."""
+    field, cls = settings.tenant_field, adapter_class(settings.store_kind)
+    if field is None:
+        return
+    if cls.own_tenant is not None:
+        raise ConfigurationError(
+            f"PROJECTIONIST_TENANT_FIELD={field} is for stores without tenants of their own: a {cls.kind} store "
+            f"keeps its tenant in {cls.own_tenant}, which lands in raw.events.tenant_id as it is. "
+            "Unset PROJECTIONIST_TENANT_FIELD."
+        )
+    if field.place == "column" and not cls.tenant_columns:
+        raise ConfigurationError(
+            f"PROJECTIONIST_TENANT_FIELD={field} names a column, but a {cls.kind} events table has fixed columns: "
+            f"name a field of the event instead (data.{field.name} or metadata.{field.name})."
+        )
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,10 @@ class SqlAdapter(StoreConnection):
     gap_safety = ""
     bound_kind = "transaction_id"
     table: str  # set by each kind (a fixed name, or the configured table)
+    #: Where the store keeps tenants of its own (then PROJECTIONIST_TENANT_FIELD is refused); None: it has none.
+    own_tenant: str | None = None
+    #: Whether PROJECTIONIST_TENANT_FIELD may name a column of the events table (only the native table's are free).
+    tenant_columns = False
 
     @classmethod
     def recognize(cls, table: CatalogTable) -> str | None:  # pragma: no cover - abstract

@@ -114,6 +114,7 @@ class EmmettAdapter(SqlAdapter):
 
     kind = "emmett"
     gap_safety = "transaction-snapshot"
+    own_tenant = "its partition column"
     bound_kind = "transaction_id"
     table = "emt_messages"
 

@@ -27,7 +27,7 @@ metadata           ``{"topic": …}`` plus ``originator_topic``, ``correlation_i
                    ``causation_id`` when the state has them
 recorded_at        the state's ``timestamp`` (``{"_type_": "datetime_iso", "_data_": …}``)
 is_archived        false (the library has no archive)
-tenant_id          null
+tenant_id          null, or the field PROJECTIONIST_TENANT_FIELD names (``data.<attr>``)
 =================  ===================================================================
 
 Bad rows: an application may compress (``COMPRESSOR_TOPIC``) or encrypt (``CIPHER_TOPIC``)

@@ -137,6 +137,7 @@ class MartenAdapter(SqlAdapter):
 
     kind = "marten"
     gap_safety = "sequence-high-water-mark"
+    own_tenant = "its tenant_id column"
     bound_kind = "position"
     table = "mt_events"
 

@@ -20,8 +20,9 @@ walking the index), read by a few backends at once and yielded strictly in order
 most a few slices in memory (benchmarks/read_throughput.py measures both against raw paths).
 
 :class:`NativeAdapter` is what the registry opens: the reader's batches with the two adapter columns
-(the native table has no archive and no tenant, so ``is_archived`` is false and ``tenant_id`` null
-on every row), detection of the native table, and its lag.
+(the native table has no archive and no tenant, so ``is_archived`` is false and ``tenant_id`` null on
+every row, unless ``PROJECTIONIST_TENANT_FIELD`` names a column: then the ingest query reads it as
+``tenant_id``; a metadata or payload field is mapped by the ingest), detection of the native table, and its lag.
 
 Archiving in the store (``projectionist archive --in-store``) moves a verified stream's rows from
 ``<table>`` to ``<table>_archive`` (same columns, created on first use), or deletes them with
@@ -69,7 +70,7 @@ __all__ = ["NativeAdapter", "NativeReader", "with_adapter_columns"]
 _SELECT = (
     "SELECT global_position, transaction_id::text::bigint AS transaction_id, stream_id, stream_type, "
     "stream_version, event_id::text AS event_id, event_type, event_version, data::text AS data, "
-    "metadata::text AS metadata{ids}, recorded_at FROM {table} AS e "
+    "metadata::text AS metadata{ids}, recorded_at{tenant} FROM {table} AS e "
     "WHERE (e.transaction_id, e.global_position) > ('{tx}'::xid8, {pos}) AND e.transaction_id < '{bound}'::xid8 "
     "ORDER BY e.transaction_id, e.global_position{limit}"
 )
@@ -106,16 +107,20 @@ class NativeReader(StoreConnection):
         """The safe head now: the transaction bound and the last event below it."""
         return snapshot_head(self.dsn, self._table_sql)
 
-    def query(self, after: Checkpoint, bound: int, limit: int | None = None, *, ids: bool = False) -> str:
+    def query(
+        self, after: Checkpoint, bound: int, limit: int | None = None, *, ids: bool = False, tenant: str | None = None
+    ) -> str:
         """The PostgreSQL query for settled events after ``after`` below transaction ``bound``.
 
         ``ids`` adds ``correlation_id`` and ``causation_id`` lifted out of ``metadata`` (for the
         ingest): PostgreSQL reads them from the stored jsonb it is already decoding, which costs
-        far less than parsing the metadata text again on either side.
+        far less than parsing the metadata text again on either side. ``tenant`` adds that column
+        of the table, as text, as ``tenant_id``.
         """
         return _SELECT.format(
             table=self._table_sql,
             ids=_IDS if ids else "",
+            tenant="" if tenant is None else f', e."{tenant}"::text AS tenant_id',
             tx=int(after.transaction_id),
             pos=int(after.global_position),
             bound=int(bound),
@@ -236,12 +241,17 @@ class NativeAdapter:
     kind = "native"
     gap_safety = NativeReader.gap_safety
     bound_kind = "transaction_id"
+    own_tenant: str | None = None  # the native table has no tenant: PROJECTIONIST_TENANT_FIELD says where it is
+    tenant_columns = True
 
-    def __init__(self, dsn: str, schema: str = "public", table: str = DEFAULT_TABLE) -> None:
+    def __init__(
+        self, dsn: str, schema: str = "public", table: str = DEFAULT_TABLE, tenant_column: str | None = None
+    ) -> None:
         self.reader = NativeReader(dsn, schema, table)
         self.dsn = dsn
         self.schema = schema
         self.table = table
+        self.tenant_column = tenant_column  # a column of the table holding each event's tenant (ingested as tenant_id)
 
     @classmethod
     def recognize(cls, table: CatalogTable) -> str | None:
@@ -254,13 +264,22 @@ class NativeAdapter:
     def from_settings(cls, settings: Settings, dsn: str) -> NativeAdapter:
         """The configured native table, checked first: a missing one is a clear error, not an empty read."""
         schema, table = settings.store_schema, settings.store_table
-        if not any(t.name == table and cls.recognize(t) for t in catalog_tables(dsn, schema)):
+        found = next((t for t in catalog_tables(dsn, schema) if t.name == table and cls.recognize(t)), None)
+        if found is None:
             raise StoreMismatchError(
                 f"PROJECTIONIST_EVENT_STORE_KIND=native expects the native event table {schema}.{table} "
                 f"(global_position, transaction_id xid8, stream_version, ...) in {describe_dsn(dsn)}, and it is not "
                 "there. For a new native store run `projectionist init`."
             )
-        return cls(dsn, schema, table)
+        field = settings.tenant_field
+        column = field.name if field is not None and field.place == "column" else None
+        if column is not None and column not in found.columns:
+            raise StoreMismatchError(
+                f"PROJECTIONIST_TENANT_FIELD={field} names a column {schema}.{table} does not have (it has "
+                f"{', '.join(found.columns)}): name the column that holds the tenant, or a field "
+                f"(metadata.{column}, data.{column}). Nothing was read."
+            )
+        return cls(dsn, schema, table, column)
 
     def pending(self, after: Checkpoint) -> tuple[int, datetime | None]:
         """Events after ``after`` (settled or not) and the oldest one's ``recorded_at``, on the table's index."""
@@ -296,8 +315,9 @@ class NativeAdapter:
     def ingest_sql(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """The settled events with ``correlation_id`` and ``causation_id`` lifted out of the stored jsonb inside
         PostgreSQL, in the same pass that turns it into text (no second JSON parse on either side)."""
-        lifted = quote_literal(self.reader.query(after, bound, limit, ids=True))
-        return f"SELECT *, false AS is_archived, NULL::VARCHAR AS tenant_id FROM postgres_query('store', {lifted})"
+        lifted = quote_literal(self.reader.query(after, bound, limit, ids=True, tenant=self.tenant_column))
+        tenant = "" if self.tenant_column is not None else ", NULL::VARCHAR AS tenant_id"
+        return f"SELECT *, false AS is_archived{tenant} FROM postgres_query('store', {lifted})"
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """The native reader's DuckDB connection (store attached as ``store``)."""

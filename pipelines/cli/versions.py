@@ -101,11 +101,23 @@ def project_command(names: tuple[str, ...], dry_run: bool) -> None:
     type=click.IntRange(0),
     help="Build only shard I of the planned sharded rebuild (what each of the K processes runs; any machine can).",
 )
+@click.option("--tenant", help="Only this tenant's rows of a per-tenant projection (docs/versions.md, Tenants).")
 @fail_cleanly
 def rebuild_command(
-    name: str, version: int, chunk_events: int | None, dry_run: bool, shards: int | None, shard: int | None
+    name: str,
+    version: int,
+    chunk_events: int | None,
+    dry_run: bool,
+    shards: int | None,
+    shard: int | None,
+    tenant: str | None,
 ) -> None:
     """Build projections.NAME_vN from every event in the lake while the live version keeps serving."""
+    if tenant is not None:
+        from pipelines.cli.tenants import rebuild_one_tenant
+
+        return rebuild_one_tenant(name, version, tenant)
+
     from projections import discover
     from warehouse.ingest import lake_checkpoint
     from warehouse.progress import LOG_SECONDS, every
@@ -241,9 +253,17 @@ def _known(con: duckdb.DuckDBPyConnection, name: str) -> None:
 @click.option("--keep", type=click.IntRange(0), help="Then drop retired versions beyond the newest K.")
 @click.option("--yes", is_flag=True, help="With --keep: drop even the version `rollback` would restore.")
 @click.option("--dry-run", is_flag=True, help="Run every check and say what would happen; change nothing.")
+@click.option("--tenant", help="Only this tenant's rows of a per-tenant projection (docs/versions.md, Tenants).")
 @fail_cleanly
-def promote_command(name: str, version: int, force: bool, keep: int | None, yes: bool, dry_run: bool) -> None:
+def promote_command(
+    name: str, version: int, force: bool, keep: int | None, yes: bool, dry_run: bool, tenant: str | None
+) -> None:
     """Make version N live: analytics.NAME swaps to it atomically (needs `projectionist diff` first)."""
+    if tenant is not None:
+        from pipelines.cli.tenants import promote_one_tenant
+
+        return promote_one_tenant(name, version, tenant, force, dry_run)
+
     from projections import discover
     from warehouse.versions import promote, retain, validate_target
 
@@ -291,9 +311,15 @@ def _doomed_after_promotion(con: duckdb.DuckDBPyConnection, name: str, retiring:
 @cli.command("rollback")
 @click.argument("name")
 @click.option("--dry-run", is_flag=True, help="Check that a rollback can be done and say what it would do.")
+@click.option("--tenant", help="Only this tenant's rows of a per-tenant projection (docs/versions.md, Tenants).")
 @fail_cleanly
-def rollback_command(name: str, dry_run: bool) -> None:
+def rollback_command(name: str, dry_run: bool, tenant: str | None) -> None:
     """Make the previous live version of NAME live again."""
+    if tenant is not None:
+        from pipelines.cli.tenants import rollback_one_tenant
+
+        return rollback_one_tenant(name, tenant, dry_run)
+
     from projections import discover
     from warehouse.versions import rollback
 
@@ -450,6 +476,7 @@ def _tolerances(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write HTML here.")
 @click.option("--sample", "sample_size", default=5, show_default=True, type=click.IntRange(0), help="Samples/class.")
 @click.option("--tolerance", "tolerances", multiple=True, help="COLUMN=X: numeric differences up to X match.")
+@click.option("--tenant", help="Only this tenant's rows of a per-tenant projection (docs/versions.md, Tenants).")
 @fail_cleanly
 def diff_command(
     name: str,
@@ -460,6 +487,7 @@ def diff_command(
     html_path: Path | None,
     sample_size: int,
     tolerances: tuple[str, ...],
+    tenant: str | None,
 ) -> None:
     """Compare versions A (default: live) and B (default: newest candidate) of NAME; record it for the gate."""
     from projections import discover
@@ -479,9 +507,9 @@ def diff_command(
     parsed = _tolerances(tolerances)
     con = _lake()
     try:
-        a, b = resolve_pair(con, registry, name, a, b)
+        a, b = resolve_pair(con, registry, name, a, b, tenant=tenant)
         comparison, comparison_id = compare_versions(
-            con, registry, name, a, b, sample_size=sample_size, tolerances=parsed
+            con, registry, name, a, b, sample_size=sample_size, tolerances=parsed, tenant=tenant
         )
         result = check_expectation(con, comparison, expectation_for(registry, name, comparison, b))
     finally:

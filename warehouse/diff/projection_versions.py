@@ -19,15 +19,31 @@ from warehouse.diff.expectations import Expectation
 from warehouse.diff.model import Comparison
 from warehouse.diff.store import record
 from warehouse.versions import EVENTS, list_versions, validate_target
+from warehouse.versions.tenants import check_tenant, per_tenant_projection, tenant_relation, tenant_versions
 
 __all__ = ["compare_versions", "expectation_for", "resolve_pair"]
 
 
 def resolve_pair(
-    con: duckdb.DuckDBPyConnection, registry: Registry, name: str, a: int | None = None, b: int | None = None
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    name: str,
+    a: int | None = None,
+    b: int | None = None,
+    *,
+    tenant: str | None = None,
 ) -> tuple[int, int]:
-    """The versions to compare: ``a`` defaults to the live one, ``b`` to the newest ready candidate."""
+    """The versions to compare: ``a`` defaults to the live one, ``b`` to the newest ready candidate.
+
+    With ``tenant`` (checked first: a per-tenant projection, a tenant the lake has), ``a`` defaults to the
+    version that tenant's rows are served from.
+    """
     validate_target(registry, name)
+    if tenant is not None:
+        per_tenant_projection(registry, name)
+        check_tenant(con, tenant)
+        if a is None:
+            a = tenant_versions(con, name).get(tenant)
     versions = {v.version: v for v in list_versions(con, name)}
     if a is None:
         live = [v.version for v in versions.values() if v.state == "live"]
@@ -61,15 +77,23 @@ def compare_versions(
     *,
     sample_size: int = 5,
     tolerances: dict[str, float] | None = None,
+    tenant: str | None = None,
 ) -> tuple[Comparison, str]:
-    """Compare two versions of ``name`` (default: live against the newest candidate); record it; return it, its id."""
-    a, b = resolve_pair(con, registry, name, a, b)
+    """Compare two versions of ``name`` (default: live against the newest candidate); record it; return it, its id.
+
+    With ``tenant`` (a per-tenant projection), only that tenant's rows are compared, and ``a`` defaults to the
+    version the tenant's rows are served from; the comparison is recorded for that tenant's promotion gate.
+    """
+    a, b = resolve_pair(con, registry, name, a, b, tenant=tenant)
     projection = validate_target(registry, name, b)
     trail = TrailSpec(events=EVENTS) if projection.keyed_by_stream else None
+    a_rel, b_rel = f"lake.projections.{name}_v{a}", f"lake.projections.{name}_v{b}"
+    if tenant is not None:
+        a_rel, b_rel = tenant_relation(name, a, tenant), tenant_relation(name, b, tenant)
     comparison = compare(
         con,
-        f"lake.projections.{name}_v{a}",
-        f"lake.projections.{name}_v{b}",
+        a_rel,
+        b_rel,
         list(projection.key),
         tolerances=tolerances,
         sample_size=sample_size,
