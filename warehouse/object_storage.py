@@ -80,7 +80,7 @@ class S3Location:
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
         return cls(parts.netloc, prefix, endpoint, use_ssl, region, style)
 
-    def secret_sql(self) -> str:
+    def secret_sql(self, name: str = SECRET_NAME) -> str:
         """``CREATE SECRET`` for this bucket: the credential chain finds the keys, none appear here."""
         options = [
             "TYPE s3",
@@ -93,4 +93,4 @@ class S3Location:
             options.append(f"ENDPOINT {quote_literal(self.endpoint)}")
         if self.region:
             options.append(f"REGION {quote_literal(self.region)}")
-        return f"CREATE OR REPLACE SECRET {SECRET_NAME} ({', '.join(options)})"
+        return f"CREATE OR REPLACE SECRET {name} ({', '.join(options)})"

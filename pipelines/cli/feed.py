@@ -109,7 +109,7 @@ def feed_group(ctx: click.Context, as_json: bool) -> None:
 @click.option(
     "--target",
     required=True,
-    help="outbox: a PostgreSQL DSN (or env:VAR naming one); webhook: an http(s) URL; parquet: a folder.",
+    help="outbox: a PostgreSQL DSN (or env:VAR naming one); webhook: an http(s) URL; parquet: a folder or s3://bucket/prefix.",
 )
 @click.option("--secret-env", help="webhook: the environment variable holding the HMAC-SHA256 signing secret.")
 @click.option("--batch-size", default=500, show_default=True, help="Changes per webhook request or Parquet file.")
@@ -135,7 +135,7 @@ def feed_add_command(
     from warehouse.feeds import Consumer, add_consumer, check_consumer, ensure_outbox, reset_consumer
     from warehouse.feeds.consumers import display_target, resolve_dsn
 
-    if kind == "parquet":
+    if kind == "parquet" and not target.startswith("s3://"):
         target = str(Path(target).expanduser().absolute())
     consumer = Consumer(name, kind, source, target, secret_env, batch_size, attempts, timeout, rate)
     check_consumer(consumer, discover())

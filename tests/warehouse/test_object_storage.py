@@ -3,6 +3,7 @@ read in the analyst sandbox, and a commit cut off mid-upload leaves nothing half
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from tests.s3server import S3Server, s3_server
 from tests.warehouse.conftest import append_shop
 from warehouse.diff import compare_versions
 from warehouse.errors import LakeConfigurationError
+from warehouse.feeds import Consumer, add_consumer, check_consumer, deliver
 from warehouse.ingest import ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.object_storage import S3Location
@@ -146,3 +148,33 @@ def test_no_credentials_anywhere_is_one_clear_error(
     with pytest.raises(LakeConfigurationError, match="Give credentials the standard AWS way") as refused:
         open_lake(config)
     assert "\n" not in str(refused.value)
+
+
+def test_a_parquet_feed_drops_its_batches_and_manifest_under_an_s3_prefix(
+    s3: S3Server, lake_config: LakeConfig, source: StoreSource, store_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parquet consumer whose target is s3://bucket/prefix: one object per batch, the manifest last."""
+    append_shop(store_dsn, 600)
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    registry = discover(bundled=True, folder=None)
+    con = open_lake(lake_config)
+    try:
+        ingest(con, source)
+        rebuild(con, registry, "cart_summary", 1)
+        promote(con, registry, "cart_summary", 1)
+        add_consumer(con, Consumer("drops", "parquet", "cart_summary", f"s3://{BUCKET}/feeds", batch_size=50))
+        [result] = deliver(con, registry, "drops")
+        rows = con.execute("SELECT count(*) FROM analytics.cart_summary").fetchone()[0]
+    finally:
+        con.close()
+    keys = s3.keys(BUCKET, "feeds/drops/")
+    manifests = [k for k in keys if k.endswith(".manifest.json")]
+    assert len(manifests) == 1 and result.batches == -(-rows // 50)
+    body = s3.client().get_object(Bucket=BUCKET, Key=manifests[0])["Body"].read()
+    manifest = json.loads(body)
+    assert manifest["changes"] == rows and manifest["projection"] == "cart_summary"
+    listed = sorted(f"feeds/drops/{f['file']}" for f in manifest["files"])
+    assert listed == sorted(k for k in keys if k.endswith(".parquet"))
+    with pytest.raises(ProjectionistError, match="not an S3 bucket name"):
+        check_consumer(Consumer("bad", "parquet", "cart_summary", "s3://No_Such/x"), registry)

@@ -2,8 +2,8 @@
 
 A consumer receives the changes of one projection (its ``source``) through one kind of delivery
 (``outbox``, ``webhook`` or ``parquet``) to its ``target`` (a PostgreSQL DSN or ``env:VAR`` naming one, a
-URL, a folder). Its cursor is the lake snapshot it has received up to, with the checkpoint and live
-version that snapshot held. For an outbox the authority is the copy of the cursor kept in the target
+URL, a folder or an ``s3://bucket/prefix``). Its cursor is the lake snapshot it has received up to, with the
+checkpoint and live version that snapshot held. For an outbox the authority is the copy of the cursor kept in the target
 database (advanced in the same transaction as the outbox rows); the row here follows it.
 
 Consumers are added and removed with ``projectionist feed add/remove`` rather than declared in files:
@@ -227,6 +227,8 @@ def check_consumer(consumer: Consumer, registry: Registry) -> None:
         raise FeedError("--batch-size and --attempts must be at least 1, and --timeout above 0.")
     if consumer.rate_per_second is not None and consumer.rate_per_second <= 0:
         raise FeedError("--rate must be above 0 requests per second (leave it out for no limit).")
+    if consumer.kind == "parquet" and consumer.target.startswith("s3://"):
+        _check_s3_target(consumer.target)
     if consumer.kind == "webhook":
         parts = urlsplit(consumer.target)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -240,6 +242,16 @@ def check_consumer(consumer: Consumer, registry: Registry) -> None:
                 f"the environment variable {consumer.secret_env} (the webhook's signing secret) is not set: set it, "
                 "then add the consumer again."
             )
+
+
+def _check_s3_target(target: str) -> None:
+    from warehouse.errors import LakeConfigurationError
+    from warehouse.object_storage import S3Location
+
+    try:
+        S3Location.parse(target.rstrip("/") + "/", os.environ)
+    except LakeConfigurationError as exc:
+        raise FeedError(f"parquet target {target!r}: {exc}") from exc
 
 
 def add_consumer(con: duckdb.DuckDBPyConnection, consumer: Consumer) -> None:

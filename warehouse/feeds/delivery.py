@@ -37,12 +37,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eventstore.connection import redact
+from eventstore.duckdb_connections import load_extension
 from eventstore.failures import first_line
 from eventstore.positions import START
+from eventstore.quoting import quote_literal
 from projections import Registry
 from warehouse.feeds.changes import Change, ChangeSet, FeedError, changes, current_snapshot, live_at
 from warehouse.feeds.consumers import Consumer, get_consumer, list_consumers, resolve_dsn, set_cursor
 from warehouse.feeds.public import publish
+from warehouse.object_storage import EXTENSIONS, S3Location
 
 __all__ = [
     "OUTBOX_DDL",
@@ -332,6 +335,53 @@ def _webhook(
     return result
 
 
+class _Drop:
+    """Where a Parquet consumer's files go: ``<target>/<consumer>/`` in a local folder (each file written
+    aside, then renamed into place) or under an object-storage prefix ``s3://bucket/prefix`` (each object
+    appears whole when its upload completes; written through the lake connection's httpfs, with a secret
+    for that bucket from the standard AWS credential chain)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, consumer: Consumer) -> None:
+        self.con = con
+        self.s3 = consumer.target.startswith("s3://")
+        if self.s3:
+            prefix = consumer.target.rstrip("/") + "/"
+            location = S3Location.parse(prefix, os.environ)
+            for extension in EXTENSIONS:
+                load_extension(con, extension)
+            digest = hashlib.sha256(location.bucket.encode()).hexdigest()[:12]
+            con.execute(location.secret_sql(name=f"projectionist_feed_{digest}"))
+            self.url = f"{prefix}{consumer.name}/"
+        else:
+            self.folder = Path(consumer.target) / consumer.name
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def parquet(self, name: str, table: pa.Table) -> None:
+        if self.s3:
+            self.con.register("_feed_drop", table)
+            try:
+                self.con.execute(f"COPY _feed_drop TO {quote_literal(self.url + name)} (FORMAT parquet)")
+            finally:
+                self.con.unregister("_feed_drop")
+            return
+        partial = self.folder / f".{name}.partial"
+        pq.write_table(table, partial)
+        partial.replace(self.folder / name)
+
+    def manifest(self, name: str, manifest: dict[str, Any]) -> None:
+        text = json.dumps(manifest)  # one line: JSON escapes every control character, the delimiter below too
+        if self.s3:
+            self.con.execute(
+                f"COPY (SELECT ?::VARCHAR) TO {quote_literal(self.url + name)} "
+                "(FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x1f')",
+                [text],
+            )
+            return
+        partial = self.folder / f".{name}.partial"
+        partial.write_text(json.dumps(manifest, indent=2) + "\n")
+        partial.replace(self.folder / name)
+
+
 def _parquet(
     con: duckdb.DuckDBPyConnection, registry: Registry, consumer: Consumer, to: int, dry_run: bool
 ) -> DeliveryResult:
@@ -341,8 +391,7 @@ def _parquet(
     )
     if dry_run or _idle(consumer, changeset):
         return result
-    folder = Path(consumer.target) / consumer.name
-    folder.mkdir(parents=True, exist_ok=True)
+    drop = _Drop(con, consumer)
     cp = changeset.checkpoint
     files = []
     for index, batch in enumerate(_batches(changeset.changes, consumer.batch_size)):
@@ -361,9 +410,7 @@ def _parquet(
             }
         )
         name = f"{to:012d}-{index:05d}.parquet"
-        partial = folder / f".{name}.partial"
-        pq.write_table(table, partial)
-        partial.replace(folder / name)
+        drop.parquet(name, table)
         files.append({"file": name, "changes": len(batch)})
         result.batches += 1
     manifest = {
@@ -376,9 +423,7 @@ def _parquet(
         "changes": len(changeset.changes),
         "files": files,
     }
-    partial = folder / f".{to:012d}.manifest.json.partial"
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
-    partial.replace(folder / f"{to:012d}.manifest.json")
+    drop.manifest(f"{to:012d}.manifest.json", manifest)
     set_cursor(con, consumer.name, to, changeset.to_version, cp, len(changeset.changes), expected=consumer.snapshot)
     return result
 
