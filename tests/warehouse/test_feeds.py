@@ -112,3 +112,29 @@ def test_change_feed_and_outbox_through_project_rebuild_and_promotion(
     remove_consumer(con, "shop-outbox")
     assert ensure_outbox(fresh_database, "shop-outbox", "cart_summary") == result.to_snapshot
     con.close()
+
+
+def test_a_row_changing_back_and_forth_gets_a_new_key_each_time(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
+) -> None:
+    """A→B, B→A, A→B: three changes, three idempotency keys (a receiver dropping repeated keys keeps B)."""
+    append_shop(store_dsn, 100, seed=3)
+    con = open_lake(lake_config)
+    try:
+        ingest(con, source)
+        project(con, registry, names=["cart_summary"])
+        cart, status = con.execute("SELECT cart_id, status FROM projections.cart_summary_v2 LIMIT 1").fetchone()
+        cursor = current_snapshot(con)
+        keys = []
+        for value in ("zz-b", status, "zz-b"):
+            con.execute("UPDATE projections.cart_summary_v2 SET status = ? WHERE cart_id = ?", [value, cart])
+            [change] = changes(con, registry, "cart_summary", cursor, consumer="c").changes
+            keys.append(change.idempotency_key)
+            cursor = current_snapshot(con)
+        assert len(set(keys)) == 3
+        # A retry of the same pass (the cursor did not move) gets the same key.
+        con.execute("UPDATE projections.cart_summary_v2 SET status = ? WHERE cart_id = ?", [status, cart])
+        again = [changes(con, registry, "cart_summary", cursor, consumer="c").changes[0].idempotency_key for _ in "ab"]
+        assert again[0] == again[1]
+    finally:
+        con.close()

@@ -16,8 +16,10 @@ Only the columns the live view shows are read: a column that carries a private e
 ``last_global_position`` (bookkeeping, sent
 as the row's source position instead); a column a new version adds shows in the rows it sends but does
 not by itself make a row change (as ``diff`` reports it: "added column"). Each change's idempotency key
-hashes the consumer, the projection, the key and the content hashes before and after: the same change
-gets the same key on every retry and after any rebuild.
+hashes the consumer, the projection, the snapshot the change is read from (the consumer's cursor), the key
+and the content hashes before and after: the same change gets the same key on every retry (the cursor
+moves only once it is delivered) and a rebuild sends nothing, while a row that goes A→B, back to A and
+to B again gets a new key for its second A→B (a receiver that drops repeated keys would miss it).
 """
 
 from __future__ import annotations
@@ -200,7 +202,7 @@ def changes(
         f"FROM old AS o FULL OUTER JOIN new AS n USING ({keys}) WHERE o.h IS DISTINCT FROM n.h ORDER BY {keys}"
     )
     rows = con.execute(sql).fetchall()
-    prefix = f"{consumer}\x1f{name}\x1f"
+    prefix = f"{consumer}\x1f{name}\x1f{from_snapshot}\x1f"
     found = [
         Change(
             str(op),
