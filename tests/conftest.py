@@ -91,7 +91,6 @@ LONGEST_FIRST = (
     "tests/pipelines/test_shared_lake.py",
     "tests/warehouse/test_privacy.py",
     "tests/pipelines/test_feed_cli.py",
-    "tests/pipelines/test_follow_faults.py",
     "tests/pipelines/test_lake_sync.py",
 )
 

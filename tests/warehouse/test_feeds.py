@@ -19,6 +19,7 @@ from warehouse.feeds import (
     current_snapshot,
     deliver,
     ensure_outbox,
+    get_consumer,
     remove_consumer,
 )
 from warehouse.ingest import ingest
@@ -76,7 +77,8 @@ def test_change_feed_and_outbox_through_project_rebuild_and_promotion(
     append_shop(store_dsn, 200, seed=2, transactions=2)
     ingest(con, source)
     project(con, registry, names=["cart_summary"])
-    later = changes(con, registry, "cart_summary", start, consumer="shop-outbox")
+    cursor = get_consumer(con, "shop-outbox").snapshot  # what the next pass reads from (keys include it)
+    later = changes(con, registry, "cart_summary", cursor, consumer="shop-outbox")
     assert not later.whole and later.changes
     now = dict(con.execute("SELECT cart_id, total_amount FROM analytics.cart_summary").fetchall())
     for change in later.changes:
