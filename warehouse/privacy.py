@@ -295,6 +295,13 @@ def _scrub(con: duckdb.DuckDBPyConnection, removed: set[str], token: str, skip: 
     if not values:
         return 0
     changed = 0
+    json_columns = {
+        (str(s), str(t), str(c))
+        for s, t, c in con.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns() WHERE database_name = 'lake' "
+            "AND data_type = 'JSON'"
+        ).fetchall()
+    }
     for schema, name, columns in _relations(con, ("raw", "archive", "projections", "meta", "public")):
         for column in columns:
             if (f"{schema}.{name}", column) in skip:
@@ -307,12 +314,7 @@ def _scrub(con: duckdb.DuckDBPyConnection, removed: set[str], token: str, skip: 
             rewritten = text
             for v in values:
                 rewritten = f"replace({rewritten}, {quote_literal(v)}, {quote_literal(token)})"
-            kind = con.execute(
-                "SELECT data_type FROM duckdb_columns() WHERE database_name = 'lake' AND schema_name = ? "
-                "AND table_name = ? AND column_name = ?",
-                [schema, name, column],
-            ).fetchone()
-            cast = "JSON" if kind and kind[0] == "JSON" else "VARCHAR"
+            cast = "JSON" if (schema, name, column) in json_columns else "VARCHAR"
             con.execute(f'UPDATE lake.{schema}."{name}" SET "{column}" = CAST({rewritten} AS {cast}) WHERE {hit}')
             changed += int(count[0])
     return changed
