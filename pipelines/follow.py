@@ -46,6 +46,7 @@ from warehouse.ingest import EventSource, IngestResult, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import close_source, head_holder, open_source
 from warehouse.versions import ProjectResult, project
+from warehouse.versions.incremental import StreamKeysCache
 
 __all__ = ["Follower", "backoff"]
 
@@ -89,6 +90,7 @@ class Follower:
     listener: Listener | None = None
     typed: set[tuple[str, int]] = field(default_factory=set)  # event types and versions known to have their view
     unviewed: set[tuple[str, int]] = field(default_factory=set)  # landed, their view not checked or written yet
+    stream_keys: StreamKeysCache = field(default_factory=StreamKeysCache)  # contributions, kept between cycles
 
     def cycle(self) -> float:
         """One cycle; returns the seconds to wait before the next. Raises on a terminal failure."""
@@ -164,7 +166,7 @@ class Follower:
         self.typed |= self.unviewed
         self.unviewed.clear()
         self.landed = ingested.checkpoint
-        results = project(self.lake, self.registry)
+        results = project(self.lake, self.registry, cache=self.stream_keys)
         try:  # a consumer's trouble (its target down, a leak) never stops ingest and project: one line per new error
             self.delivered, error = deliver(self.lake, self.registry), ""
         except (ProjectionistError, psycopg.Error) as exc:

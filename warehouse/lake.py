@@ -52,6 +52,7 @@ __all__ = [
     "LakeConfig",
     "columns_ddl",
     "comment_column",
+    "computing_in_memory",
     "ensure_lake",
     "is_conflict",
     "open_lake",
@@ -615,6 +616,22 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[Transaction]:
     except BaseException:
         rollback_transaction(con)
         raise
+
+
+@contextlib.contextmanager
+def computing_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Work that names only temporary tables, registered Arrow tables and fully qualified lake relations.
+
+    With the lake as the default database, DuckDB looks every unqualified name up in the lake's
+    catalog first: registering an Arrow table took 7.6 ms instead of 0.4, and a query of it 8.8 ms
+    instead of 1.7 (measured on a PostgreSQL catalog). A projection's computation registers a few
+    dozen per advance, so it runs with ``memory`` as the default; the lake is the default again after.
+    """
+    con.execute("USE memory")
+    try:
+        yield
+    finally:
+        con.execute(f"USE {LAKE_ALIAS}")
 
 
 def safe_name(text: str) -> str:

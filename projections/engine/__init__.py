@@ -35,7 +35,7 @@ contributions, ``touched_keys``), ``fold`` (the fold runner) and ``compute`` (``
 """
 
 from projections.engine.compute import ComputeResult, InsertResult, compute, compute_into
-from projections.engine.keys import keys_of_streams, touched_keys
+from projections.engine.keys import keys_in, keys_of_streams, stream_contributions, touched_keys, touched_streams
 from projections.engine.poison import (
     CHECKS,
     DATA_ERRORS,
@@ -60,8 +60,11 @@ __all__ = [
     "escalate",
     "find_poison",
     "first_poison_error",
+    "keys_in",
     "keys_of_streams",
     "poison_besides",
     "poison_stop_error",
+    "stream_contributions",
     "touched_keys",
+    "touched_streams",
 ]

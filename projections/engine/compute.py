@@ -90,6 +90,7 @@ def compute(
     *,
     upcasters: Upcasters | None = None,
     policy: Literal["skip", "stop"] | None = None,
+    streams: pa.Table | None = None,
 ) -> ComputeResult:
     """Compute ``projection`` over relation ``events`` (a table or view shaped like raw.events).
 
@@ -97,6 +98,9 @@ def compute(
     values or tuples): exactly the rows of those keys, each computed from all the events of its key.
     ``upcasters`` defaults to the discovered ones (``discover().upcasters``); ``policy`` defaults to
     the projection's ``poison.rebuild`` for a full computation and ``poison.live`` for keys.
+    ``streams`` (a ``stream_id`` column), with ``keys`` of a projection not keyed by stream: every
+    stream contributing to those keys, when the caller knows them (follow keeps which keys each
+    stream contributes to), which spares finding them over all of ``events``.
     """
     run = Run(con, projection, events, upcasters)
     policy = policy or (projection.poison.rebuild if keys is None else projection.poison.live)
@@ -105,7 +109,10 @@ def compute(
         return _result(_compute(run, None, None, policy, sink))
     with run.registered(key_table(run, keys)) as key_view:
         if projection.keyed_by_stream:
-            streams: str | None = f"SELECT {projection.key[0]} FROM {key_view}"
+            own_streams = f"SELECT {projection.key[0]} FROM {key_view}"
+        elif streams is not None:
+            with run.registered(streams.select(["stream_id"])) as streams_view:
+                return _result(_compute(run, f"SELECT stream_id FROM {streams_view}", key_view, policy, sink))
         else:
             everything = run.consumed
             contributed = contributions(run, everything)
@@ -115,7 +122,7 @@ def compute(
             # Materialized: the contributions view is gone after this block.
             with run.registered(streams_of_keys) as streams_view:
                 return _result(_compute(run, f"SELECT stream_id FROM {streams_view}", key_view, policy, sink))
-        return _result(_compute(run, streams, key_view, policy, sink))
+        return _result(_compute(run, own_streams, key_view, policy, sink))
 
 
 def compute_into(

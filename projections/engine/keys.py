@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -16,7 +18,17 @@ from projections.engine.poison import DATA_ERRORS, poison_events, valid_events
 from projections.engine.run import Run, lazy_frame
 from projections.upcasting import Upcasters
 
-__all__ = ["Keys", "contributions", "key_join", "key_table", "keys_of_streams", "touched_keys"]
+__all__ = [
+    "Keys",
+    "contributions",
+    "key_join",
+    "key_table",
+    "keys_in",
+    "keys_of_streams",
+    "stream_contributions",
+    "touched_keys",
+    "touched_streams",
+]
 
 Keys: TypeAlias = pa.Table | Sequence[Any]
 
@@ -95,6 +107,52 @@ def _later_than(checkpoint: Checkpoint) -> str:
     return f"(transaction_id > {tx} OR (transaction_id = {tx} AND global_position > {position}))"
 
 
+def touched_streams(
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    events: str,
+    after: Checkpoint,
+    until: Checkpoint,
+    *,
+    upcasters: Upcasters | None = None,
+) -> pa.Table:
+    """The streams with an event ``projection`` consumes in ``(after, until]`` of ``events`` (column ``stream_id``)."""
+    run = Run(con, projection, events, upcasters)
+    in_range = f"{_later_than(after)} AND NOT {_later_than(until)}"
+    return con.sql(f"SELECT DISTINCT stream_id FROM ({run.consumed}) AS e WHERE {in_range}").to_arrow_table()
+
+
+def stream_contributions(
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    events: str,
+    *,
+    streams: pa.Table | None = None,
+    bound: Checkpoint | None = None,
+    upcasters: Upcasters | None = None,
+) -> pa.Table:
+    """``stream_id`` and the key columns (declared types): the keys each stream contributes to.
+
+    Of every stream of ``events``, or of those in ``streams`` (a ``stream_id`` column); with their
+    events up to ``bound`` only, when given. Poison events contribute nothing. For a projection keyed
+    by stream, each stream contributes to its own key.
+    """
+    run = Run(con, projection, events, upcasters)
+    types = {c.name: c.type for c in projection.columns}
+    key_columns = ", ".join(f"CAST({k} AS {types[k]}) AS {k}" for k in projection.key)
+    with contextlib.ExitStack() as stack:
+        chosen = None if streams is None else f"SELECT stream_id FROM {stack.enter_context(run.registered(streams))}"
+        base = run.restricted(chosen)
+        if bound is not None:
+            base = f"SELECT * FROM ({base}) AS e WHERE NOT {_later_than(bound)}"
+        if projection.keyed_by_stream:
+            query = f"SELECT DISTINCT stream_id, CAST(stream_id AS {types[projection.key[0]]}) AS {projection.key[0]} "
+            return con.sql(f"{query}FROM ({base}) AS e ORDER BY ALL").to_arrow_table()
+        contributed = contributions(run, base)
+        view = stack.enter_context(run.registered(contributed))
+        return con.sql(f"SELECT DISTINCT stream_id, {key_columns} FROM {view} ORDER BY ALL").to_arrow_table()
+
+
 def touched_keys(
     con: duckdb.DuckDBPyConnection,
     projection: Projection,
@@ -110,27 +168,28 @@ def touched_keys(
     keys the range's streams contributed to with the events up to ``after`` (rows they may leave)
     and up to ``until`` (rows they may join).
     """
-    run = Run(con, projection, events, upcasters)
-    in_range = f"{_later_than(after)} AND NOT {_later_than(until)}"
-    streams = f"SELECT DISTINCT stream_id FROM ({run.consumed}) AS e WHERE {in_range}"
+    touched = touched_streams(con, projection, events, after, until, upcasters=upcasters)
     types = {c.name: c.type for c in projection.columns}
     if projection.keyed_by_stream:
         name = projection.key[0]
-        return con.sql(
-            f"SELECT CAST(stream_id AS {types[name]}) AS {name} FROM ({streams}) AS s ORDER BY 1"
-        ).to_arrow_table()
-    touched = con.sql(streams).to_arrow_table()
-    with run.registered(touched) as touched_view:
-        keys: list[pa.Table] = []
-        for bound in (after, until):
-            base = (
-                f"SELECT * FROM ({run.restricted(f'SELECT stream_id FROM {touched_view}')}) AS e "
-                f"WHERE NOT {_later_than(bound)}"
-            )
-            keys.append(contributions(run, base))
-    key_columns = ", ".join(f"CAST({k} AS {types[k]}) AS {k}" for k in projection.key)
-    with run.registered(keys[0]) as before, run.registered(keys[1]) as now:
-        return con.sql(
-            f"SELECT DISTINCT {key_columns} FROM (SELECT * FROM {before} UNION ALL BY NAME SELECT * FROM {now}) AS k "
-            f"ORDER BY ALL"
-        ).to_arrow_table()
+        with Run(con, projection, events, upcasters).registered(touched) as view:
+            return con.sql(f"SELECT CAST(stream_id AS {types[name]}) AS {name} FROM {view} ORDER BY 1").to_arrow_table()
+    before, now = (
+        stream_contributions(con, projection, events, streams=touched, bound=bound, upcasters=upcasters)
+        for bound in (after, until)
+    )
+    return keys_in(con, projection, before, now)
+
+
+def keys_in(con: duckdb.DuckDBPyConnection, projection: Projection, *contributed: pa.Table) -> pa.Table:
+    """The distinct keys (ordered) of one or more tables holding the key columns (contributions, say)."""
+    names = ", ".join(projection.key)
+    relations: list[str] = []
+    with contextlib.ExitStack() as stack:
+        for table in contributed:
+            name = f"projectionist_{uuid.uuid4().hex}"
+            con.register(name, table)
+            stack.callback(con.unregister, name)
+            relations.append(f"SELECT {names} FROM {name}")
+        union = " UNION ALL ".join(relations)
+        return con.sql(f"SELECT DISTINCT {names} FROM ({union}) AS k ORDER BY ALL").to_arrow_table()

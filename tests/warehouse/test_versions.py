@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import duckdb
 import pytest
 
+from eventstore.connection import connect
 from eventstore.errors import ConfigurationError
+from eventstore.native_store import NewEvent, StreamAppend, append_streams
 from projections import PoisonPolicy, Registry, discover
 from projections.errors import PoisonEventError, ProjectionDefinitionError
 from tests.warehouse.conftest import append_shop, with_projection
@@ -30,6 +33,7 @@ from warehouse.versions import (
     retain,
     rollback,
 )
+from warehouse.versions.incremental import StreamKeysCache
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +75,87 @@ def test_incremental_project_equals_a_full_rebuild(
     assert table(con, f"projections.{name}_v{version}", key) == incremental
     assert rebuilt.rows == before.rows == len(incremental)
     assert rebuilt.checkpoint == before.checkpoint
+
+
+def _carts(store_dsn: str, *appends: tuple[str, list[NewEvent]]) -> None:
+    with connect(store_dsn) as conn:
+        append_streams(conn, [StreamAppend(stream, "cart", events) for stream, events in appends])
+
+
+def _item(kind: str, product: str, quantity: object = 1, day: int = 1) -> NewEvent:
+    data = {"product_id": product, "quantity": quantity, "unit_price": 2.5, "currency": "EUR"}
+    return NewEvent(kind, data, event_version=2, recorded_at=datetime(2026, 3, day, 12, tzinfo=UTC))
+
+
+def _ending(kind: str, day: int) -> NewEvent:
+    return NewEvent(kind, {}, recorded_at=datetime(2026, 3, day, 12, tzinfo=UTC))
+
+
+def test_follow_keeps_stream_contributions_between_advances_and_stays_equal_to_a_rebuild(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
+) -> None:
+    """The contributions a follow process keeps (StreamKeysCache) give what a full rebuild gives.
+
+    Carts leave their day and product (cancelled, an item removed, confirmed again a day later),
+    poison arrives in old and new carts, and another process advances the versions in between
+    (the kept contributions no longer match its checkpoint and are read again).
+    """
+    names = ["daily_revenue", "product_sales"]
+    con = open_lake(lake_config)
+    _carts(
+        store_dsn,
+        *[
+            (
+                f"cart-{i}",
+                [
+                    NewEvent("CartOpened", {"customer_id": f"c{i}"}),
+                    _item("ItemAdded", f"p{i % 3}"),
+                    _ending("CartConfirmed", 1),
+                ],
+            )
+            for i in range(6)
+        ],
+    )
+    ingest(con, source)
+    for name in names:
+        rebuild(con, registry, name, 1)
+    cache = StreamKeysCache()
+    rounds: list[list[tuple[str, list[NewEvent]]]] = [
+        [
+            ("cart-0", [_ending("CartCancelled", 2)]),  # leaves (day 1, EUR) and p0
+            ("cart-1", [_item("ItemRemoved", "p1"), _item("ItemAdded", "p2", 3)]),  # leaves p1 for p2
+            (
+                "cart-6",
+                [NewEvent("CartOpened", {"customer_id": "c6"}), _item("ItemAdded", "p0"), _ending("CartConfirmed", 2)],
+            ),
+        ],
+        [("cart-2", [_ending("CartConfirmed", 3)])],  # confirmed again two days later: moves day
+        [
+            ("cart-3", [_item("ItemAdded", "p9", "lots")]),  # poison in an old cart
+            ("cart-7", [_item("ItemAdded", "p1", "x"), _ending("CartConfirmed", 3)]),  # a new cart of poison only
+            ("cart-4", [_ending("CartCancelled", 3)]),
+        ],
+    ]
+    for number, appended in enumerate(rounds):
+        _carts(store_dsn, *appended)
+        ingest(con, source)
+        if number == 1:
+            project(con, registry, names=names)  # another process: no cache; the kept entries go stale
+            _carts(store_dsn, ("cart-5", [_item("ItemAdded", "p2", 2, day=3)]))
+            ingest(con, source)
+        results = project(con, registry, names=names, cache=cache)
+        assert sorted(r.name for r in results) == names
+        for info in list_versions(con):
+            if info.name in names:
+                assert cache.checkpoint(info.name, info.version) == info.checkpoint
+    assert cache.checkpoint("daily_revenue", 1) is not None
+    for name, key in (("daily_revenue", "day, currency"), ("product_sales", "product_id, currency")):
+        followed = table(con, f"projections.{name}_v1", key)
+        letters = sorted(d.event_id for d in dead_letters(con, name=name))
+        assert followed and letters
+        rebuild(con, registry, name, 1)
+        assert table(con, f"projections.{name}_v1", key) == followed
+        assert sorted(d.event_id for d in dead_letters(con, name=name)) == letters
 
 
 class _Counting:

@@ -29,6 +29,7 @@ from projections import Registry
 from projections.registry import did_you_mean
 from warehouse.feeds.changes import FeedError
 from warehouse.lake import retry_conflicts, transaction
+from warehouse.versions.catalog import exists
 
 __all__ = [
     "KINDS",
@@ -161,11 +162,7 @@ def ensure_feed_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND schema_name = 'meta' "
-        "AND table_name = 'feed_consumers'"
-    ).fetchone()
-    return bool(row and row[0])
+    return exists(con, "meta", "feed_consumers")  # a bind, not a listing of every lake table
 
 
 def _consumer(row: tuple[Any, ...]) -> Consumer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -13,7 +13,7 @@ from eventstore.positions import Checkpoint
 from projections import Registry
 from warehouse.errors import PromotionError
 from warehouse.ingest import lake_checkpoint
-from warehouse.lake import transaction
+from warehouse.lake import computing_in_memory, transaction
 from warehouse.versions.catalog import (
     ALL_VERSIONS,
     VERSION_COLUMNS,
@@ -26,7 +26,11 @@ from warehouse.versions.catalog import (
     validate_target,
     version_info,
 )
+from warehouse.versions.cycle import cycle_events
 from warehouse.versions.lake_events import EVENTS, in_range
+
+if TYPE_CHECKING:
+    from warehouse.versions.incremental import StreamKeysCache  # the engine: polars, pyarrow
 
 __all__ = ["advance_version", "lag", "lags", "project"]
 
@@ -37,15 +41,19 @@ def project(
     *,
     names: Sequence[str] | None = None,
     progress: Callable[[str, int], None] | None = None,
+    cache: StreamKeysCache | None = None,
 ) -> list[ProjectResult]:
     """Advance every live and ready version to the lake's ingest checkpoint, recomputing only touched keys.
 
     A registered projection with no version in the lake at all gets its highest version built and
     promoted (its first promotion needs no comparison). Versions not built yet are rebuild's job.
+    The versions behind read the touched streams' events from the lake once, together
+    (:mod:`warehouse.versions.cycle`). ``cache`` (``follow`` keeps one) remembers each version's
+    stream contributions from one call to the next.
     """
     # Computing loads the projection engine (polars, pyarrow): imported here, so that :func:`lag`
     # (``status``, ``versions``) does not pay for it.
-    from warehouse.versions.incremental import advance_to
+    from warehouse.versions.incremental import advance_to, forgotten_count
     from warehouse.versions.promotion import promote
     from warehouse.versions.rebuilding import rebuild
 
@@ -69,6 +77,7 @@ def project(
     for row in versions:
         by_name.setdefault(str(row[0]), []).append(version_info(row))
     results: list[ProjectResult] = []
+    behind: list[tuple[Any, VersionInfo]] = []
     for name in chosen:
         recorded = by_name.get(name, [])
         if not recorded:
@@ -94,7 +103,15 @@ def project(
             check_fingerprint(projection, info)
             if until <= info.checkpoint:
                 continue
-            result = advance_to(con, registry, projection, info, until)
+            behind.append((projection, info))
+    if not behind:
+        return results
+    forgotten = forgotten_count(con) if cache is not None else 0
+    lowest = min(info.checkpoint for _, info in behind)
+    # Every relation an advance names is temporary, registered or qualified (computing_in_memory).
+    with computing_in_memory(con), cycle_events(con, lowest, until) as cycle:
+        for projection, info in behind:
+            result = advance_to(con, registry, projection, info, until, cycle=cycle, cache=cache, forgotten=forgotten)
             if result is None:
                 continue
             results.append(result)
@@ -143,7 +160,8 @@ def advance_version(con: duckdb.DuckDBPyConnection, registry: Registry, name: st
     check_fingerprint(projection, info)
     if until <= info.checkpoint:
         return _idle(info)
-    result = advance_to(con, registry, projection, info, until)
+    with computing_in_memory(con), cycle_events(con, info.checkpoint, until) as cycle:
+        result = advance_to(con, registry, projection, info, until, cycle=cycle)
     if result is not None:
         return result
     now = find_version(con, name, version)  # another process advanced it first: report where it is now

@@ -18,7 +18,7 @@ from eventstore.positions import Checkpoint
 from eventstore.quoting import quote_literal
 from projections import Column, Projection, Registry
 from warehouse.errors import FingerprintMismatchError
-from warehouse.lake import DEAD_LETTER_COLUMNS, columns_ddl, retry_conflicts, transaction
+from warehouse.lake import DEAD_LETTER_COLUMNS, LAKE_ALIAS, columns_ddl, retry_conflicts, transaction
 
 __all__ = [
     "ALL_VERSIONS",
@@ -102,14 +102,18 @@ _TABLE_COMMENTS = {
 
 
 def exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
-    """Whether the lake has a table or view ``schema.name``."""
-    row = con.execute(
-        "SELECT count(*) FROM (SELECT schema_name, table_name AS n FROM duckdb_tables() WHERE database_name = 'lake' "
-        "UNION ALL SELECT schema_name, view_name FROM duckdb_views() WHERE database_name = 'lake') "
-        "WHERE schema_name = ? AND n = ?",
-        [schema, name],
-    ).fetchone()
-    return bool(row and row[0])
+    """Whether the lake has a table or view ``schema.name``.
+
+    By binding it: listing ``duckdb_tables()`` reads every lake table's details from the catalog
+    (20–210 ms on a PostgreSQL catalog, measured in a follow cycle) where a bind takes 3–7 ms. A
+    catalog error binding it means it is missing, unless the error is about something a view reads.
+    """
+    try:
+        con.execute(f'SELECT * FROM {LAKE_ALIAS}."{schema}"."{name}" LIMIT 0')
+    except duckdb.CatalogException as exc:
+        first = str(exc).split("\n", 1)[0]
+        return not any(f"name {n} does not exist" in first for n in (name, f'"{schema}.{name}"'))
+    return True
 
 
 def ensure_version_tables(con: duckdb.DuckDBPyConnection) -> None:

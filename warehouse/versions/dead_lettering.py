@@ -45,7 +45,10 @@ def write_dead_letters(
 
 
 def unrecorded(
-    con: duckdb.DuckDBPyConnection, projection: Projection, poison: Sequence[PoisonEvent]
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    poison: Sequence[PoisonEvent],
+    table: str = "meta.dead_letters",
 ) -> list[PoisonEvent]:
     """The events of ``poison`` not yet dead-lettered for this version (a stream touched again reports its old ones)."""
     if not poison:
@@ -53,7 +56,7 @@ def unrecorded(
     recorded = {
         str(r[0])
         for r in con.execute(
-            "SELECT event_id FROM meta.dead_letters WHERE projection = ? AND version = ? AND event_id IN "
+            f"SELECT event_id FROM {table} WHERE projection = ? AND version = ? AND event_id IN "
             "(SELECT unnest(?::VARCHAR[]))",
             [projection.name, projection.version, [p.event_id for p in poison]],
         ).fetchall()

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
+import pyarrow as pa
 
 from eventstore.positions import Checkpoint
 from projections import Projection, Registry, compute, touched_keys
-from projections.engine import poison_besides
-from warehouse.lake import retry_conflicts, transaction
+from projections.engine import keys_in, poison_besides, stream_contributions, touched_streams
+from warehouse.lake import LAKE_ALIAS, retry_conflicts, transaction
 from warehouse.versions.catalog import ProjectResult, VersionInfo
+from warehouse.versions.cycle import CycleEvents
 from warehouse.versions.dead_lettering import unrecorded, write_dead_letters
-from warehouse.versions.lake_events import count_events, events_until
+from warehouse.versions.lake_events import events_until, filtered_view, in_range
 
-__all__ = ["advance_to"]
+__all__ = ["StreamKeysCache", "advance_to", "forgotten_count"]
+
+DEAD_LETTERS = f"{LAKE_ALIAS}.meta.dead_letters"
 
 
 def _delete_keys(con: duckdb.DuckDBPyConnection, table: str, projection: Projection, keys_view: str) -> None:
@@ -24,26 +32,179 @@ def _delete_keys(con: duckdb.DuckDBPyConnection, table: str, projection: Project
     con.execute(f"DELETE FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {keys_view} AS k WHERE {match})")
 
 
+@dataclass(frozen=True)
+class _StreamKeys:
+    """Which keys each stream contributes to (``stream_id`` + key columns), for one version at one checkpoint."""
+
+    fingerprint: str
+    checkpoint: Checkpoint
+    forgotten: int
+    table: pa.Table
+
+
+class StreamKeysCache:
+    """What a long-running advancer (``follow``) remembers between calls: each version's stream contributions.
+
+    A version not keyed by stream recomputes a key from every stream contributing to it; finding those
+    streams means knowing every stream's contributions, a pass over all the lake's events. The
+    contributions of the events up to a checkpoint are a function of those events and of the code
+    (the fingerprint), so an entry is valid while the version's checkpoint and fingerprint are the
+    entry's and no ``forget`` rewrote events since (the count of ``meta.forgotten``); each advance
+    then recomputes only the touched streams' part.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int], _StreamKeys] = {}
+
+    def get(self, info: VersionInfo, forgotten: int) -> pa.Table | None:
+        entry = self._entries.get((info.name, info.version))
+        if entry is None:
+            return None
+        if (entry.fingerprint, entry.checkpoint, entry.forgotten) != (info.fingerprint, info.checkpoint, forgotten):
+            del self._entries[(info.name, info.version)]
+            return None
+        return entry.table
+
+    def put(self, info: VersionInfo, checkpoint: Checkpoint, forgotten: int, table: pa.Table) -> None:
+        self._entries[(info.name, info.version)] = _StreamKeys(info.fingerprint, checkpoint, forgotten, table)
+
+    def checkpoint(self, name: str, version: int) -> Checkpoint | None:
+        """Where the contributions kept for ``name`` v``version`` stand (None: none kept)."""
+        entry = self._entries.get((name, version))
+        return None if entry is None else entry.checkpoint
+
+    def drop(self, info: VersionInfo) -> None:
+        self._entries.pop((info.name, info.version), None)
+
+
+def forgotten_count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many ``forget`` runs the lake records (:class:`StreamKeysCache`'s check that events are unchanged)."""
+    try:
+        row = con.execute(f"SELECT count(*) FROM {LAKE_ALIAS}.meta.forgotten").fetchone()
+    except duckdb.CatalogException:  # no forget ever ran
+        return 0
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True)
+class _Touched:
+    """The keys an advance recomputes, the streams their rows are computed from, and the contributions after it."""
+
+    keys: pa.Table
+    streams: pa.Table | None = None  # None: keyed by stream, or found by compute over all the events
+    contributions: pa.Table | None = None  # every stream's, up to ``until`` (for the cache)
+
+
+def _touched(
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    projection: Projection,
+    info: VersionInfo,
+    until: Checkpoint,
+    source: str,
+    lake_events: str,
+    known: pa.Table | None,
+) -> _Touched:
+    """The touched keys; with ``known`` (the contributions at the version's checkpoint), their streams too.
+
+    ``source`` holds every event up to ``until`` of each stream touched in the range (the cycle's
+    table, or the lake); ``lake_events`` every event up to ``until``.
+    """
+    after, upcasters = info.checkpoint, registry.upcasters
+    if projection.keyed_by_stream or (known is None and source == lake_events):
+        return _Touched(touched_keys(con, projection, source, after, until, upcasters=upcasters))
+    touched = touched_streams(con, projection, source, after, until, upcasters=upcasters)
+    now = stream_contributions(con, projection, source, streams=touched, bound=until, upcasters=upcasters)
+    with _registered(con, touched) as touched_view:
+        if known is None:
+            # First advance of this process: the contributions at ``after`` of the touched streams from
+            # their events, everyone's at ``until`` from a pass over the lake (kept for the next advances).
+            before = stream_contributions(con, projection, source, streams=touched, bound=after, upcasters=upcasters)
+            everyone = stream_contributions(con, projection, lake_events, bound=until, upcasters=upcasters)
+            with _registered(con, everyone) as everyone_view:
+                untouched = con.sql(
+                    f"SELECT * FROM {everyone_view} WHERE stream_id NOT IN (SELECT stream_id FROM {touched_view})"
+                ).to_arrow_table()
+        else:
+            with _registered(con, known) as known_view:
+                before = con.sql(
+                    f"SELECT * FROM {known_view} WHERE stream_id IN (SELECT stream_id FROM {touched_view})"
+                ).to_arrow_table()
+                untouched = con.sql(
+                    f"SELECT * FROM {known_view} WHERE stream_id NOT IN (SELECT stream_id FROM {touched_view})"
+                ).to_arrow_table()
+    keys = keys_in(con, projection, before, now)
+    contributions = pa.concat_tables([untouched, now.cast(untouched.schema)])
+    match = " AND ".join(f"c.{k} IS NOT DISTINCT FROM k.{k}" for k in projection.key)
+    with _registered(con, contributions) as all_view, _registered(con, keys) as keys_view:
+        streams = con.sql(
+            f"SELECT DISTINCT stream_id FROM {all_view} AS c SEMI JOIN {keys_view} AS k ON {match} ORDER BY 1"
+        ).to_arrow_table()
+    return _Touched(keys, streams, contributions)
+
+
+@contextlib.contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, table: pa.Table) -> Iterator[str]:
+    name = f"projectionist_{uuid.uuid4().hex}"
+    con.register(name, table)
+    try:
+        yield name
+    finally:
+        con.unregister(name)
+
+
 def advance_to(
-    con: duckdb.DuckDBPyConnection, registry: Registry, projection: Projection, info: VersionInfo, until: Checkpoint
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    projection: Projection,
+    info: VersionInfo,
+    until: Checkpoint,
+    *,
+    cycle: CycleEvents | None = None,
+    cache: StreamKeysCache | None = None,
+    forgotten: int = 0,
 ) -> ProjectResult | None:
     """Replace the rows of the keys touched in ``(info.checkpoint, until]`` and move the checkpoint, in one commit.
 
-    None when another process moved the version's checkpoint first (its commit stands).
+    ``cycle``, when it covers the range, holds the touched streams' events (:mod:`cycle`), read once
+    for every version advanced together; ``cache`` keeps each version's stream contributions from one
+    call to the next (``forgotten``: :func:`forgotten_count` now). None when another process moved
+    the version's checkpoint first (its commit stands).
     """
     started = time.monotonic()
     after = info.checkpoint
-    with events_until(con, until) as events:
-        keys = touched_keys(con, projection, events, after, until, upcasters=registry.upcasters)
-        result = (
-            compute(con, projection, events, keys, upcasters=registry.upcasters, policy=projection.poison.live)
-            if keys.num_rows
-            else None
-        )
+    with events_until(con, until) as lake_events:
+        covered = cycle is not None and cycle.covers(after, until)
+        source = cycle.table if cycle is not None and covered else lake_events
+        known = cache.get(info, forgotten) if cache is not None and not projection.keyed_by_stream else None
+        touched = _touched(con, registry, projection, info, until, source, lake_events, known)
+        keys = touched.keys
+        if not keys.num_rows:
+            result = None
+        elif touched.streams is not None:
+            # The rows of the keys from their contributing streams' events only (the lake, filtered).
+            result = compute(
+                con,
+                projection,
+                lake_events,
+                keys,
+                upcasters=registry.upcasters,
+                policy=projection.poison.live,
+                streams=touched.streams,
+            )
+        else:
+            result = compute(
+                con,
+                projection,
+                source if projection.keyed_by_stream else lake_events,
+                keys,
+                upcasters=registry.upcasters,
+                policy=projection.poison.live,
+            )
         # A poison event of a stream that contributes to no key without it (a cart whose only item is
         # poison, in a projection of confirmed carts' items) is in no computation above: the new
         # events are checked on their own too, so each one is projected or dead-lettered, as in a rebuild.
-        with events_until(con, until, after) as new_events:
+        with filtered_view(con, "new_events", source, in_range(after, until)) as new_events:
             stray = poison_besides(
                 con,
                 projection,
@@ -52,39 +213,43 @@ def advance_to(
                 upcasters=registry.upcasters,
                 policy=projection.poison.live,
             )
-        poison = [*(result.poison if result else ()), *stray]
-        n_events = count_events(con, after, until)
+            poison = [*(result.poison if result else ()), *stray]
+            counted = con.execute(f"SELECT count(*) FROM {new_events}").fetchone()
+            n_events = int(counted[0]) if counted else 0
     at = datetime.now(UTC)
+
+    # Every name qualified: the commit runs with whichever default database the caller has (project
+    # keeps ``memory`` for a whole cycle, see computing_in_memory).
+    table, versions, letters = f"{LAKE_ALIAS}.{info.table}", f"{LAKE_ALIAS}.meta.projection_versions", DEAD_LETTERS
 
     def commit() -> int | None:
         with transaction(con):
             current = con.execute(
-                "SELECT transaction_id, global_position, state FROM meta.projection_versions "
-                "WHERE name = ? AND version = ?",
+                f"SELECT transaction_id, global_position, state FROM {versions} WHERE name = ? AND version = ?",
                 [info.name, info.version],
             ).fetchone()
             if current is None or Checkpoint(int(current[0]), int(current[1])) != after or current[2] == "dropped":
                 return None  # another process advanced (or rebuilt, or dropped) it meanwhile: its commit stands
             if result is not None:
-                con.register("_touched_keys", keys)
-                con.register("_touched_rows", result.rows)
-                try:
-                    _delete_keys(con, info.table, projection, "_touched_keys")
-                    con.execute(f"INSERT INTO {info.table} SELECT * FROM _touched_rows")
-                finally:
-                    con.unregister("_touched_keys")
-                    con.unregister("_touched_rows")
-            write_dead_letters(con, projection, unrecorded(con, projection, poison), at)
-            row = con.execute(f"SELECT count(*) FROM {info.table}").fetchone()
+                with _registered(con, keys) as keys_view, _registered(con, result.rows) as rows_view:
+                    _delete_keys(con, table, projection, keys_view)
+                    con.execute(f"INSERT INTO {table} SELECT * FROM {rows_view}")
+            write_dead_letters(con, projection, unrecorded(con, projection, poison, letters), at, letters)
+            row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
             rows = int(row[0]) if row else 0
             con.execute(
-                "UPDATE meta.projection_versions SET transaction_id = ?, global_position = ?, rows = ?, "
+                f"UPDATE {versions} SET transaction_id = ?, global_position = ?, rows = ?, "
                 "updated_at = get_current_timestamp() WHERE name = ? AND version = ?",
                 [until.transaction_id, until.global_position, rows, info.name, info.version],
             )
             return rows
 
     rows = retry_conflicts(commit, f"updating {info.table}")
+    if cache is not None:
+        if rows is None or touched.contributions is None:
+            cache.drop(info)
+        else:
+            cache.put(info, until, forgotten, touched.contributions)
     if rows is None:
         return None
     return ProjectResult(
