@@ -198,3 +198,22 @@ def test_a_server_that_is_shutting_down_refuses_new_sessions_transient() -> None
         "failed: FATAL:  the database system is shutting down"
     )
     assert verdict(exc) == "transient" and reason(exc) == "the database system is shutting down"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        'IO Error: Failed to prepare COPY "COPY (SELECT "global_position" FROM "public"."events") '
+        'TO STDOUT (FORMAT "binary");": ',
+        'IO Error: Failed to fetch header for COPY "COPY (SELECT "global_position" FROM "public"."events") TO STDOUT"',
+    ],
+)
+def test_a_copy_that_got_no_answer_from_the_store_is_transient(message: str) -> None:
+    # DuckDB's postgres extension's words when its session died under the scan and libpq had no
+    # message of its own (an empty reason after the query): the store restarting, as in the fault test.
+    assert verdict(duckdb.IOException(message)) == "transient"
+
+
+def test_a_copy_the_store_refused_with_a_reason_is_judged_by_the_reason() -> None:
+    refused = 'IO Error: Failed to prepare COPY "COPY (SELECT 1) TO STDOUT": ERROR:  permission denied for table events'
+    assert verdict(duckdb.IOException(refused)) == "terminal"
