@@ -109,6 +109,9 @@ def project(
     forgotten = forgotten_count(con) if cache is not None else 0
     lowest = min(info.checkpoint for _, info in behind)
     # Every relation an advance names is temporary, registered or qualified (computing_in_memory).
+    # Versions keyed by stream first: their cost follows what is new, while a key that many streams
+    # contribute to (a day's revenue) is recomputed from all of them; the cheap ones commit first.
+    behind.sort(key=lambda pair: not pair[0].keyed_by_stream)
     with computing_in_memory(con), cycle_events(con, lowest, until) as cycle:
         for projection, info in behind:
             result = advance_to(con, registry, projection, info, until, cycle=cycle, cache=cache, forgotten=forgotten)
