@@ -1,12 +1,14 @@
 """``projectionist follow`` as a service: ingest and project in a loop that outlives outages.
 
 Each cycle ingests what settled in the store and brings every projection version up to the lake's
-checkpoint. A transient failure (the store or the lake's catalog restarting, a connection lost, a
-busy catalog: :mod:`eventstore.failures`) drops the connections, logs one line for the outage and
-waits with jittered exponential backoff; the first cycle that succeeds again logs one line with how
-long it lasted. Nothing is lost or read twice meanwhile: every commit carries its checkpoint, so a
-cycle cut short leaves the lake before or after a commit, never between. A terminal failure (a wrong
-password, a missing table, a poison event under policy ``stop``) ends the loop, as does a signal.
+checkpoint (the versions whose keys gather many streams in a second lane,
+:mod:`pipelines.follow_lanes`, so that their cost does not hold the others back). A transient
+failure (the store or the lake's catalog restarting, a connection lost, a busy catalog:
+:mod:`eventstore.failures`) drops the connections, logs one line for the outage and waits with
+jittered exponential backoff; the first cycle that succeeds again logs one line with how long it
+lasted. Nothing is lost or read twice meanwhile: every commit carries its checkpoint, so a cycle cut
+short leaves the lake before or after a commit, never between. A terminal failure (a wrong password,
+a missing table, a poison event under policy ``stop``) ends the loop, as does a signal.
 
 A writer transaction that stays open holds the safe head back (its events, and every later one,
 wait until it ends): when it has held it for longer than ``holder_after`` seconds, one line names it.
@@ -37,6 +39,7 @@ from eventstore.failures import first_line, translate
 from eventstore.notify import Listener
 from eventstore.positions import START, Checkpoint, Holder
 from eventstore.settings import Settings
+from pipelines.follow_lanes import WideLane, wide_names
 from projections import Registry
 from projections.registry import declared_types, field_policy
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped
@@ -91,10 +94,14 @@ class Follower:
     typed: set[tuple[str, int]] = field(default_factory=set)  # event types and versions known to have their view
     unviewed: set[tuple[str, int]] = field(default_factory=set)  # landed, their view not checked or written yet
     stream_keys: StreamKeysCache = field(default_factory=StreamKeysCache)  # contributions, kept between cycles
+    wide: WideLane | None = None  # the versions whose keys gather many streams (pipelines.follow_lanes)
+    lanes: tuple[list[str], list[str]] | None = None  # names advanced in the cycle, and in the wide lane
 
     def cycle(self) -> float:
         """One cycle; returns the seconds to wait before the next. Raises on a terminal failure."""
         started = time.monotonic()
+        if self.wide is not None:
+            self.wide.raise_terminal()  # the wide lane's terminal failure stops follow, as the cycle's would
         try:
             ingested, results = self._work()
         except (duckdb.Error, psycopg.Error, ProjectionistError) as exc:
@@ -166,7 +173,15 @@ class Follower:
         self.typed |= self.unviewed
         self.unviewed.clear()
         self.landed = ingested.checkpoint
-        results = project(self.lake, self.registry, cache=self.stream_keys)
+        if self.lanes is None:
+            wide = wide_names(self.registry)
+            self.lanes = ([n for n in self.registry.names() if n not in wide], wide)
+        results = project(self.lake, self.registry, names=self.lanes[0], cache=self.stream_keys)
+        if self.lanes[1]:
+            if self.wide is None:
+                config = LakeConfig.from_settings(self.settings)
+                self.wide = WideLane(config, self.registry, self.lanes[1], self.log, self.warn, self.interval)
+            self.wide.kick()
         try:  # a consumer's trouble (its target down, a leak) never stops ingest and project: one line per new error
             self.delivered, error = deliver(self.lake, self.registry), ""
         except (ProjectionistError, psycopg.Error) as exc:
@@ -221,8 +236,15 @@ class Follower:
             self.reported_holder = key
             self.warn(f"{_clock()} {holder.describe(time.monotonic() - first)}")
 
-    def close(self) -> None:
-        """Drop the connections, the listener's too (errors while closing a broken one do not matter)."""
+    def close(self, drain: bool = True) -> None:
+        """Drop the connections, the listener's too (errors while closing a broken one do not matter).
+
+        The wide lane first finishes the pass the last cycle asked for, with ``drain`` (a stop after
+        ``--max-cycles``), or stops where it is (a signal).
+        """
+        if self.wide is not None:
+            self.wide.close(drain=drain)
+            self.wide = None
         if self.listener is not None:
             self.listener.close()
             self.listener = None

@@ -590,7 +590,7 @@ def follow_command(interval: float, report_held_after: float, max_cycles: int | 
                 break
             follower.wait(wait, stopped=lambda: stop.requested)  # a NOTIFY from the store ends it early
     finally:
-        follower.close()
+        follower.close(drain=not stop.requested)  # a signal stops the wide lane where it is
         for restored, handler in previous.items():
             signal.signal(restored, handler)
     click.echo("stopped" if stop.requested else f"stopped after {cycles} cycles")

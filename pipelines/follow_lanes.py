@@ -1,0 +1,154 @@
+"""``follow``'s second lane: the versions whose keys many streams share, advanced beside the cycle.
+
+A version keyed by stream costs what its new events cost. A version whose key many streams
+contribute to (a day's revenue, a product's sales) recomputes each touched key from every stream
+of that key, so its advance grows with the key: today's row of ``daily_revenue`` is computed from
+every cart confirmed today, in each cycle. Advanced in the cycle, that cost held every other
+version back, so a cart's row reached ``analytics.cart_summary`` only after today's revenue was
+recomputed. Here they advance in a thread of their own, on a lake connection of their own (one
+DuckDB thread, leaving the other cores to the cycle), woken after each cycle that landed events:
+the cycle's versions stay as fresh as their own cost allows, and these catch up as fast as theirs
+does, several cycles' events at a time. Each version's checkpoint is its own, as it always was.
+
+A transient failure (the lake's catalog restarting) is logged once and retried with backoff; a
+terminal one is handed to the cycle, which stops ``follow`` with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import duckdb
+import psycopg
+
+from eventstore.errors import ProjectionistError
+from eventstore.failures import translate
+from projections import Registry
+from warehouse.lake import LakeConfig, open_lake
+from warehouse.versions import project
+from warehouse.versions.incremental import StreamKeysCache
+
+__all__ = ["WideLane", "wide_names"]
+
+
+def wide_names(registry: Registry) -> list[str]:
+    """The projections with a registered version not keyed by stream (their keys gather many streams)."""
+    return [n for n in registry.names() if any(not registry.get(n, v).keyed_by_stream for v in registry.versions(n))]
+
+
+def _clock() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S")
+
+
+class WideLane:
+    """A thread advancing ``names`` after each :meth:`kick`, until :meth:`close`."""
+
+    def __init__(
+        self,
+        config: LakeConfig,
+        registry: Registry,
+        names: Sequence[str],
+        log: Callable[[str], None],
+        warn: Callable[[str], None],
+        interval: float = 1.0,
+    ) -> None:
+        self.config, self.registry, self.names = config, registry, list(names)
+        self.log, self.warn, self.interval = log, warn, interval
+        self.error: ProjectionistError | None = None  # terminal: the cycle raises it
+        self._cache = StreamKeysCache()
+        self._lake: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+        self._wanted = 0  # kicks so far
+        self._done = 0  # the kick the last successful pass started after
+        self._changed = threading.Condition(self._lock)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="projectionist-wide-lane", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        """Ask for a pass over the lake's newest checkpoint (one pass serves every kick before it)."""
+        with self._changed:
+            self._wanted += 1
+            self._changed.notify_all()
+
+    def raise_terminal(self) -> None:
+        """Raise the lane's terminal failure, if it had one."""
+        if self.error is not None:
+            raise self.error
+
+    def settle(self, timeout: float = 120.0) -> bool:
+        """Wait until a pass started after every kick so far is over: True, or False if the lane failed for good."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.error is None and self._done < self._wanted and not self._stopping:
+                if time.monotonic() >= deadline:
+                    return False
+                self._changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            return self._done >= self._wanted
+
+    def close(self, drain: bool = True, timeout: float = 120.0) -> None:
+        """Stop the thread; with ``drain``, after :meth:`settle` (at most ``timeout`` s)."""
+        settled = drain and self.settle(timeout)
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+            lake = self._lake
+        if lake is not None and not settled:
+            with contextlib.suppress(duckdb.Error):
+                lake.interrupt()  # thread-safe: a pass under way stops at its next vector
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        failures = 0
+        outage: float | None = None
+        while True:
+            with self._changed:
+                while not self._stopping and self._done >= self._wanted:
+                    self._changed.wait()
+                if self._stopping:
+                    break
+                target = self._wanted
+            started = time.monotonic()
+            try:
+                if self._lake is None:
+                    self._lake = open_lake(self.config)
+                    self._lake.execute("SET threads = 1")  # the other cores are the cycle's
+                results = project(self._lake, self.registry, names=self.names, cache=self._cache)
+            except (duckdb.Error, psycopg.Error, ProjectionistError) as exc:
+                if isinstance(exc, duckdb.InterruptException) or self._stopping:
+                    break
+                error = exc if isinstance(exc, ProjectionistError) else translate(exc, "lost the lake's catalog")
+                self._drop()
+                if not error.retryable:
+                    with self._changed:
+                        self.error = error
+                        self._changed.notify_all()
+                    break
+                failures += 1
+                if outage is None:
+                    outage = time.monotonic()
+                    self.warn(f"{_clock()} {', '.join(self.names)}: {error} (transient: retrying with backoff)")
+                with self._changed:
+                    self._changed.wait(min(30.0, self.interval * 2**failures))
+                continue
+            if outage is not None:
+                self.warn(f"{_clock()} {', '.join(self.names)}: recovered after {time.monotonic() - outage:.1f} s")
+                outage, failures = None, 0
+            with self._changed:
+                self._done = target
+                self._changed.notify_all()
+            if results:
+                projected = ", ".join(f"{r.name} v{r.version} {r.keys:,} keys" for r in results)
+                events = max(r.events for r in results)
+                self.log(f"{_clock()} projected {projected} ({events:,} events, {time.monotonic() - started:.1f} s)")
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._lake is not None:
+            with contextlib.suppress(duckdb.Error):
+                self._lake.close()
+            self._lake = None
