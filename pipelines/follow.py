@@ -49,6 +49,7 @@ from warehouse.ingest import EventSource, IngestResult, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import close_source, head_holder, open_source
 from warehouse.versions import ProjectResult, project
+from warehouse.versions.cycle import StreamMemory
 from warehouse.versions.incremental import StreamKeysCache
 
 __all__ = ["Follower", "backoff"]
@@ -94,6 +95,7 @@ class Follower:
     typed: set[tuple[str, int]] = field(default_factory=set)  # event types and versions known to have their view
     unviewed: set[tuple[str, int]] = field(default_factory=set)  # landed, their view not checked or written yet
     stream_keys: StreamKeysCache = field(default_factory=StreamKeysCache)  # contributions, kept between cycles
+    streams: StreamMemory = field(default_factory=StreamMemory)  # the lake's streams, kept between cycles
     wide: WideLane | None = None  # the versions whose keys gather many streams (pipelines.follow_lanes)
     lanes: tuple[list[str], list[str]] | None = None  # names advanced in the cycle, and in the wide lane
 
@@ -176,7 +178,7 @@ class Follower:
         if self.lanes is None:
             wide = wide_names(self.registry)
             self.lanes = ([n for n in self.registry.names() if n not in wide], wide)
-        results = project(self.lake, self.registry, names=self.lanes[0], cache=self.stream_keys)
+        results = project(self.lake, self.registry, names=self.lanes[0], cache=self.stream_keys, memory=self.streams)
         if self.lanes[1]:
             if self.wide is None:
                 config = LakeConfig.from_settings(self.settings)

@@ -30,6 +30,7 @@ from eventstore.failures import translate
 from projections import Registry
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.versions import project
+from warehouse.versions.cycle import StreamMemory
 from warehouse.versions.incremental import StreamKeysCache
 
 __all__ = ["WideLane", "wide_names"]
@@ -60,6 +61,7 @@ class WideLane:
         self.log, self.warn, self.interval = log, warn, interval
         self.error: ProjectionistError | None = None  # terminal: the cycle raises it
         self._cache = StreamKeysCache()
+        self._memory = StreamMemory()
         self._lake: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._wanted = 0  # kicks so far
@@ -117,7 +119,7 @@ class WideLane:
                 if self._lake is None:
                     self._lake = open_lake(self.config)
                     self._lake.execute("SET threads = 1")  # the other cores are the cycle's
-                results = project(self._lake, self.registry, names=self.names, cache=self._cache)
+                results = project(self._lake, self.registry, names=self.names, cache=self._cache, memory=self._memory)
             except (duckdb.Error, psycopg.Error, ProjectionistError) as exc:
                 if isinstance(exc, duckdb.InterruptException) or self._stopping:
                     break

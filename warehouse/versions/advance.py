@@ -26,7 +26,7 @@ from warehouse.versions.catalog import (
     validate_target,
     version_info,
 )
-from warehouse.versions.cycle import cycle_events
+from warehouse.versions.cycle import StreamMemory, cycle_events
 from warehouse.versions.lake_events import EVENTS, in_range
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ def project(
     names: Sequence[str] | None = None,
     progress: Callable[[str, int], None] | None = None,
     cache: StreamKeysCache | None = None,
+    memory: StreamMemory | None = None,
 ) -> list[ProjectResult]:
     """Advance every live and ready version to the lake's ingest checkpoint, recomputing only touched keys.
 
@@ -49,7 +50,7 @@ def project(
     promoted (its first promotion needs no comparison). Versions not built yet are rebuild's job.
     The versions behind read the touched streams' events from the lake once, together
     (:mod:`warehouse.versions.cycle`). ``cache`` (``follow`` keeps one) remembers each version's
-    stream contributions from one call to the next.
+    stream contributions from one call to the next, ``memory`` (kept likewise) the lake's streams.
     """
     # Computing loads the projection engine (polars, pyarrow): imported here, so that :func:`lag`
     # (``status``, ``versions``) does not pay for it.
@@ -106,13 +107,13 @@ def project(
             behind.append((projection, info))
     if not behind:
         return results
-    forgotten = forgotten_count(con) if cache is not None else 0
+    forgotten = forgotten_count(con) if cache is not None or memory is not None else 0
     lowest = min(info.checkpoint for _, info in behind)
     # Every relation an advance names is temporary, registered or qualified (computing_in_memory).
     # Versions keyed by stream first: their cost follows what is new, while a key that many streams
     # contribute to (a day's revenue) is recomputed from all of them; the cheap ones commit first.
     behind.sort(key=lambda pair: not pair[0].keyed_by_stream)
-    with computing_in_memory(con), cycle_events(con, lowest, until) as cycle:
+    with computing_in_memory(con), cycle_events(con, lowest, until, memory=memory, forgotten=forgotten) as cycle:
         for projection, info in behind:
             result = advance_to(con, registry, projection, info, until, cycle=cycle, cache=cache, forgotten=forgotten)
             if result is None:
