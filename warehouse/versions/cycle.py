@@ -36,6 +36,10 @@ class CycleEvents:
     table: str
     after: Checkpoint
     until: Checkpoint
+    #: A temporary table of the touched streams with no event up to ``new_after`` (known from
+    #: :class:`StreamMemory`): a version at or below that checkpoint has no row keyed by them yet.
+    new_streams: str | None = None
+    new_after: Checkpoint | None = None
 
     def covers(self, after: Checkpoint, until: Checkpoint) -> bool:
         """Whether the table holds every event a version advancing over ``(after, until]`` reads for its streams."""
@@ -136,7 +140,7 @@ def cycle_events(
     """
     suffix = uuid.uuid4().hex[:12]
     streams, table = f"temp.main._cycle_streams_{suffix}", f"temp.main._cycle_events_{suffix}"
-    cold = f"temp.main._cycle_cold_{suffix}"
+    cold, new = f"temp.main._cycle_cold_{suffix}", f"temp.main._cycle_new_{suffix}"
     try:
         con.execute(
             f"CREATE TEMP TABLE {_bare(streams)} AS SELECT DISTINCT stream_id FROM {EVENTS} "
@@ -149,7 +153,12 @@ def cycle_events(
             yield None
             return
         usable = memory is not None and memory.usable(con, after, until, forgotten)
+        known_until = memory.checkpoint if memory is not None and usable else None
         if memory is not None and usable:
+            con.execute(
+                f"CREATE TEMP TABLE {_bare(new)} AS SELECT stream_id FROM {streams} "
+                f"WHERE hash(stream_id) NOT IN (SELECT h FROM {memory.known})"
+            )
             # Earlier events: from memory for the streams it holds, none for new ones, the lake for the rest.
             con.execute(
                 f"CREATE TEMP TABLE {_bare(cold)} AS SELECT stream_id FROM {streams} "
@@ -178,7 +187,7 @@ def cycle_events(
             return
         if memory is not None:
             memory.remember(con, streams, table, until, forgotten, fresh=not usable)
-        yield CycleEvents(table, after, until)
+        yield CycleEvents(table, after, until, new if known_until is not None else None, known_until)
     finally:
-        for name in (table, cold, streams):
+        for name in (table, cold, new, streams):
             con.execute(f"DROP TABLE IF EXISTS {name}")

@@ -143,6 +143,31 @@ def _touched(
     return _Touched(keys, streams, contributions)
 
 
+def _rows_to_replace(
+    con: duckdb.DuckDBPyConnection, projection: Projection, info: VersionInfo, keys: pa.Table, cycle: CycleEvents | None
+) -> pa.Table:
+    """The touched keys that may have a row: all but the new streams' keys (a version keyed by stream).
+
+    Deleting by key reads the key column of the whole version table; a stream the cycle knows to be
+    new (no event up to a checkpoint the version has not passed) has no row to delete.
+    """
+    if (
+        not projection.keyed_by_stream
+        or cycle is None
+        or cycle.new_streams is None
+        or cycle.new_after is None
+        or info.checkpoint > cycle.new_after
+        or not keys.num_rows
+    ):
+        return keys
+    name = projection.key[0]
+    kind = next(c.type for c in projection.columns if c.name == name)
+    with _registered(con, keys) as keys_view:
+        return con.sql(
+            f"SELECT * FROM {keys_view} WHERE {name} NOT IN (SELECT CAST(stream_id AS {kind}) FROM {cycle.new_streams})"
+        ).to_arrow_table()
+
+
 @contextlib.contextmanager
 def _registered(con: duckdb.DuckDBPyConnection, table: pa.Table) -> Iterator[str]:
     name = f"projectionist_{uuid.uuid4().hex}"
@@ -218,6 +243,7 @@ def advance_to(
             n_events = int(counted[0]) if counted else 0
     at = datetime.now(UTC)
 
+    existing = _rows_to_replace(con, projection, info, keys, cycle)
     # Every name qualified: the commit runs with whichever default database the caller has (project
     # keeps ``memory`` for a whole cycle, see computing_in_memory).
     table, versions, letters = f"{LAKE_ALIAS}.{info.table}", f"{LAKE_ALIAS}.meta.projection_versions", DEAD_LETTERS
@@ -231,8 +257,9 @@ def advance_to(
             if current is None or Checkpoint(int(current[0]), int(current[1])) != after or current[2] == "dropped":
                 return None  # another process advanced (or rebuilt, or dropped) it meanwhile: its commit stands
             if result is not None:
-                with _registered(con, keys) as keys_view, _registered(con, result.rows) as rows_view:
-                    _delete_keys(con, table, projection, keys_view)
+                with _registered(con, existing) as keys_view, _registered(con, result.rows) as rows_view:
+                    if existing.num_rows:
+                        _delete_keys(con, table, projection, keys_view)
                     con.execute(f"INSERT INTO {table} SELECT * FROM {rows_view}")
             write_dead_letters(con, projection, unrecorded(con, projection, poison, letters), at, letters)
             row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
