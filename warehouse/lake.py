@@ -630,8 +630,11 @@ def computing_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("USE memory")
     try:
         yield
-    finally:
-        con.execute(f"USE {LAKE_ALIAS}")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # a broken connection: the error under way is the one to see
+            con.execute(f"USE {LAKE_ALIAS}")
+        raise
+    con.execute(f"USE {LAKE_ALIAS}")
 
 
 def safe_name(text: str) -> str:

@@ -142,52 +142,73 @@ def cycle_events(
     streams, table = f"temp.main._cycle_streams_{suffix}", f"temp.main._cycle_events_{suffix}"
     cold, new = f"temp.main._cycle_cold_{suffix}", f"temp.main._cycle_new_{suffix}"
     try:
-        con.execute(
-            f"CREATE TEMP TABLE {_bare(streams)} AS SELECT DISTINCT stream_id FROM {EVENTS} "
-            f"WHERE {in_range(after, until)} LIMIT {limit + 1}"
-        )
-        count = con.execute(f"SELECT count(*) FROM {streams}").fetchone()
-        if count is None or count[0] > limit:
-            if memory is not None:
-                memory.forget()
-            yield None
-            return
-        usable = memory is not None and memory.usable(con, after, until, forgotten)
-        known_until = memory.checkpoint if memory is not None and usable else None
-        if memory is not None and usable:
-            con.execute(
-                f"CREATE TEMP TABLE {_bare(new)} AS SELECT stream_id FROM {streams} "
-                f"WHERE hash(stream_id) NOT IN (SELECT h FROM {memory.known})"
-            )
-            # Earlier events: from memory for the streams it holds, none for new ones, the lake for the rest.
-            con.execute(
-                f"CREATE TEMP TABLE {_bare(cold)} AS SELECT stream_id FROM {streams} "
-                f"WHERE hash(stream_id) IN (SELECT h FROM {memory.known}) "
-                f"AND stream_id NOT IN (SELECT stream_id FROM {memory.hot})"
-            )
-            parts = [
-                f"SELECT * FROM {EVENTS} WHERE {in_range(after, until)}",
-                f"SELECT * FROM {memory.hot} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {streams})",
-            ]
-            unknown = con.execute(f"SELECT count(*) FROM {cold}").fetchone()
-            if unknown is not None and unknown[0]:
-                memory.reads += 1
-                parts.append(
-                    f"SELECT * FROM {EVENTS} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {cold})"
-                )
-            source = " UNION ALL ".join(parts)
-        else:
-            source = f"SELECT * FROM {EVENTS} WHERE {_up_to(until)} AND stream_id IN (SELECT stream_id FROM {streams})"
-        con.execute(f"CREATE TEMP TABLE {_bare(table)} AS {source} LIMIT {limit + 1}")
-        count = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-        if count is None or count[0] > limit:
-            if memory is not None:
-                memory.forget()
-            yield None
-            return
+        yield _read(con, after, until, limit, memory, forgotten, (streams, table, cold, new))
+    except BaseException:
         if memory is not None:
-            memory.remember(con, streams, table, until, forgotten, fresh=not usable)
-        yield CycleEvents(table, after, until, new if known_until is not None else None, known_until)
-    finally:
-        for name in (table, cold, new, streams):
-            con.execute(f"DROP TABLE IF EXISTS {name}")
+            memory.forget()  # it may hold half of a cycle
+        with contextlib.suppress(duckdb.Error):  # a broken connection: the error under way is the one to see
+            _drop(con, table, cold, new, streams)
+        raise
+    _drop(con, table, cold, new, streams)
+
+
+def _read(
+    con: duckdb.DuckDBPyConnection,
+    after: Checkpoint,
+    until: Checkpoint,
+    limit: int,
+    memory: StreamMemory | None,
+    forgotten: int,
+    names: tuple[str, str, str, str],
+) -> CycleEvents | None:
+    """:func:`cycle_events`' tables, written under ``names`` (streams, events, cold, new)."""
+    streams, table, cold, new = names
+    con.execute(
+        f"CREATE TEMP TABLE {_bare(streams)} AS SELECT DISTINCT stream_id FROM {EVENTS} "
+        f"WHERE {in_range(after, until)} LIMIT {limit + 1}"
+    )
+    count = con.execute(f"SELECT count(*) FROM {streams}").fetchone()
+    if count is None or count[0] > limit:
+        if memory is not None:
+            memory.forget()
+        return None
+    usable = memory is not None and memory.usable(con, after, until, forgotten)
+    known_until = memory.checkpoint if memory is not None and usable else None
+    if memory is not None and usable:
+        con.execute(
+            f"CREATE TEMP TABLE {_bare(new)} AS SELECT stream_id FROM {streams} "
+            f"WHERE hash(stream_id) NOT IN (SELECT h FROM {memory.known})"
+        )
+        # Earlier events: from memory for the streams it holds, none for new ones, the lake for the rest.
+        con.execute(
+            f"CREATE TEMP TABLE {_bare(cold)} AS SELECT stream_id FROM {streams} "
+            f"WHERE hash(stream_id) IN (SELECT h FROM {memory.known}) "
+            f"AND stream_id NOT IN (SELECT stream_id FROM {memory.hot})"
+        )
+        parts = [
+            f"SELECT * FROM {EVENTS} WHERE {in_range(after, until)}",
+            f"SELECT * FROM {memory.hot} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {streams})",
+        ]
+        unknown = con.execute(f"SELECT count(*) FROM {cold}").fetchone()
+        if unknown is not None and unknown[0]:
+            memory.reads += 1
+            parts.append(
+                f"SELECT * FROM {EVENTS} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {cold})"
+            )
+        source = " UNION ALL ".join(parts)
+    else:
+        source = f"SELECT * FROM {EVENTS} WHERE {_up_to(until)} AND stream_id IN (SELECT stream_id FROM {streams})"
+    con.execute(f"CREATE TEMP TABLE {_bare(table)} AS {source} LIMIT {limit + 1}")
+    count = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    if count is None or count[0] > limit:
+        if memory is not None:
+            memory.forget()
+        return None
+    if memory is not None:
+        memory.remember(con, streams, table, until, forgotten, fresh=not usable)
+    return CycleEvents(table, after, until, new if known_until is not None else None, known_until)
+
+
+def _drop(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
+    for name in tables:
+        con.execute(f"DROP TABLE IF EXISTS {name}")
