@@ -163,16 +163,24 @@ def _read(
 ) -> CycleEvents | None:
     """:func:`cycle_events`' tables, written under ``names`` (streams, events, cold, new)."""
     streams, table, cold, new = names
-    con.execute(
-        f"CREATE TEMP TABLE {_bare(streams)} AS SELECT DISTINCT stream_id FROM {EVENTS} "
-        f"WHERE {in_range(after, until)} LIMIT {limit + 1}"
-    )
-    count = con.execute(f"SELECT count(*) FROM {streams}").fetchone()
+    usable = memory is not None and memory.usable(con, after, until, forgotten)
+    if usable:
+        # The range's events once (the touched streams come from them), kept as the table's first part.
+        con.execute(
+            f"CREATE TEMP TABLE {_bare(table)} AS SELECT * FROM {EVENTS} WHERE {in_range(after, until)} "
+            f"LIMIT {limit + 1}"
+        )
+        con.execute(f"CREATE TEMP TABLE {_bare(streams)} AS SELECT DISTINCT stream_id FROM {table}")
+    else:
+        con.execute(
+            f"CREATE TEMP TABLE {_bare(streams)} AS SELECT DISTINCT stream_id FROM {EVENTS} "
+            f"WHERE {in_range(after, until)} LIMIT {limit + 1}"
+        )
+    count = con.execute(f"SELECT count(*) FROM {table if usable else streams}").fetchone()
     if count is None or count[0] > limit:
         if memory is not None:
             memory.forget()
         return None
-    usable = memory is not None and memory.usable(con, after, until, forgotten)
     known_until = memory.checkpoint if memory is not None and usable else None
     if memory is not None and usable:
         con.execute(
@@ -185,20 +193,19 @@ def _read(
             f"WHERE hash(stream_id) IN (SELECT h FROM {memory.known}) "
             f"AND stream_id NOT IN (SELECT stream_id FROM {memory.hot})"
         )
-        parts = [
-            f"SELECT * FROM {EVENTS} WHERE {in_range(after, until)}",
-            f"SELECT * FROM {memory.hot} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {streams})",
-        ]
+        parts = [f"SELECT * FROM {memory.hot} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {streams})"]
         unknown = con.execute(f"SELECT count(*) FROM {cold}").fetchone()
         if unknown is not None and unknown[0]:
             memory.reads += 1
             parts.append(
                 f"SELECT * FROM {EVENTS} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {cold})"
             )
-        source = " UNION ALL ".join(parts)
+        con.execute(f"INSERT INTO {table} {' UNION ALL '.join(parts)} LIMIT {limit + 1}")
     else:
-        source = f"SELECT * FROM {EVENTS} WHERE {_up_to(until)} AND stream_id IN (SELECT stream_id FROM {streams})"
-    con.execute(f"CREATE TEMP TABLE {_bare(table)} AS {source} LIMIT {limit + 1}")
+        con.execute(
+            f"CREATE TEMP TABLE {_bare(table)} AS SELECT * FROM {EVENTS} WHERE {_up_to(until)} "
+            f"AND stream_id IN (SELECT stream_id FROM {streams}) LIMIT {limit + 1}"
+        )
     count = con.execute(f"SELECT count(*) FROM {table}").fetchone()
     if count is None or count[0] > limit:
         if memory is not None:
