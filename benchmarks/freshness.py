@@ -7,7 +7,8 @@ returned. A reader polls, every ``--poll`` seconds, the checkpoint of the live `
 (``meta.projection_versions``: it is committed with the rows it covers, so ``analytics.cart_summary``
 holds a transaction's carts exactly when the checkpoint's transaction id reaches it). An event's
 **delay** is the first poll that saw its transaction covered minus its commit: it includes up to one
-poll period (``--poll``) of the reader's own. The run prints p50/p95/p99/max of the delay per event, the
+poll period (``--poll``) of the reader's own. The same is measured for the live ``daily_revenue`` (its key, a
+day, gathers every cart: ``follow``'s wide lane). The run prints p50/p95/p99/max of the delay per event, the
 same per window of the run (the lag's trend: a growing p95 means follow falls behind), the follow
 process's CPU while loaded, and then, once caught up, its CPU while idle (``/proc/<pid>/stat`` over
 ``--idle`` seconds). In the end every cart must be in ``analytics.cart_summary`` (checked).
@@ -46,6 +47,8 @@ from eventstore.settings import Settings  # noqa: E402
 from warehouse.lake import LakeConfig, open_lake  # noqa: E402
 
 CLI = [sys.executable, "-m", "pipelines.cli"]
+#: The live versions whose checkpoints are polled: one keyed by stream, one whose key gathers many streams.
+WATCHED = ("cart_summary", "daily_revenue")
 CART_EVENTS = 5
 TICK = 0.1  # seconds between a writer's transactions
 
@@ -176,12 +179,16 @@ def main() -> None:
             writer.start()
         time.sleep(max(0.0, start_at - time.time()))
         cpu_before, loaded_from = _cpu_seconds(follower.pid), time.monotonic()
-        polls: list[tuple[float, int]] = []  # (wall time, live checkpoint's transaction id)
+        polls: list[tuple[float, dict[str, int]]] = []  # (wall time, each live checkpoint's transaction id)
         con = open_lake(LakeConfig.from_settings(settings), read_only=True)
-        query = "SELECT transaction_id FROM meta.projection_versions WHERE name = 'cart_summary' AND state = 'live'"
+        names = ", ".join(f"'{n}'" for n in WATCHED)
+        query = f"SELECT name, transaction_id FROM meta.projection_versions WHERE name IN ({names}) AND state = 'live'"
+
+        def poll() -> None:
+            polls.append((time.time(), {str(n): int(t) for n, t in con.execute(query).fetchall()}))
+
         while any(w.is_alive() for w in writers):
-            row = con.execute(query).fetchone()
-            polls.append((time.time(), int(row[0]) if row else 0))
+            poll()
             time.sleep(args.poll)
         for writer in writers:
             writer.join()
@@ -194,9 +201,8 @@ def main() -> None:
         ]
         last_tx = max(t for t, _, _ in records)
         deadline = time.monotonic() + 600
-        while polls[-1][1] < last_tx and time.monotonic() < deadline:  # catch up (still measured)
-            row = con.execute(query).fetchone()
-            polls.append((time.time(), int(row[0]) if row else 0))
+        while min(polls[-1][1].get(n, 0) for n in WATCHED) < last_tx and time.monotonic() < deadline:
+            poll()  # catch up (still measured)
             time.sleep(args.poll)
         loaded_cpu = _cpu_seconds(follower.pid) - cpu_before
         loaded_wall = time.monotonic() - loaded_from
@@ -212,14 +218,19 @@ def main() -> None:
         time.sleep(args.idle)
         idle_cpu = _cpu_seconds(follower.pid) - idle_before
 
-        # Per transaction: the first poll whose checkpoint covers it.
-        delays: list[tuple[float, float, int]] = []  # (commit time, delay, events)
-        i = 0
-        for txid, events, committed in sorted(records, key=lambda r: r[0]):
-            while i < len(polls) and polls[i][1] < txid:
-                i += 1
-            arrived = polls[i][0] if i < len(polls) else float("inf")
-            delays.append((committed, max(0.0, arrived - committed), events))
+        # Per transaction and projection: the first poll whose checkpoint covers it.
+        def delays_of(name: str) -> list[tuple[float, float, int]]:  # (commit time, delay, events)
+            found: list[tuple[float, float, int]] = []
+            i = 0
+            for txid, events, committed in sorted(records, key=lambda r: r[0]):
+                while i < len(polls) and polls[i][1].get(name, 0) < txid:
+                    i += 1
+                arrived = polls[i][0] if i < len(polls) else float("inf")
+                found.append((committed, max(0.0, arrived - committed), events))
+            return found
+
+        delays = delays_of("cart_summary")
+        wide = delays_of("daily_revenue")
         written = sum(n for _, n, _ in records)
         per_event = [d for _, d, n in delays for _ in range(n)]
         print(
@@ -228,6 +239,8 @@ def main() -> None:
             f"({written / args.duration:,.0f} events/s asked {args.rate:,.0f}); {os.cpu_count()} cores"
         )
         print(f"delay append → analytics.cart_summary: {_percentiles(per_event)} (reader polls every {args.poll:g} s)")
+        wide_events = [d for _, d, n in wide for _ in range(n)]
+        print(f"delay append → analytics.daily_revenue (the wide lane): {_percentiles(wide_events)}")
         print(f"lag trend (per {args.window:g} s of appends, by commit time):")
         first = min(c for c, _, _ in delays)
         buckets: dict[int, list[float]] = {}
