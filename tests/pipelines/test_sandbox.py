@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks._lake_data import bulk_append
 from eventstore.connection import connect
+from eventstore.duckdb_connections import bundled_extension_path
 from tests.pipelines.test_lake_cli import run
 
 
@@ -35,6 +36,8 @@ def _escapes(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
         "attach the lake again writable": f"ATTACH '{lake_target}' AS w",
         "lift the locks": "SET enable_external_access = true",
         "load an extension": "LOAD httpfs",
+        # The lake's instance accepts unsigned extension files (eventstore.duckdb_connections): not in the sandbox.
+        "load an extension file": f"LOAD '{bundled_extension_path('httpfs')}'",
         "install an extension": "INSTALL httpfs",
         "export the database": f"EXPORT DATABASE '{tmp_path / 'exported'}'",
     }
