@@ -13,12 +13,12 @@ Anything neither list knows is terminal: retrying an error nobody understands fo
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
 import duckdb
-import psycopg
 
 from eventstore.errors import (
     ConfigurationError,
@@ -180,7 +180,8 @@ def verdict(exc: BaseException) -> Verdict | None:
     """
     if isinstance(exc, ProjectionistError):
         return "transient" if exc.retryable else "terminal"
-    if isinstance(exc, psycopg.Error):
+    psycopg = sys.modules.get("psycopg")  # not imported: the failure cannot be one of its errors
+    if psycopg is not None and isinstance(exc, psycopg.Error):
         state = exc.sqlstate
         if state:
             transient = state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
@@ -241,5 +242,8 @@ def translated(
     """Turn PostgreSQL and DuckDB failures inside the block into Projectionist errors (see :func:`translate`)."""
     try:
         yield
-    except (psycopg.Error, duckdb.Error) as exc:
+    except Exception as exc:
+        psycopg = sys.modules.get("psycopg")
+        if not isinstance(exc, duckdb.Error) and (psycopg is None or not isinstance(exc, psycopg.Error)):
+            raise
         raise translate(exc, what, fix=fix, wait=wait, transient=transient, terminal=terminal, secrets=secrets) from exc

@@ -30,10 +30,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import duckdb
-import psycopg
-from psycopg import conninfo, sql
 
-from eventstore.connection import EmbeddedServer, connect, ensure_database, libpq_conninfo, redact
+from eventstore.connection import EmbeddedServer, ensure_database, libpq_conninfo, redact
 from eventstore.duckdb_connections import new_connection
 from eventstore.failures import first_line, reason, scrub, verdict
 from eventstore.quoting import quote_literal
@@ -114,10 +112,16 @@ class LakeConfig:
     secret: str | None = None  # the catalog password, to scrub from messages
     s3: S3Location | None = None  # when the data is on object storage
     snapshot: int | None = None  # attach the lake as it stood at this DuckLake snapshot (read-only; time travel)
+    #: The catalog reached as ANALYST_ROLE, when known without parsing the DSN (the embedded server's).
+    analyst_catalog: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LakeConfig:
-        """The configured lake; starts the embedded PostgreSQL when it holds the default catalog."""
+    def from_settings(cls, settings: Settings, *, create: bool = True) -> LakeConfig:
+        """The configured lake; starts the embedded PostgreSQL when it holds the default catalog.
+
+        ``create``: make the embedded server's catalog database when it is missing. A reader passes False:
+        a lake not created yet is then reported by :func:`open_lake` (:class:`LakeNotCreatedError`).
+        """
         data_path = settings.lake_data or str(settings.home / "lake" / "data")
         s3 = None
         if "://" in data_path:
@@ -128,8 +132,13 @@ class LakeConfig:
             data_path += "/"
         spec = settings.lake
         if spec is None:
-            server = EmbeddedServer(settings.home).start()
-            return cls("postgres", ensure_database(server, LAKE_DATABASE), data_path, s3=s3)
+            server = EmbeddedServer(settings.home)
+            if create:
+                ensure_database(server.start(), LAKE_DATABASE)
+            catalog = server.start(LAKE_DATABASE)
+            # The embedded server's URI is postgresql://postgres:@/<database>?host=<socket folder>.
+            analyst = catalog.replace("postgresql://postgres:@/", f"postgresql://{ANALYST_ROLE}@/", 1)
+            return cls("postgres", catalog, data_path, s3=s3, analyst_catalog=analyst if analyst != catalog else None)
         if spec.startswith("sqlite:") or spec.endswith((".sqlite", ".sqlite3", ".db")):
             path = Path(spec.removeprefix("sqlite:")).expanduser().absolute()
             return cls("sqlite", str(path), data_path, s3=s3)
@@ -198,7 +207,7 @@ _ANALYST_MISSING = (
 )
 
 
-def analyst_lake(config: LakeConfig) -> LakeConfig | None:
+def analyst_lake(config: LakeConfig, con: duckdb.DuckDBPyConnection | None = None) -> LakeConfig | None:
     """``config`` reached through :data:`ANALYST_ROLE`, or None when the catalog's owner cannot make that role.
 
     DuckDB's locks do not cover ``postgres_execute`` on DuckLake's metadata database: with the owner's
@@ -206,25 +215,73 @@ def analyst_lake(config: LakeConfig) -> LakeConfig | None:
     that holds only CONNECT, USAGE and SELECT, PostgreSQL refuses that. The role is created (LOGIN, no
     password: it is reached the way the owner is) and granted what it lacks, as the catalog's owner,
     only when something is missing; a SQLite catalog has no roles (None).
+
+    The check runs through DuckDB's postgres extension, on ``con`` when given (the owner's attachment is
+    detached again before this returns), so a reader needs no psycopg. A catalog database that does not
+    exist yet raises :class:`LakeNotCreatedError`.
     """
     if config.catalog_kind != "postgres":
         return None
-    role = sql.Identifier(ANALYST_ROLE)
+    own = con is None
+    if con is None:
+        con = new_connection("postgres")
+    role = ANALYST_ROLE  # a constant, lower-case identifier: nothing to quote
     try:
-        with connect(config.catalog, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ANALYST_ROLE,)).fetchone():
-                with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
-            missing = conn.execute(_ANALYST_MISSING, {"role": ANALYST_ROLE}).fetchone()
-            if missing and missing[0]:
-                database = sql.Identifier(str(libpq_conninfo(config.catalog).get("dbname") or "postgres"))
-                conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, role))
-                conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
-                conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role))
-    except psycopg.errors.InsufficientPrivilege:
-        return None
-    params = {k: v for k, v in libpq_conninfo(config.catalog).items() if k not in ("user", "password")}
-    return replace(config, catalog=conninfo.make_conninfo(user=ANALYST_ROLE, **params), secret=None)
+        con.execute(f"ATTACH {quote_literal(config.catalog)} AS {_OWNER} (TYPE postgres)")
+        try:
+            if not _owner_query(con, f"SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(ANALYST_ROLE)}"):
+                try:
+                    _owner_execute(con, f"CREATE ROLE {role} LOGIN")
+                except duckdb.Error as exc:  # another process made it at the same instant
+                    if "already exists" not in str(exc) and "duplicate key" not in str(exc):
+                        raise
+            if _owner_query(con, _ANALYST_MISSING.replace("%(role)s", quote_literal(ANALYST_ROLE)))[0][0]:
+                database = str(_owner_query(con, "SELECT quote_ident(current_database())")[0][0])
+                _owner_execute(con, f"GRANT CONNECT ON DATABASE {database} TO {role}")
+                _owner_execute(con, f"GRANT USAGE ON SCHEMA public TO {role}")
+                _owner_execute(con, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.execute(f"DETACH {_OWNER}")
+    except duckdb.Error as exc:
+        lower = str(exc).lower()
+        if "permission denied" in lower or "must have" in lower:  # the owner may not create roles or grant
+            return None
+        if "database" in lower and "does not exist" in lower:
+            raise LakeNotCreatedError(
+                f"the lake ({config.describe()}) has not been created yet: run `projectionist ingest` first."
+            ) from exc
+        message = config.scrub(scrub(reason(exc)))
+        if verdict(exc) == "transient":
+            raise LakeUnavailableError(
+                f"cannot reach the lake's catalog ({config.describe()}): {message}. Check that the "
+                "PostgreSQL server runs and accepts connections (PROJECTIONIST_LAKE)."
+            ) from exc
+        raise LakeConfigurationError(
+            f"cannot check the lake's read-only role ({config.describe()}): {message}"
+        ) from exc
+    finally:
+        if own:
+            con.close()
+    analyst = config.analyst_catalog
+    if analyst is None:
+        from psycopg import conninfo
+
+        params = {k: v for k, v in libpq_conninfo(config.catalog).items() if k not in ("user", "password")}
+        analyst = conninfo.make_conninfo(user=ANALYST_ROLE, **params)
+    return replace(config, catalog=analyst, secret=None, analyst_catalog=analyst)
+
+
+#: The alias of the catalog's owner connection while analyst_lake checks the role.
+_OWNER = "projectionist_catalog_owner"
+
+
+def _owner_query(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[object, ...]]:
+    return con.execute(f"SELECT * FROM postgres_query({quote_literal(_OWNER)}, {quote_literal(query)})").fetchall()
+
+
+def _owner_execute(con: duckdb.DuckDBPyConnection, statement: str) -> None:
+    con.execute(f"CALL postgres_execute({quote_literal(_OWNER)}, {quote_literal(statement)})")
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -343,17 +400,28 @@ _REFUSED = re.compile(
 
 
 def open_lake(
-    config: LakeConfig, *, read_only: bool = False, threads: int | None = None, memory_limit: str | None = None
+    config: LakeConfig,
+    *,
+    read_only: bool = False,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    connection: duckdb.DuckDBPyConnection | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """DuckDB with the lake attached as ``lake`` (the default catalog); created if missing when writable."""
+    """DuckDB with the lake attached as ``lake`` (the default catalog); created if missing when writable.
+
+    ``connection``: attach to this new connection (with :attr:`LakeConfig.extensions` loaded) instead of
+    making one; it is closed if the lake cannot be opened.
+    """
     if config.catalog_kind == "sqlite" and read_only and not Path(config.catalog).exists():
         raise LakeConfigurationError(
             f"the lake ({config.describe()}) has not been created yet: run `projectionist ingest` first."
         )
     if not read_only:
         _check_data_path(config)
-    con = new_connection(*config.extensions, threads=threads)
+    con = connection if connection is not None else new_connection(*config.extensions, threads=threads)
     try:
+        if connection is not None and threads is not None:
+            con.execute(f"SET threads = {int(threads)}")
         con.execute("SET TimeZone = 'UTC'")
         if memory_limit is not None:
             try:

@@ -192,35 +192,47 @@ def compact_command(dry_run: bool) -> None:
 
 def read_only_lake(snapshot: int | None = None) -> Any:
     """The lake attached read-only in the analyst sandbox (:func:`~warehouse.query.sandbox`)."""
-    from warehouse.lake import ANALYST_ROLE, LakeConfig, analyst_lake, open_lake
+    from eventstore.duckdb_connections import new_connection
+    from warehouse.lake import LakeConfig, analyst_lake, open_lake
     from warehouse.query import sandbox
 
     current = settings()
-    config = replace(LakeConfig.from_settings(current), snapshot=snapshot)
-    analyst = analyst_lake(config)
-    con = None
-    if analyst is not None:
+    config = replace(LakeConfig.from_settings(current, create=False), snapshot=snapshot)
+    con = new_connection(*config.extensions)  # one DuckDB instance checks the role and reads the lake
+    try:
+        analyst = analyst_lake(config, con)
+    except BaseException:
+        con.close()
+        raise
+    if analyst is None:
+        if config.catalog_kind == "postgres":
+            _owner_notice()
+        con = open_lake(config, read_only=True, connection=con)
+    else:
         try:
-            con = open_lake(analyst, read_only=True)
+            con = open_lake(analyst, read_only=True, connection=con)
         except LakeNotCreatedError:
             raise
         except LakeConfigurationError:  # the role cannot log in (a catalog that wants a password)
-            con = None
-    if con is None:
-        if config.catalog_kind == "postgres":
-            click.echo(
-                f"notice: the read-only catalog role {ANALYST_ROLE} cannot be used here (the catalog's owner may "
-                "not create it, or it cannot log in): this session reads the catalog with the owner's "
-                "credentials (docs/lake.md, 'For analysts')",
-                err=True,
-            )
-        con = open_lake(config, read_only=True)
+            _owner_notice()
+            con = open_lake(config, read_only=True)
     try:
         sandbox(con, config.data_path, current.home / "tmp" / "analyst")
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _owner_notice() -> None:
+    from warehouse.lake import ANALYST_ROLE
+
+    click.echo(
+        f"notice: the read-only catalog role {ANALYST_ROLE} cannot be used here (the catalog's owner may "
+        "not create it, or it cannot log in): this session reads the catalog with the owner's "
+        "credentials (docs/lake.md, 'For analysts')",
+        err=True,
+    )
 
 
 @cli.command("sql", context_settings={"ignore_unknown_options": True})
@@ -280,10 +292,10 @@ def sql_command(
 
 def _as_of(position: str | None, moment: str | None) -> tuple[int | None, str | None]:
     """The snapshot ``--as-of-position`` or ``--as-of`` names (None: the current one) and the checkpoint it holds."""
-    from warehouse.time_travel import parse_position, parse_time, snapshot_at_position, snapshot_at_time
-
     if position is None and moment is None:
         return None, None
+    from warehouse.time_travel import parse_position, parse_time, snapshot_at_position, snapshot_at_time
+
     if position is not None and moment is not None:
         raise ConfigurationError("choose one of --as-of-position and --as-of")
     when = parse_time(moment) if moment is not None else None  # a malformed value fails before the lake opens

