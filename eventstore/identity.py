@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import psycopg
-
 from eventstore.connection import connect_read_only
 
 __all__ = ["StoreIdentity", "read_identity"]
@@ -49,6 +47,8 @@ class StoreIdentity:
 
 def read_identity(dsn: str, kind: str, schema: str, table: str) -> StoreIdentity:
     """The identity of the store of ``kind`` whose events are in ``schema.table`` at ``dsn``."""
+    import psycopg
+
     with connect_read_only(dsn) as conn:
         row = conn.execute("SELECT current_database()").fetchone()
         database = str(row[0]) if row else ""

