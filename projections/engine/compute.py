@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import duckdb
 import polars as pl
-import pyarrow as pa
 
 from projections.definition import Fold, Polars, Projection, Sql
 from projections.engine.fold import fold
@@ -29,6 +28,9 @@ from projections.engine.poison import (
 from projections.engine.run import Run, lazy_frame
 from projections.errors import ProjectionDefinitionError
 from projections.upcasting import Upcasters
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # at run time only where Arrow is handed over (polars, folds, keys)
 
 __all__ = ["ComputeResult", "InsertResult", "compute", "compute_into"]
 
@@ -153,7 +155,7 @@ def compute_into(
 
 def _result(computed: tuple[pa.Table | int, tuple[PoisonEvent, ...]]) -> ComputeResult:
     rows, poison = computed
-    assert isinstance(rows, pa.Table)
+    assert not isinstance(rows, int)
     return ComputeResult(rows, poison)
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from projections.definition import LAST_GLOBAL_POSITION, Event, Fold
 from projections.engine.poison import FoldRowsError, PoisonEvent, poison_stop_error
@@ -18,6 +16,9 @@ from projections.engine.run import Run
 from projections.upcasting import EVENT_COLUMNS
 
 __all__ = ["fold"]
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _FOLD_COLUMNS = EVENT_COLUMNS  # a fold sees the columns every projection reads
 
@@ -105,6 +106,8 @@ def _one_line(error: BaseException, limit: int = 200) -> str:
 
 def _rows_table(run: Run, rows: list[dict[str, Any]]) -> pa.Table:
     """Fold rows as Arrow, each column typed by inference or, failing that, by its declared type."""
+    import pyarrow as pa  # imported by a fold only: a SQL rebuild never loads it
+
     declared = run.con.sql(
         "SELECT " + ", ".join(f"CAST(NULL AS {c.type}) AS {c.name}" for c in run.projection.output_columns)
     ).to_arrow_table()

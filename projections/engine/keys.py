@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import duckdb
 import polars as pl
-import pyarrow as pa
 
 from eventstore.errors import ConfigurationError
 from eventstore.positions import Checkpoint
@@ -17,6 +16,9 @@ from projections.definition import Polars, Projection, Sql
 from projections.engine.poison import DATA_ERRORS, poison_events, valid_events
 from projections.engine.run import Run, lazy_frame
 from projections.upcasting import Upcasters
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # imported where a key table is built: a SQL rebuild never loads it
 
 __all__ = [
     "Keys",
@@ -30,11 +32,13 @@ __all__ = [
     "touched_streams",
 ]
 
-Keys: TypeAlias = pa.Table | Sequence[Any]
+Keys: TypeAlias = "pa.Table | Sequence[Any]"
 
 
 def key_table(run: Run, keys: Keys) -> pa.Table:
     """``keys`` as an Arrow table with the key column names."""
+    import pyarrow as pa
+
     names = list(run.projection.key)
     if isinstance(keys, pa.Table):
         missing = [k for k in names if k not in keys.column_names]

@@ -6,15 +6,18 @@ import functools
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import duckdb
 import polars as pl
-import pyarrow as pa
 
 from eventstore.quoting import quote_literal
 from projections.definition import Projection
 from projections.registry import discover
 from projections.upcasting import Upcasters, events_source, upcast_sql
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["Run", "known_versions", "lazy_frame"]
 

