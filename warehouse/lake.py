@@ -151,9 +151,13 @@ class LakeConfig:
             path = Path(spec.removeprefix("sqlite:")).expanduser().absolute()
             return cls("sqlite", str(path), data_path, s3=s3)
         if spec.startswith(("postgres://", "postgresql://")) or "dbname=" in spec or "host=" in spec:
-            params = libpq_conninfo(spec)
-            password = str(params["password"]) if params.get("password") else None
-            return cls("postgres", spec, data_path, password, s3)
+            if _may_hold_password(spec):
+                params = libpq_conninfo(spec)
+                password = str(params["password"]) if params.get("password") else None
+                return cls("postgres", spec, data_path, password, s3)
+            # key=value without a password (PGPASSWORD or .pgpass give it): the last `user` wins in libpq.
+            reader = None if "://" in spec else f"{spec} user={ANALYST_ROLE}"
+            return cls("postgres", spec, data_path, s3=s3, analyst_catalog=reader)
         raise LakeConfigurationError(
             f"PROJECTIONIST_LAKE {spec!r} is neither a PostgreSQL DSN nor a SQLite file: use "
             "postgresql://user@host:port/database, or sqlite:/path/to/lake.sqlite (single writer only)."
@@ -296,6 +300,14 @@ def _owner_query(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[objec
 
 def _owner_execute(con: duckdb.DuckDBPyConnection, statement: str) -> None:
     con.execute(f"CALL postgres_execute({quote_literal(_OWNER)}, {quote_literal(statement)})")
+
+
+def _may_hold_password(dsn: str) -> bool:
+    """False only when ``dsn`` certainly holds no password: it is then not parsed (psycopg, 0.1-0.2 s) here.
+
+    A malformed one is reported when the lake is attached (:func:`open_lake` describes it, which parses it).
+    """
+    return "password" in dsn.lower() or re.search(r"://[^/?#@]*:[^/?#@]*@", dsn) is not None
 
 
 def is_conflict(exc: BaseException) -> bool:

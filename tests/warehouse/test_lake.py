@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from eventstore.connection import EmbeddedServer, connect, ensure_database, libpq_conninfo
+from eventstore.errors import ConfigurationError
 from eventstore.settings import Settings
 from warehouse.errors import LakeConfigurationError
-from warehouse.lake import SCHEMAS, LakeConfig, open_lake, retry_conflicts, rollback_transaction
+from warehouse.lake import ANALYST_ROLE, SCHEMAS, LakeConfig, open_lake, retry_conflicts, rollback_transaction
 
 
 def test_default_catalog_is_the_embedded_server_even_with_an_external_store(store_dsn: str) -> None:
@@ -47,6 +48,21 @@ def test_default_catalog_is_the_embedded_server_even_with_an_external_store(stor
 def test_projectionist_lake_selects_the_catalog(spec: str, kind: str, tmp_path: Path) -> None:
     config = LakeConfig.from_settings(Settings(home=tmp_path, lake=spec, lake_data="s3://bucket/lake"))
     assert config.catalog_kind == kind and config.data_path == "s3://bucket/lake/"
+
+
+def test_a_catalog_dsn_without_a_password_is_not_parsed_until_attached_and_a_malformed_one_is_named(
+    tmp_path: Path,
+) -> None:
+    """Parsing a DSN costs psycopg's import: one with no password to hide is taken as given; the attach reports
+    a malformed one with the parser's reason, the password of one that has it is still hidden."""
+    config = LakeConfig.from_settings(Settings(home=tmp_path, lake="host=/nowhere dbname=lake 'broken"))
+    with pytest.raises(ConfigurationError, match=r"cannot be parsed .*missing \"=\""):
+        open_lake(config)
+    assert config.analyst_catalog == f"host=/nowhere dbname=lake 'broken user={ANALYST_ROLE}"
+    hidden = LakeConfig.from_settings(Settings(home=tmp_path, lake="host=/nowhere dbname=lake password=s3cret"))
+    assert hidden.secret == "s3cret" and hidden.analyst_catalog is None
+    uri = LakeConfig.from_settings(Settings(home=tmp_path, lake="postgresql://owner:s3cret@db/lake"))
+    assert uri.secret == "s3cret"
 
 
 def test_an_unknown_catalog_spec_is_refused(tmp_path: Path) -> None:
@@ -114,6 +130,7 @@ def test_conflicting_commits_of_concurrent_writers_are_retried_not_lost(lake_con
 
 _OPEN = """
 import sys
+from eventstore.errors import ConfigurationError
 from eventstore.settings import Settings
 from warehouse.lake import LakeConfig, open_lake
 open_lake(LakeConfig.from_settings(Settings(home=sys.argv[1], lake=sys.argv[2], lake_data=sys.argv[3]))).close()
