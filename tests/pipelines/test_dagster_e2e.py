@@ -20,7 +20,7 @@ from eventstore.demo import append_demo_shop
 from eventstore.settings import Settings
 from pipelines.cli import cli
 from pipelines.lake_sync import OUTSIDE_DAGSTER
-from pipelines.ui import free_port, start_dagster_dev, stop_process_group
+from pipelines.ui import free_port, start_ui, stop_process_group
 from tests.chromium import launch
 from tests.pipelines.dagster_harness import DagsterWeb
 
@@ -36,7 +36,7 @@ def dagster_dev(store_dsn: str, lake_env: dict[str, str], tmp_path: Path) -> Ite
     append_demo_shop(store_dsn, events=800, writers=2, seed=21)
     port = free_port()
     log = tmp_path / "dagster-dev.log"
-    process = start_dagster_dev(settings, port, log=log)
+    process = start_ui(settings, port, log=log)
     web = DagsterWeb(f"http://127.0.0.1:{port}")
     try:
         web.location = web.wait_until_loaded(timeout=180, log=log)  # type: ignore[attr-defined]
