@@ -85,11 +85,11 @@ def ui_command(port: int) -> None:
     import signal
     import time
 
-    from pipelines.ui import dagster_home, free_port, start_dagster_dev, stop_process_group
+    from pipelines.ui import dagster_home, free_port, start_ui, stop_process_group
 
     current = settings()
     port = port or free_port()
-    process = start_dagster_dev(current, port)
+    process = start_ui(current, port)
     click.echo(f"Dagster UI: http://127.0.0.1:{port}  (instance {dagster_home(current)}; Ctrl-C stops it)")
 
     def stop(signum: int, _frame: object) -> None:

@@ -1,4 +1,4 @@
-"""A real `dagster dev` for end-to-end tests: started on a free loopback port, driven over GraphQL."""
+"""A real Dagster UI for end-to-end tests: started on a free loopback port, driven over GraphQL."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ class DagsterWeb:
                 pass
             time.sleep(1)
         tail = log.read_text()[-3000:] if log and log.exists() else ""
-        raise AssertionError(f"dagster dev did not load within {timeout}s: {last}\n{tail}")
+        raise AssertionError(f"the Dagster UI did not load within {timeout}s: {last}\n{tail}")
 
     def launch(self, location: str, job: str, run_config: dict[str, Any]) -> str:
         params = {

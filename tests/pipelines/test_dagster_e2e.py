@@ -1,4 +1,4 @@
-"""End to end: a real `dagster dev` on a free loopback port, a job launched over GraphQL, the UI in Chromium.
+"""End to end: `projectionist ui`'s Dagster UI (``start_ui``) on a free loopback port, a job over GraphQL, Chromium.
 
 Screenshots are kept under the data root (``$PROJECTIONIST_HOME/artifacts`` of the test) and, when
 ``PROJECTIONIST_ARTIFACTS`` is set (CI), copied there.
@@ -20,13 +20,13 @@ from eventstore.demo import append_demo_shop
 from eventstore.settings import Settings
 from pipelines.cli import cli
 from pipelines.lake_sync import OUTSIDE_DAGSTER
-from pipelines.ui import free_port, start_dagster_dev, stop_process_group
+from pipelines.ui import free_port, start_ui, stop_process_group
 from tests.chromium import launch
 from tests.pipelines.dagster_harness import DagsterWeb
 
 
 @pytest.fixture()
-def dagster_dev(store_dsn: str, lake_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[DagsterWeb, Settings]]:
+def dagster_ui(store_dsn: str, lake_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[DagsterWeb, Settings]]:
     settings = Settings.from_env({}).with_overrides(
         home=tmp_path / "home",
         event_store_dsn=store_dsn,
@@ -35,8 +35,8 @@ def dagster_dev(store_dsn: str, lake_env: dict[str, str], tmp_path: Path) -> Ite
     )
     append_demo_shop(store_dsn, events=800, writers=2, seed=21)
     port = free_port()
-    log = tmp_path / "dagster-dev.log"
-    process = start_dagster_dev(settings, port, log=log)
+    log = tmp_path / "dagster-ui.log"
+    process = start_ui(settings, port, log=log)
     web = DagsterWeb(f"http://127.0.0.1:{port}")
     try:
         web.location = web.wait_until_loaded(timeout=180, log=log)  # type: ignore[attr-defined]
@@ -68,8 +68,8 @@ def _publish(folder: Path) -> None:
         shutil.copytree(folder, target, dirs_exist_ok=True)
 
 
-def test_rebuild_through_graphql_then_the_ui_shows_it(dagster_dev: tuple[DagsterWeb, Settings]) -> None:
-    web, settings = dagster_dev
+def test_rebuild_through_graphql_then_the_ui_shows_it(dagster_ui: tuple[DagsterWeb, Settings]) -> None:
+    web, settings = dagster_ui
     location = web.location  # type: ignore[attr-defined]
 
     # Ingest first (the rebuild reads the lake), then rebuild cart_summary v2 as an operator would.
