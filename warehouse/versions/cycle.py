@@ -176,10 +176,7 @@ def _read(
             f"CREATE TEMP TABLE {_bare(streams)} AS SELECT DISTINCT stream_id FROM {EVENTS} "
             f"WHERE {in_range(after, until)} LIMIT {limit + 1}"
         )
-    count = con.execute(f"SELECT count(*) FROM {table if usable else streams}").fetchone()
-    if count is None or count[0] > limit:
-        if memory is not None:
-            memory.forget()
+    if _past(con, table if usable else streams, limit, memory):
         return None
     known_until = memory.checkpoint if memory is not None and usable else None
     if memory is not None and usable:
@@ -206,10 +203,7 @@ def _read(
             f"CREATE TEMP TABLE {_bare(table)} AS SELECT * FROM {EVENTS} WHERE {_up_to(until)} "
             f"AND stream_id IN (SELECT stream_id FROM {streams}) LIMIT {limit + 1}"
         )
-    count = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-    if count is None or count[0] > limit:
-        if memory is not None:
-            memory.forget()
+    if _past(con, table, limit, memory):
         return None
     if memory is not None:
         memory.remember(con, streams, table, until, forgotten, fresh=not usable)
@@ -219,3 +213,13 @@ def _read(
 def _drop(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
     for name in tables:
         con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def _past(con: duckdb.DuckDBPyConnection, table: str, limit: int, memory: StreamMemory | None) -> bool:
+    """True, and the memory dropped, when ``table`` holds more than ``limit`` rows (the cycle then reads the lake)."""
+    count = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    if count is not None and count[0] <= limit:
+        return False
+    if memory is not None:
+        memory.forget()
+    return True
