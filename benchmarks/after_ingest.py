@@ -34,6 +34,7 @@ from freshness import CART_EVENTS, _cart  # noqa: E402
 
 from eventstore.connection import EmbeddedServer, connect, event_store_dsn  # noqa: E402
 from eventstore.native_store import append_streams, create_schema  # noqa: E402
+from eventstore.positions import Checkpoint  # noqa: E402
 from eventstore.settings import Settings  # noqa: E402
 from warehouse.analytics import untyped, untyped_versions  # noqa: E402
 from warehouse.event_catalog import add_new_events, ensure_event_catalog, refresh_event_catalog  # noqa: E402
@@ -84,8 +85,10 @@ def main() -> None:
                 else:
                     seen: set[tuple[str, int]] = set()
 
-                    def catalog(c: duckdb.DuckDBPyConnection, seen: set[tuple[str, int]] = seen) -> None:
-                        addition = add_new_events(c)
+                    def catalog(
+                        c: duckdb.DuckDBPyConnection, after: Checkpoint, seen: set[tuple[str, int]] = seen
+                    ) -> None:
+                        addition = add_new_events(c, batch_after=after)
                         if addition is not None:
                             seen.update(addition.versions)
 

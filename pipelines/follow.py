@@ -151,8 +151,9 @@ class Follower:
             self.landed = lake_checkpoint(self.lake)[0]  # once: later cycles know where the last one ended
         seen: set[tuple[str, int]] = set()
 
-        def catalog(con: duckdb.DuckDBPyConnection) -> None:
-            addition = add_new_events(con)  # in the batch's transaction: one commit, and its types come along
+        def catalog(con: duckdb.DuckDBPyConnection, batch_after: Checkpoint) -> None:
+            # In the batch's transaction: one commit, and its types come along.
+            addition = add_new_events(con, batch_after=batch_after)
             if addition is not None:
                 seen.update(addition.versions)
 

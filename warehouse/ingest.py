@@ -238,7 +238,7 @@ def _commit_batch(
     head: Head,
     limit: int,
     optional: set[str],
-    in_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    in_commit: Callable[[duckdb.DuckDBPyConnection, Checkpoint], None] | None = None,
 ) -> tuple[int, Checkpoint]:
     """One lake transaction: up to ``limit`` events after ``after``, the moved checkpoint, a meta.ingest_commits row.
 
@@ -283,7 +283,7 @@ def _commit_batch(
             [count, head.bound, head.last.transaction_id, head.last.global_position, INGEST_CONSUMER],
         )
         if in_commit is not None:  # after the checkpoint moved: it sees the batch and the checkpoint, commits with them
-            in_commit(con)
+            in_commit(con, after)
     return count, end
 
 
@@ -316,15 +316,16 @@ def ingest(
     max_batches: int | None = None,
     progress: Callable[[int], None] | None = None,
     compact_after: int | None = 64,
-    in_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    in_commit: Callable[[duckdb.DuckDBPyConnection, Checkpoint], None] | None = None,
 ) -> IngestResult:
     """Land every settled event of ``source`` not yet in the lake; one commit per batch.
 
     ``con`` is a writable lake connection (``open_lake``). ``progress`` is called with the events
     of each committed batch. When ``compact_after`` is set and the run committed something, small
-    adjacent files are merged once raw.events holds more than that many data files. ``in_commit(con)``
-    runs inside each batch's transaction, after its checkpoint moved (again if the batch is retried after a
-    conflict): work that belongs with the batch commits with it, not in a commit of its own. A failure of
+    adjacent files are merged once raw.events holds more than that many data files.
+    ``in_commit(con, after)`` (``after``: the checkpoint the batch starts after) runs inside each batch's
+    transaction, after its checkpoint moved (again if the batch is retried after a conflict): work that
+    belongs with the batch commits with it, not in a commit of its own. A failure of
     PostgreSQL or DuckDB is raised as a transient or terminal error (:mod:`eventstore.failures`);
     the batches committed before it stay.
     """
@@ -341,7 +342,7 @@ def _ingest(
     max_batches: int | None,
     progress: Callable[[int], None] | None,
     compact_after: int | None,
-    in_commit: Callable[[duckdb.DuckDBPyConnection], None] | None,
+    in_commit: Callable[[duckdb.DuckDBPyConnection, Checkpoint], None] | None,
 ) -> IngestResult:
     started = time.monotonic()
     checkpoint, known = _checked_checkpoint(con, source)

@@ -95,3 +95,39 @@ def test_the_catalog_lists_types_versions_fields_and_flags_what_changed(
         "type changed: ItemAdded v2.quantity is now string",
         "new: ItemAdded v3",
     ]
+
+
+def test_the_catalog_kept_in_the_ingest_commit_counts_every_event_once_archived_ones_too(
+    store_dsn: str, lake_config: LakeConfig, source: EventSource
+) -> None:
+    """follow's catalog rides in each ingest batch and reads only raw.events when it is caught up with the batch
+    (the batch's events cannot be archived yet); a catalog behind the batch reads both tiers."""
+    from eventstore.positions import Checkpoint
+    from warehouse.archive import archive_lake
+    from warehouse.event_catalog import CatalogAddition, add_new_events, ensure_event_catalog
+
+    append_demo_shop(store_dsn, events=300, writers=1, seed=5, hold_seconds=0)
+    con = open_lake(lake_config)
+    try:
+        ensure_event_catalog(con)
+        ingest(con, source)  # the catalog stays behind
+        assert archive_lake(con, "0s").streams > 0  # finished carts move to the cold tier
+        added: list[tuple[Checkpoint, CatalogAddition | None]] = []
+
+        def catalog(c: object, after: Checkpoint) -> None:
+            added.append((after, add_new_events(c, batch_after=after)))  # type: ignore[arg-type]
+
+        with connect(store_dsn) as conn:
+            append(conn, "payment-1", "payment", [NewEvent("PaymentRequested", {"amount": 1})])
+            conn.commit()
+        ingest(con, source, in_commit=catalog)  # behind: the addition reads both tiers
+        assert [a.events for _, a in added if a] == [sum(store_counts(store_dsn).values())]
+        with connect(store_dsn) as conn:
+            append(conn, "payment-2", "payment", [NewEvent("PaymentRequested", {"amount": n}) for n in (2, 3)])
+            conn.commit()
+        ingest(con, source, in_commit=catalog)  # caught up: raw.events only, the two new events
+        assert [a.events for _, a in added[1:] if a] == [2]
+        total = con.execute("SELECT sum(events) FROM analytics.event_catalog").fetchone()
+        assert total == (sum(store_counts(store_dsn).values()),)
+    finally:
+        con.close()
