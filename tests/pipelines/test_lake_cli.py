@@ -105,3 +105,29 @@ def test_demo_appends_ingests_and_queries(fresh_database: str, tmp_path: Path, l
     assert "declared changes of cart_summary v2: expectation satisfied" in output
     code, output = run("demo", "--events", "400", home=tmp_path, env=env)
     assert "nothing to ingest" in output
+
+
+def test_ingest_keeps_the_event_catalog_in_its_batch_commits(
+    store_dsn: str, tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    """One lake commit per batch, the catalog's part in it: no commit of the catalog's own, every event counted once."""
+    env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": store_dsn}
+    bulk_append(store_dsn, 300, transactions=3)
+    assert run("ingest", home=tmp_path, env=env)[0] == 0
+    bulk_append(store_dsn, 200, transactions=2)
+    code, before = run("sql", "SELECT count(*) FROM ducklake_snapshots('lake')", "--csv", home=tmp_path, env=env)
+    assert code == 0, before
+    code, output = run("ingest", "--batch-size", "100", "--no-compact", home=tmp_path, env=env)
+    assert code == 0 and "ingested 200 events in 2 commits" in output, output
+    code, after = run("sql", "SELECT count(*) FROM ducklake_snapshots('lake')", "--csv", home=tmp_path, env=env)
+    assert int(after.split()[-1]) - int(before.split()[-1]) == 2, (before, after)
+    code, counted = run(
+        "sql",
+        "SELECT (SELECT sum(events) FROM analytics.event_catalog) = (SELECT count(*) FROM raw.all_events), "
+        "(SELECT count(DISTINCT [transaction_id, global_position]) FROM meta.checkpoints "
+        "WHERE consumer IN ('ingest', 'event_catalog'))",
+        "--csv",
+        home=tmp_path,
+        env=env,
+    )
+    assert counted.split()[-1] == "True,1", counted
