@@ -12,14 +12,15 @@ import time
 from collections.abc import Sequence
 
 import dagster as dg
+import duckdb
 
-from eventstore.positions import START
+from eventstore.positions import START, Checkpoint
 from pipelines.failures import RETRY_POLICY, as_failure
 from pipelines.resources import ProjectionistResource, current_registry
 from projections import Projection, Registry
 from projections.registry import declared_types, field_policy
 from warehouse.analytics import refresh_analytics
-from warehouse.event_catalog import refresh_event_catalog
+from warehouse.event_catalog import add_new_events, ensure_event_catalog, refresh_event_catalog
 from warehouse.ingest import ingest, lake_checkpoint
 
 __all__ = ["RAW_EVENTS", "WRITER_POOL", "analytics_key", "build_assets", "version_key"]
@@ -63,7 +64,14 @@ def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistRe
         projectionist.lake_connection() as con,
     ):
         before, _ = lake_checkpoint(con)
-        result = ingest(con, source, progress=lambda n: context.log.info(f"committed a batch of {n:,} events"))
+        ensure_event_catalog(con)
+        result = ingest(
+            con,
+            source,
+            progress=lambda n: context.log.info(f"committed a batch of {n:,} events"),
+            # The event catalog in each batch's commit, reading the batch just written (as the CLI and follow).
+            in_commit=_catalog,
+        )
         declared = declared_types()
         views = refresh_analytics(
             con,
@@ -72,7 +80,7 @@ def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistRe
             declared=declared,
             fields=field_policy(),
         )
-        refresh_event_catalog(con)
+        refresh_event_catalog(con)  # nothing to add unless the lake had no new events and the catalog lagged
         lag_events, _oldest = source.pending(result.checkpoint)
     seconds = time.monotonic() - started
     return dg.MaterializeResult(
@@ -87,6 +95,10 @@ def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistRe
             "analytics_views_written": dg.MetadataValue.int(len(views)),
         }
     )
+
+
+def _catalog(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> None:
+    add_new_events(con, batch_after=after)
 
 
 def _stream_health_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinition:
