@@ -87,8 +87,7 @@ _VIEW_COMMENT = (
 
 # DuckDB's json_type names → JSON's own types (an integer and a fraction are both a JSON number).
 _JSON_TYPE = (
-    "CASE json_type(data, '/' || replace(replace(field, '~', '~0'), '/', '~1')) "
-    "WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' WHEN 'OBJECT' THEN 'object' "
+    "CASE j.type WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' WHEN 'OBJECT' THEN 'object' "
     "WHEN 'ARRAY' THEN 'array' WHEN 'NULL' THEN 'null' ELSE 'number' END"
 )
 
@@ -214,13 +213,14 @@ def add_new_events(con: duckdb.DuckDBPyConnection, *, batch_after: Checkpoint | 
             con.execute(f"INSERT INTO meta.event_catalog_types SELECT * FROM {view}_types")
         finally:
             con.unregister(f"{view}_types")
+        # One parse per payload: json_each lists a document's members with their types. Its rows for an
+        # array's elements ($[0], …) and for a scalar (no key) are not fields, so only "$." members count.
         con.execute(
             "INSERT INTO meta.event_catalog_fields "
-            f"SELECT stream_type, event_type, event_version, field, {_JSON_TYPE} AS json_type, count(*), "
-            "min(recorded_at), max(recorded_at) "
-            "FROM (SELECT *, unnest(json_keys(data)) AS field "
-            f"FROM (SELECT * REPLACE (data::JSON AS data) FROM {view}) WHERE json_type(data) = 'OBJECT') AS e "
-            "GROUP BY ALL"
+            f"SELECT e.stream_type, e.event_type, e.event_version, j.key, {_JSON_TYPE} AS json_type, count(*), "
+            "min(e.recorded_at), max(e.recorded_at) "
+            f"FROM (SELECT * REPLACE (data::JSON AS data) FROM {view}) AS e, json_each(e.data) AS j "
+            "WHERE starts_with(j.fullkey, '$.') GROUP BY ALL"
         )
     finally:
         con.unregister(view)

@@ -131,3 +131,46 @@ def test_the_catalog_kept_in_the_ingest_commit_counts_every_event_once_archived_
         assert total == (sum(store_counts(store_dsn).values()),)
     finally:
         con.close()
+
+
+def test_the_catalog_names_and_types_the_fields_of_awkward_payloads_as_stored(
+    store_dsn: str, lake_config: LakeConfig, source: EventSource
+) -> None:
+    """Keys with JSON-pointer and JSONPath characters keep their names; an array or a scalar payload has no fields."""
+    payloads = [
+        '{"a/b": 1, "t~0": "x", "x.y": [1], "q\\"uote": null, "": true, "ünï": {"n": 1}, "$[0]": 2.5}',
+        '{"a/b": "now a string"}',
+        '[{"a/b": 1}, 2]',
+        '"just a string"',
+        "42",
+        "{}",
+    ]
+    with connect(store_dsn) as conn:
+        for n, payload in enumerate(payloads, 1):
+            conn.execute(
+                "INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type, data) "
+                "VALUES ('odd-1', 'odd', %s, gen_random_uuid(), 'Odd', %s::jsonb)",
+                (n, payload),
+            )
+        conn.commit()
+    con = open_lake(lake_config)
+    try:
+        ingest(con, source)
+        assert refresh_event_catalog(con) == len(payloads)
+        rows = con.execute(
+            "SELECT events, list_transform(fields, f -> [f.field, f.json_type, f.events::VARCHAR]) "
+            "FROM analytics.event_catalog WHERE event_type = 'Odd'"
+        ).fetchone()
+    finally:
+        con.close()
+    assert rows is not None and rows[0] == len(payloads)
+    assert sorted(rows[1]) == [
+        ["", "boolean", "1"],
+        ["$[0]", "number", "1"],
+        ["a/b", "number", "1"],
+        ["a/b", "string", "1"],
+        ['q"uote', "null", "1"],
+        ["t~0", "string", "1"],
+        ["x.y", "array", "1"],
+        ["ünï", "object", "1"],
+    ]
