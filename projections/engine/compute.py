@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import duckdb
-import polars as pl
 
 from projections.definition import Fold, Polars, Projection, Sql
 from projections.engine.fold import fold
@@ -23,6 +22,7 @@ from projections.engine.poison import (
     guarded_sql,
     poison_events,
     poison_stop_error,
+    polars_body,
     valid_events,
 )
 from projections.engine.run import Run, lazy_frame
@@ -189,8 +189,8 @@ def _compute_checked(
         relation = f"WITH events AS ({valid}) SELECT * FROM ({body.query}) AS body"
         return sink.write(_finish(run, relation, key_view, sink.ordered)), tuple(poison)
     if isinstance(body, Polars):
-        frame = body.function(lazy_frame(run.con, valid))
-        result = (frame.collect() if isinstance(frame, pl.LazyFrame) else frame).to_arrow()
+        with polars_body(projection):
+            result = body.function(lazy_frame(run.con, valid)).lazy().collect().to_arrow()  # or a DataFrame
         with run.registered(result) as view:
             return sink.write(_finish(run, f"SELECT * FROM {view}", key_view, sink.ordered)), tuple(poison)
     assert isinstance(body, Fold)

@@ -8,12 +8,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import duckdb
-import polars as pl
 
 from eventstore.errors import ConfigurationError
 from eventstore.positions import Checkpoint
 from projections.definition import Polars, Projection, Sql
-from projections.engine.poison import DATA_ERRORS, poison_events, valid_events
+from projections.engine.poison import DATA_ERRORS, poison_events, polars_body, valid_events
 from projections.engine.run import Run, lazy_frame
 from projections.upcasting import Upcasters
 
@@ -68,9 +67,9 @@ def _stream_keys(run: Run, valid: str) -> pa.Table:
         query = f"WITH events AS ({valid}) SELECT DISTINCT stream_id, {key} FROM ({spec.query}) AS s"
         return run.con.sql(query).to_arrow_table()
     assert isinstance(spec, Polars)
-    frame = spec.function(lazy_frame(run.con, valid))
-    collected = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
-    return collected.select(["stream_id", *run.projection.key]).unique().to_arrow()
+    with polars_body(run.projection):
+        frame = spec.function(lazy_frame(run.con, valid)).lazy()  # a body may return a DataFrame
+        return frame.select(["stream_id", *run.projection.key]).unique().collect().to_arrow()
 
 
 def contributions(run: Run, base: str) -> pa.Table:

@@ -9,12 +9,12 @@ warehouse) hands it one attempt, run in a transaction of its own, and it tries e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, TypeVar
 
 import duckdb
-import polars as pl
 
 from eventstore.quoting import quote_literal
 from projections.definition import Projection, normalize_type
@@ -28,6 +28,7 @@ __all__ = [
     "Check",
     "FoldRowsError",
     "PoisonEvent",
+    "PolarsBodyError",
     "escalate",
     "find_poison",
     "first_poison_error",
@@ -47,13 +48,32 @@ class FoldRowsError(ProjectionDefinitionError):
     """Raised when a fold's rows hold a value its column's type cannot take (perhaps an event's overflowing field)."""
 
 
-# What a value overflowing its declared type raises, in DuckDB (casts, json_transform), polars, or
-# the Arrow conversion of a fold's rows (a Decimal of 400 digits from a JSON number like 1e400).
+class PolarsBodyError(ProjectionDefinitionError):
+    """A polars body (or ``stream_keys``) failed on the events; polars' own error is the cause.
+
+    Raised by :func:`polars_body`, so that polars is imported only where a polars body runs: every
+    command that lists the projections imports this module, and ``import polars`` costs 0.3 s.
+    """
+
+
+@contextlib.contextmanager
+def polars_body(projection: Projection) -> Iterator[None]:
+    """Run ``projection``'s polars code: polars is imported now, its errors come out as :class:`PolarsBodyError`."""
+    import polars as pl
+
+    try:
+        yield
+    except pl.exceptions.PolarsError as exc:
+        raise PolarsBodyError(f"{projection.label}: polars failed: {exc}") from exc
+
+
+# What a value overflowing its declared type raises, in DuckDB (casts, json_transform), polars (as
+# PolarsBodyError), or the Arrow conversion of a fold's rows (a Decimal of 400 digits from 1e400).
 _CONVERSION_ERRORS = (
     duckdb.ConversionException,
     duckdb.OutOfRangeException,
     duckdb.InvalidInputException,
-    pl.exceptions.PolarsError,
+    PolarsBodyError,
     FoldRowsError,
 )
 #: What a computation raises when an event's data cannot be used (a poison event in the single pass,

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import duckdb
-import polars as pl
 
 from eventstore.quoting import quote_literal
 from projections.definition import Projection
@@ -17,6 +16,7 @@ from projections.registry import discover
 from projections.upcasting import Upcasters, events_source, upcast_sql
 
 if TYPE_CHECKING:
+    import polars as pl
     import pyarrow as pa
 
 __all__ = ["Run", "known_versions", "lazy_frame"]

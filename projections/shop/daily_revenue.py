@@ -8,16 +8,24 @@ ItemAdded has no currency and is not counted.
 
 from __future__ import annotations
 
-import polars as pl
+from typing import TYPE_CHECKING
 
 from projections import Column, Polars, Projection
 from projections.shop._cart import ITEM_FIELDS
+
+if TYPE_CHECKING:
+    import polars as pl
+
+# polars is imported inside the functions, which run only when this projection is computed: every
+# command that lists the projections imports this module, and `import polars` takes 0.3 s.
 
 ITEM_EVENTS = ("ItemAdded", "ItemRemoved")
 
 
 def confirmed_carts(events: pl.LazyFrame) -> pl.LazyFrame:
     """One row per confirmed cart: stream_id, day, currency, items, revenue, last_global_position."""
+    import polars as pl
+
     by_version = events.sort("stream_version")
     endings = (
         by_version.filter(pl.col("event_type").is_in(["CartConfirmed", "CartCancelled"]))
@@ -51,6 +59,8 @@ def confirmed_carts(events: pl.LazyFrame) -> pl.LazyFrame:
 
 def daily_revenue(events: pl.LazyFrame) -> pl.LazyFrame:
     """Confirmed carts per (day, currency)."""
+    import polars as pl
+
     return (
         confirmed_carts(events)
         .group_by("day", "currency")
