@@ -2,7 +2,8 @@
 
 Each batch is one DuckDB transaction on the lake that (1) re-reads the checkpoint, (2) runs
 ``INSERT INTO raw.events SELECT … FROM postgres_query(<gap-safe keyset query>)`` — rows go
-PostgreSQL → DuckDB → Parquet without Python touching them —, (3) reads the batch's last position
+PostgreSQL → DuckDB → Parquet without Python touching them; a batch that is a large share of a native
+table is read instead by DuckDB's parallel scan of it, keeping the same events —, (3) reads the batch's last position
 back from the rows it wrote, (4) moves the checkpoint row in ``meta.checkpoints`` and (5) adds a row to
 ``meta.ingest_commits`` (when, the checkpoint reached, the store head read towards: the lag's history) and (6)
 runs the caller's ``in_commit`` work, if any (``follow`` keeps the event catalog there). DuckLake
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import duckdb
 
@@ -33,6 +34,9 @@ from eventstore.settings import TenantField
 from warehouse.errors import LakeConfigurationError
 from warehouse.lake import RAW_EVENT_COLUMNS, retry_conflicts, transaction
 from warehouse.time_travel import commit_info
+
+if TYPE_CHECKING:
+    from eventstore.adapters.native import ParallelBatch
 
 __all__ = [
     "INGEST_CONSUMER",
@@ -95,6 +99,12 @@ class EventSource(Protocol):
         """
         ...
 
+    def parallel_batch(
+        self, con: duckdb.DuckDBPyConnection, after: Checkpoint, bound: int, limit: int
+    ) -> ParallelBatch | None:
+        """The same batch as :meth:`batch_sql`'s, read by a parallel scan, when that is faster; else None."""
+        ...
+
 
 #: What to check when reading the store fails for good (wrong role, grants, table).
 READ_FIX = (
@@ -124,6 +134,8 @@ class IngestResult:
     head: Head
     seconds: float
     compacted: bool = False
+    #: Batches read by a parallel scan of the store's table (a large share of it) rather than its index.
+    scanned: int = 0
 
 
 def lake_checkpoint(con: duckdb.DuckDBPyConnection, consumer: str = INGEST_CONSUMER) -> tuple[Checkpoint, int]:
@@ -239,23 +251,32 @@ def _commit_batch(
     limit: int,
     optional: set[str],
     in_commit: Callable[[duckdb.DuckDBPyConnection, Checkpoint], None] | None = None,
-) -> tuple[int, Checkpoint]:
+) -> tuple[int, Checkpoint, bool]:
     """One lake transaction: up to ``limit`` events after ``after``, the moved checkpoint, a meta.ingest_commits row.
 
-    Returns the events written and the new checkpoint; (0, after) when there was nothing to write
-    (then nothing is committed: no empty snapshot).
+    Returns the events written, the new checkpoint and whether a parallel scan read them; (0, after, False)
+    when there was nothing to write (then nothing is committed: no empty snapshot).
     """
     with transaction(con) as tx:
         current, _ = lake_checkpoint(con)
         if current != after:
             raise duckdb.TransactionException("checkpoint moved by another ingest: conflict")
-        inserted = con.execute(
-            f"INSERT INTO raw.events {select_raw(source, source.batch_sql(after, head.bound, limit), optional)}"
-        ).fetchone()
+        parallel = source.parallel_batch(con, after, head.bound, limit)
+        if parallel is not None:
+            batch = select_raw(source, parallel.sql, set(parallel.columns))
+        else:
+            batch = select_raw(source, source.batch_sql(after, head.bound, limit), optional)
+        inserted = con.execute(f"INSERT INTO raw.events {batch}").fetchone()
         count = int(inserted[0]) if inserted else 0
+        if parallel is not None and count != parallel.events:
+            # Both reads see the same settled rows; only rows deleted in between (a store archive moving
+            # events the lake does not hold yet, which it refuses to do) could differ. Read again.
+            raise duckdb.TransactionException(
+                f"the parallel scan found {count} of the batch's {parallel.events} events: conflict"
+            )
         if count == 0:
             tx.abandon()
-            return 0, after
+            return 0, after, False
         # The batch's last event is the lake's newest row: everything before it is at or below
         # `after`. Reading it back touches only this transaction's new files (pruned by
         # transaction_id) and spares a second pass over the store.
@@ -284,7 +305,7 @@ def _commit_batch(
         )
         if in_commit is not None:  # after the checkpoint moved: it sees the batch and the checkpoint, commits with them
             in_commit(con, after)
-    return count, end
+    return count, end, parallel is not None
 
 
 def _dead_letter_bad_rows(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> None:
@@ -355,10 +376,10 @@ def _ingest(
     source.attach(con)  # ATTACH IF NOT EXISTS: a connection that already has the store keeps it
     optional = optional_columns(con, source, head.bound)
 
-    def batch_from(known: Checkpoint) -> Callable[[], tuple[int, Checkpoint]]:
+    def batch_from(known: Checkpoint) -> Callable[[], tuple[int, Checkpoint, bool]]:
         tries = [known]
 
-        def one_batch() -> tuple[int, Checkpoint]:
+        def one_batch() -> tuple[int, Checkpoint, bool]:
             # The first try starts where this run knows the lake stands (the batch's transaction
             # checks it again); a retry after a conflict reads where another writer left it.
             after = tries.pop() if tries else lake_checkpoint(con)[0]
@@ -366,10 +387,11 @@ def _ingest(
 
         return one_batch
 
-    events = batches = 0
+    events = batches = scanned = 0
     while max_batches is None or batches < max_batches:
         try:
-            written, checkpoint = retry_conflicts(batch_from(checkpoint), f"ingesting a batch of {source.name}")
+            one_batch = batch_from(checkpoint)
+            written, checkpoint, parallel = retry_conflicts(one_batch, f"ingesting a batch of {source.name}")
         except duckdb.OutOfMemoryException as exc:
             raise LakeConfigurationError(
                 f"a batch of {batch_size:,} events did not fit DuckDB's memory limit ({str(exc).splitlines()[0]}): "
@@ -379,6 +401,7 @@ def _ingest(
             break
         events += written
         batches += 1
+        scanned += parallel
         if progress is not None:
             progress(written)
         if written < batch_size:
@@ -387,7 +410,7 @@ def _ingest(
     if compact_after is not None and batches and _data_files(con) > compact_after:
         compact(con)
         compacted = True
-    return IngestResult(events, batches, checkpoint, head, time.monotonic() - started, compacted)
+    return IngestResult(events, batches, checkpoint, head, time.monotonic() - started, compacted, scanned)
 
 
 def table_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -26,6 +27,9 @@ from eventstore.identity import StoreIdentity, read_identity
 from eventstore.positions import START, Checkpoint, Head, Holder, open_transaction
 from eventstore.settings import Settings, TenantField
 from warehouse.ingest import EventSource, attach_store
+
+if TYPE_CHECKING:
+    from eventstore.adapters.native import ParallelBatch
 
 __all__ = ["StoreSource", "close_source", "head_holder", "open_source", "source_name"]
 
@@ -69,6 +73,13 @@ class StoreSource:
 
     def batch_sql(self, after: Checkpoint, bound: int, limit: int | None) -> str:
         return self.adapter.ingest_sql(after, bound, limit)
+
+    def parallel_batch(
+        self, con: duckdb.DuckDBPyConnection, after: Checkpoint, bound: int, limit: int
+    ) -> ParallelBatch | None:
+        """The adapter's parallel scan of the next batch, for a kind that has one (native) and a batch it pays for."""
+        planner = getattr(self.adapter, "parallel_batch", None)
+        return planner(con, after, bound, limit) if planner is not None else None
 
     def close(self) -> None:
         """Release the adapter's connections."""

@@ -37,6 +37,7 @@ import itertools
 from collections import deque
 from collections.abc import Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -61,10 +62,10 @@ from eventstore.connection import connect_read_only, describe_dsn
 from eventstore.errors import TerminalError
 from eventstore.native_store import table_ref
 from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head, checkpoint_of
-from eventstore.quoting import quote_literal
+from eventstore.quoting import quote_identifier, quote_literal
 from eventstore.settings import Settings
 
-__all__ = ["NativeAdapter", "NativeReader", "with_adapter_columns"]
+__all__ = ["PARALLEL_SCAN_SHARE", "NativeAdapter", "NativeReader", "ParallelBatch", "with_adapter_columns"]
 
 
 _SELECT = (
@@ -81,12 +82,40 @@ _BOUNDARY = (
     "WHERE (e.transaction_id, e.global_position) > (%s::xid8, %s) AND e.transaction_id < %s::xid8 "
     "ORDER BY e.transaction_id, e.global_position OFFSET %s LIMIT 1"
 )
+#: An ingest batch covering at least 1/PARALLEL_SCAN_SHARE of the table's positions is read by DuckDB's
+#: parallel scan of the table instead of through the index (NativeAdapter.parallel_batch). Measured
+#: (benchmarks/RESULTS.md), batch time index / scan: 1.2 M-event table, 4 % of it 0.7, 12 % 1.3, 25 % 1.4;
+#: 4 M-event table, 12 % 1.15 with 120 MiB more peak RSS. Each scan reads the whole table on the store, so
+#: a quarter: at most about four passes over it per table's worth of events.
+PARALLEL_SCAN_SHARE = 4
+# The next batch's extent, on the index alone: how many events, their position range, the last one.
+_EXTENT = (
+    "WITH b AS (SELECT e.transaction_id, e.global_position FROM {table} AS e "
+    "WHERE (e.transaction_id, e.global_position) > ('{tx}'::xid8, {pos}) AND e.transaction_id < '{bound}'::xid8 "
+    "ORDER BY e.transaction_id, e.global_position LIMIT {limit}), "
+    "l AS (SELECT transaction_id, global_position FROM b ORDER BY transaction_id DESC, global_position DESC LIMIT 1) "
+    "SELECT (SELECT count(*) FROM b), (SELECT min(global_position) FROM b), (SELECT max(global_position) FROM b), "
+    "(SELECT transaction_id::text::bigint FROM l), (SELECT global_position FROM l)"
+)
+# Positions the table spans (its primary key's two ends): what a scan of it reads, roughly.
+_SPAN = "SELECT max(global_position) - min(global_position) + 1 FROM {table}"
 #: Backends reading slices at once. On the 2-core machine measured (benchmarks/RESULTS.md)
 #: two beat one and three were no faster: server and client share the same CPUs there.
 READ_WORKERS = 2
 #: Events per slice (at least one batch): large enough that starting a query is noise,
 #: small enough that (READ_WORKERS + 1) slices in memory stay modest.
 SLICE_EVENTS = 100_000
+
+
+@dataclass(frozen=True)
+class ParallelBatch:
+    """An ingest batch read by DuckDB's parallel scan of the table: its SQL, its events and its last event."""
+
+    sql: str
+    events: int
+    end: Checkpoint
+    #: The optional ingest columns the SQL returns (the ids are lifted from ``metadata`` by the ingest).
+    columns: frozenset[str] = frozenset({"is_archived", "tenant_id"})
 
 
 class NativeReader(StoreConnection):
@@ -252,6 +281,7 @@ class NativeAdapter:
         self.schema = schema
         self.table = table
         self.tenant_column = tenant_column  # a column of the table holding each event's tenant (ingested as tenant_id)
+        self._parallel_share = PARALLEL_SCAN_SHARE  # tests set it: 0 never scans, a large one always does
 
     @classmethod
     def recognize(cls, table: CatalogTable) -> str | None:
@@ -318,6 +348,56 @@ class NativeAdapter:
         lifted = quote_literal(self.reader.query(after, bound, limit, ids=True, tenant=self.tenant_column))
         tenant = "" if self.tenant_column is not None else ", NULL::VARCHAR AS tenant_id"
         return f"SELECT *, false AS is_archived{tenant} FROM postgres_query('store', {lifted})"
+
+    def parallel_batch(
+        self, con: duckdb.DuckDBPyConnection, after: Checkpoint, bound: int, limit: int
+    ) -> ParallelBatch | None:
+        """The next ingest batch as a parallel scan of the table, when it is a large share of it; else None.
+
+        Through the index (:meth:`ingest_sql`) one backend and one DuckDB thread carry a batch: on two cores
+        the read and the Parquet write take turns. DuckDB's scan of an attached table splits it into page
+        ranges read by several backends, each handing its rows to a thread of its own, as a bare
+        ``COPY (SELECT * FROM store.events)`` does. It reads the whole table, with a ``global_position``
+        range pushed down, so it is used when the batch is at least 1/:data:`PARALLEL_SCAN_SHARE` of the
+        table (a first ingest, a catch-up). The batch is the same as the index's: its extent (the events
+        after ``after`` below ``bound``, at most ``limit``, in checkpoint order) is read first on the index,
+        and the scan keeps exactly those. ``con`` has the store attached as ``store``, in the transaction
+        that will write the batch (both reads see the same settled rows: below the bound, a value).
+        """
+        share = self._parallel_share
+        if share <= 0:
+            return None
+        table = self.reader._table_sql
+
+        def query(sql: str) -> tuple[Any, ...]:
+            row = con.execute(f"SELECT * FROM postgres_query('store', {quote_literal(sql)})").fetchone()
+            assert row is not None
+            return tuple(row)
+
+        (span,) = query(_SPAN.format(table=table))
+        if span is None or limit * share < span:  # an empty table, or even a full batch is a small share of it
+            return None
+        a_tx, a_pos = int(after.transaction_id), int(after.global_position)
+        sql = _EXTENT.format(table=table, tx=a_tx, pos=a_pos, bound=int(bound), limit=int(limit))
+        events, low, high, e_tx, e_pos = query(sql)
+        if not events or events * share < span:
+            return None
+        end = Checkpoint(int(e_tx), int(e_pos))
+        tenant = f"{quote_identifier(self.tenant_column)}::VARCHAR" if self.tenant_column else "NULL::VARCHAR"
+        scan = (
+            "SELECT global_position, transaction_id::UBIGINT::BIGINT AS transaction_id, stream_id, stream_type, "
+            "stream_version, event_id::VARCHAR AS event_id, event_type, event_version, data, metadata, recorded_at, "
+            f"false AS is_archived, {tenant} AS tenant_id "
+            f"FROM store.{quote_identifier(self.schema)}.{quote_identifier(self.table)} "
+            f"WHERE global_position BETWEEN {int(low)} AND {int(high)}"  # pushed down to each backend's range
+        )
+        # (after, end] in checkpoint order, below the bound: exactly the extent's events.
+        exact = (
+            f"s.transaction_id < {int(bound)} AND s.transaction_id >= {a_tx} AND s.transaction_id <= {e_tx} "
+            f"AND (s.transaction_id > {a_tx} OR s.global_position > {a_pos}) "
+            f"AND (s.transaction_id < {e_tx} OR s.global_position <= {e_pos})"
+        )
+        return ParallelBatch(f"SELECT * FROM ({scan}) AS s WHERE {exact}", int(events), end)
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """The native reader's DuckDB connection (store attached as ``store``)."""

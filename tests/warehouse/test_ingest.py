@@ -18,6 +18,17 @@ from warehouse.ingest import STORE_ALIAS, compact, ingest, lake_checkpoint, tabl
 from warehouse.lake import RAW_EVENT_COLUMNS, LakeConfig, open_lake
 from warehouse.sources import StoreSource
 
+#: The two ways a native batch is read: through the (transaction_id, global_position) index, or by DuckDB's
+#: parallel scan of the table (a batch that is a large share of it). The same events must land either way.
+READ_PATHS = {"index": 0, "scan": 1_000_000}
+
+
+@pytest.fixture(params=sorted(READ_PATHS))
+def read_path(request: pytest.FixtureRequest, source: StoreSource) -> str:
+    """Every batch of ``source`` read one way (NativeAdapter's share knob: 0 never scans, a large one always)."""
+    source.adapter._parallel_share = READ_PATHS[request.param]  # type: ignore[attr-defined]
+    return str(request.param)
+
 
 def lake_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [
@@ -33,13 +44,14 @@ def snapshot(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def test_ingest_lands_every_event_once_with_the_contract_columns(
-    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, read_path: str
 ) -> None:
     appended = append_shop(store_dsn, 2_000)
     con = open_lake(lake_config)
     result = ingest(con, source, batch_size=700)
     assert result.events == appended
     assert result.batches == -(-appended // 700)
+    assert result.scanned == (result.batches if read_path == "scan" else 0)
     assert lake_ids(con) == store_ids(store_dsn)
     described = con.execute("DESCRIBE raw.events").fetchall()
     aliases = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
@@ -82,7 +94,7 @@ def test_rerun_ingests_nothing_and_writes_no_snapshot(
 
 
 def test_ingest_after_more_appends_adds_exactly_the_new_events(
-    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, read_path: str
 ) -> None:
     first = append_shop(store_dsn, 800, seed=1)
     con = open_lake(lake_config)
@@ -93,7 +105,7 @@ def test_ingest_after_more_appends_adds_exactly_the_new_events(
 
 
 def test_events_of_an_open_transaction_wait_until_it_commits(
-    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, read_path: str
 ) -> None:
     append_shop(store_dsn, 200)
     slow = connect(store_dsn)
@@ -118,7 +130,8 @@ def test_events_of_an_open_transaction_wait_until_it_commits(
     )
 
 
-def test_racing_ingests_never_land_an_event_twice(lake_config: LakeConfig, store_dsn: str) -> None:
+@pytest.mark.parametrize("path", sorted(READ_PATHS))
+def test_racing_ingests_never_land_an_event_twice(lake_config: LakeConfig, store_dsn: str, path: str) -> None:
     appended = append_shop(store_dsn, 3_000)
     open_lake(lake_config).close()
     errors: list[BaseException] = []
@@ -126,6 +139,7 @@ def test_racing_ingests_never_land_an_event_twice(lake_config: LakeConfig, store
     def run() -> None:
         try:
             with NativeAdapter(store_dsn) as reader:
+                reader._parallel_share = READ_PATHS[path]
                 con = open_lake(lake_config)
                 ingest(con, StoreSource(reader), batch_size=250)
                 con.close()
@@ -186,3 +200,37 @@ def test_sqlite_catalog_works_for_a_single_writer(source: StoreSource, store_dsn
     con.close()
     reader = open_lake(config, read_only=True)
     assert reader.execute("SELECT count(*) FROM raw.all_events").fetchone() == (appended,)
+
+
+def test_the_parallel_scan_reads_a_batch_only_when_it_is_a_large_share_of_the_table(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+) -> None:
+    """Each batch of a quarter of the table or more scans it, a smaller one reads the index; the event of a
+    transaction that commits after later positions lands where the index puts it."""
+    first = append_shop(store_dsn, 1_600, transactions=12)
+    late = connect(store_dsn)  # takes its position now, commits after the appends below
+    late.execute(
+        "INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type, data) "
+        "VALUES ('cart-late', 'cart', 1, %s, 'CartOpened', '{}')",
+        (str(uuid.uuid4()),),
+    )
+    with connect(store_dsn) as conn:  # (append_shop would wait: its CREATE INDEX IF NOT EXISTS locks the table)
+        carts = [
+            StreamAppend(f"cart-{n}", "cart", [NewEvent("ItemAdded", {"n": k}) for k in range(4)]) for n in range(100)
+        ]
+        append_streams(conn, carts)
+        conn.commit()
+    second = 400
+    late.commit()
+    late.close()
+    con = open_lake(lake_config)
+    result = ingest(con, source, batch_size=600)
+    # Three batches of 600 scan the table of 2,001 events; the fourth, of 201 events, reads the index.
+    assert (result.events, result.batches, result.scanned) == (first + second + 1, 4, 3)
+    assert lake_ids(con) == store_ids(store_dsn)
+    with connect(store_dsn) as conn:
+        append_streams(conn, [StreamAppend("cart-small", "cart", [NewEvent("CartOpened", {"n": 1})])])
+        conn.commit()
+    small = ingest(con, source, batch_size=600)
+    assert (small.events, small.scanned) == (1, 0)  # 1 event of ~2,000: through the index
+    assert lake_ids(con) == store_ids(store_dsn)

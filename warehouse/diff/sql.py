@@ -13,14 +13,10 @@ from typing import Any
 import duckdb
 
 from eventstore.failures import first_line
+from eventstore.quoting import quote_identifier
 from warehouse.errors import ComparisonError
 
 __all__ = ["plain", "quote_identifier", "run", "sql_names_only"]
-
-
-def quote_identifier(name: str) -> str:
-    """``name`` as a DuckDB identifier in double quotes."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def plain(value: Any) -> Any:
