@@ -195,43 +195,41 @@ def add_new_events(con: duckdb.DuckDBPyConnection, *, batch_after: Checkpoint | 
         f"AND (transaction_id > {a_tx} OR global_position > {a_pos}) "
         f"AND (transaction_id < {u_tx} OR global_position <= {u_pos})"
     )
-    # One scan of the lake: the new events' few columns, then both aggregates over them in memory.
-    rows = con.execute(
+    # One scan of the lake: the new events' few columns into a temporary table (in DuckDB's own memory, no
+    # Arrow hand-over), then both aggregates over it.
+    name = f"_event_catalog_{uuid.uuid4().hex[:12]}"
+    events, types_part = f"temp.main.{name}", f"temp.main.{name}_types"
+    con.execute(
+        f"CREATE TEMP TABLE {name} AS "
         f"SELECT stream_type, event_type, event_version, recorded_at, data FROM ({new}) AS n"
-    ).to_arrow_table()
-    view = f"_event_catalog_{uuid.uuid4().hex[:12]}"
-    con.register(view, rows)
+    )
     try:
         # Aggregated first (a handful of rows per type and version), then appended: the count of new
         # events and the versions seen come from the aggregate.
-        types = con.execute(
-            "SELECT stream_type, event_type, event_version, count(*) AS events, min(recorded_at), max(recorded_at) "
-            f"FROM {view} GROUP BY ALL"
-        ).to_arrow_table()
-        con.register(f"{view}_types", types)
-        try:
-            con.execute(f"INSERT INTO meta.event_catalog_types SELECT * FROM {view}_types")
-        finally:
-            con.unregister(f"{view}_types")
+        con.execute(
+            f"CREATE TEMP TABLE {name}_types AS SELECT stream_type, event_type, event_version, count(*) AS events, "
+            f"min(recorded_at), max(recorded_at) FROM {events} GROUP BY ALL"
+        )
+        con.execute(f"INSERT INTO meta.event_catalog_types SELECT * FROM {types_part}")
+        types = con.execute(f"SELECT event_type, event_version, events FROM {types_part}").fetchall()
         # One parse per payload: json_each lists a document's members with their types. Its rows for an
         # array's elements ($[0], …) and for a scalar (no key) are not fields, so only "$." members count.
         con.execute(
             "INSERT INTO meta.event_catalog_fields "
             f"SELECT e.stream_type, e.event_type, e.event_version, j.key, {_JSON_TYPE} AS json_type, count(*), "
             "min(e.recorded_at), max(e.recorded_at) "
-            f"FROM (SELECT * REPLACE (data::JSON AS data) FROM {view}) AS e, json_each(e.data) AS j "
-            "WHERE starts_with(j.fullkey, '$.') GROUP BY ALL"
+            f"FROM {events} AS e, json_each(e.data) AS j WHERE starts_with(j.fullkey, '$.') GROUP BY ALL"
         )
     finally:
-        con.unregister(view)
-    added = int(sum(types.column("events").to_pylist()))
+        con.execute(f"DROP TABLE IF EXISTS {events}")
+        con.execute(f"DROP TABLE IF EXISTS {types_part}")
+    added = sum(int(row[2]) for row in types)
     con.execute(
         "UPDATE meta.checkpoints SET transaction_id = ?, global_position = ?, events = events + ?, "
         "batches = batches + 1, updated_at = get_current_timestamp() WHERE consumer = ?",
         [until.transaction_id, until.global_position, added, CATALOG_CONSUMER],
     )
-    pairs = zip(types.column("event_type").to_pylist(), types.column("event_version").to_pylist(), strict=True)
-    return CatalogAddition(added, sorted({(str(t), int(v)) for t, v in pairs if v is not None}))
+    return CatalogAddition(added, sorted({(str(t), int(v)) for t, v, _ in types if v is not None}))
 
 
 def refresh_event_catalog(con: duckdb.DuckDBPyConnection) -> int:
