@@ -30,7 +30,7 @@ from eventstore.positions import Checkpoint
 from eventstore.quoting import quote_literal
 from eventstore.settings import DEFAULT_LONG_STREAM_DAYS, DEFAULT_LONG_STREAM_THRESHOLD
 from projections.fields import FieldPolicy
-from warehouse.lake import retry_conflicts, safe_name, set_views_column_comments, transaction
+from warehouse.lake import retry_conflicts, safe_name, set_view_column_comments, transaction
 
 __all__ = ["DEFAULT_LONG_STREAM_THRESHOLD", "TypedView", "refresh_analytics", "untyped", "untyped_versions"]
 
@@ -315,12 +315,10 @@ def refresh_analytics(
 
     def write() -> None:
         written.clear()
-        comments: dict[str, list[tuple[str, str]]] = {}  # every view's column comments, written at the end at once
         with transaction(con):
             for view in views:
                 _create_view(
                     con,
-                    comments,
                     view.name,
                     _view_sql(view),
                     view.comment,
@@ -346,7 +344,6 @@ def refresh_analytics(
                 name = f"events_{safe_name(event_type)}"
                 _create_view(
                     con,
-                    comments,
                     name,
                     union,
                     (
@@ -357,44 +354,36 @@ def refresh_analytics(
                 )
                 described = [str(r[0]) for r in con.execute(f"DESCRIBE analytics.{name}").fetchall()]
                 base = dict(_BASE_COLUMNS)
-                comments[name] = [
-                    (c, base.get(c) or f"Payload field {c} (typed per version in analytics.{name}_v<N>).")
-                    for c in described
-                ]
+                set_view_column_comments(
+                    con,
+                    "analytics",
+                    name,
+                    [
+                        (c, base.get(c) or f"Payload field {c} (typed per version in analytics.{name}_v<N>).")
+                        for c in described
+                    ],
+                )
                 written.append(f"analytics.{name}")
             if stale_stats or force:
                 _create_view(
                     con,
-                    comments,
                     "stream_stats",
                     _stream_stats_sql(long_stream_threshold, long_stream_days),
                     stats_comment,
                     _STREAM_STATS_COLUMNS,
                 )
                 _create_view(
-                    con,
-                    comments,
-                    "event_volume_daily",
-                    _VOLUME_SQL,
-                    "Events per day (UTC) and event type.",
-                    _VOLUME_COLUMNS,
+                    con, "event_volume_daily", _VOLUME_SQL, "Events per day (UTC) and event type.", _VOLUME_COLUMNS
                 )
                 written.extend(["analytics.stream_stats", "analytics.event_volume_daily"])
-            set_views_column_comments(con, "analytics", comments)
 
     retry_conflicts(write, "refreshing the analytics views")
     return written
 
 
 def _create_view(
-    con: duckdb.DuckDBPyConnection,
-    comments: dict[str, list[tuple[str, str]]],
-    name: str,
-    query: str,
-    comment: str,
-    columns: list[tuple[str, str]],
+    con: duckdb.DuckDBPyConnection, name: str, query: str, comment: str, columns: list[tuple[str, str]]
 ) -> None:
-    """Create or replace ``analytics.<name>`` with its comment; its column comments go to ``comments``."""
     con.execute(f"CREATE OR REPLACE VIEW analytics.{name} AS {query}")
     con.execute(f"COMMENT ON VIEW analytics.{name} IS {quote_literal(comment)}")
-    comments[name] = columns
+    set_view_column_comments(con, "analytics", name, columns)

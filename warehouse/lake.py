@@ -24,7 +24,7 @@ import random
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -671,26 +671,11 @@ def set_view_column_comments(
     con: duckdb.DuckDBPyConnection, schema: str, view: str, comments: list[tuple[str, str]]
 ) -> None:
     """Replace the column comments of a view in ``meta.column_comments`` (inside the caller's transaction)."""
-    set_views_column_comments(con, schema, {view: comments})
-
-
-def set_views_column_comments(
-    con: duckdb.DuckDBPyConnection, schema: str, views: Mapping[str, Sequence[tuple[str, str]]]
-) -> None:
-    """Replace the column comments of several views of ``schema`` in two statements (each DuckLake statement
-    on a PostgreSQL catalog costs 5-10 ms: a statement per column cost a first ingest's 13 views 0.4 s)."""
-    if not views:
-        return
-    con.execute(
-        "DELETE FROM meta.column_comments WHERE schema_name = ? AND list_contains(?::VARCHAR[], view_name)",
-        [schema, list(views)],
-    )
-    rows = [(view, column, comment) for view, comments in views.items() for column, comment in comments]
-    if rows:
+    con.execute("DELETE FROM meta.column_comments WHERE schema_name = ? AND view_name = ?", [schema, view])
+    if comments:  # one statement (an executemany is one DuckLake statement per row: 20 ms a view)
         con.execute(
-            "INSERT INTO meta.column_comments "
-            "SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
-            [schema, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]],
+            "INSERT INTO meta.column_comments SELECT ?, ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
+            [schema, view, [column for column, _ in comments], [comment for _, comment in comments]],
         )
 
 
