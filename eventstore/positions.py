@@ -19,7 +19,7 @@ from eventstore.connection import connect_read_only
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["EVENT_SCHEMA", "START", "Checkpoint", "Head", "Holder", "checkpoint_of", "open_transaction"]
+__all__ = ["EVENT_SCHEMA", "START", "Checkpoint", "Head", "Holder", "checkpoint_of", "in_range", "open_transaction"]
 
 
 @dataclass(frozen=True, order=True)
@@ -34,6 +34,21 @@ class Checkpoint:
 
 
 START = Checkpoint()
+
+
+def in_range(after: Checkpoint, until: Checkpoint) -> str:
+    """SQL (DuckDB): the event is in ``(after, until]`` in checkpoint order.
+
+    Plain bounds on ``transaction_id`` first: they reach a Parquet scan (files and row groups outside are
+    skipped), which a row comparison or an OR alone would not.
+    """
+    a_tx, a_pos = int(after.transaction_id), int(after.global_position)
+    u_tx, u_pos = int(until.transaction_id), int(until.global_position)
+    return (
+        f"transaction_id >= {a_tx} AND transaction_id <= {u_tx} "
+        f"AND (transaction_id > {a_tx} OR global_position > {a_pos}) "
+        f"AND (transaction_id < {u_tx} OR global_position <= {u_pos})"
+    )
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,14 @@ import time
 from collections.abc import Sequence
 
 import dagster as dg
-import duckdb
 
-from eventstore.positions import START, Checkpoint
+from eventstore.positions import START
 from pipelines.failures import RETRY_POLICY, as_failure
 from pipelines.resources import ProjectionistResource, current_registry
 from projections import Projection, Registry
 from projections.registry import declared_types, field_policy
 from warehouse.analytics import refresh_analytics
-from warehouse.event_catalog import add_new_events, ensure_event_catalog, refresh_event_catalog
+from warehouse.event_catalog import catalog_batch, ensure_event_catalog, refresh_event_catalog
 from warehouse.ingest import ingest, lake_checkpoint
 
 __all__ = ["RAW_EVENTS", "WRITER_POOL", "analytics_key", "build_assets", "version_key"]
@@ -70,7 +69,7 @@ def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistRe
             source,
             progress=lambda n: context.log.info(f"committed a batch of {n:,} events"),
             # The event catalog in each batch's commit, reading the batch just written (as the CLI and follow).
-            in_commit=_catalog,
+            in_commit=catalog_batch,
         )
         declared = declared_types()
         views = refresh_analytics(
@@ -95,10 +94,6 @@ def raw_events(context: dg.AssetExecutionContext, projectionist: ProjectionistRe
             "analytics_views_written": dg.MetadataValue.int(len(views)),
         }
     )
-
-
-def _catalog(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> None:
-    add_new_events(con, batch_after=after)
 
 
 def _stream_health_asset(key: dg.AssetKey, description: str) -> dg.AssetsDefinition:

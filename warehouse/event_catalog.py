@@ -33,7 +33,7 @@ from typing import Any
 
 import duckdb
 
-from eventstore.positions import START, Checkpoint
+from eventstore.positions import START, Checkpoint, in_range
 from eventstore.quoting import quote_literal
 from projections import Registry
 from warehouse.lake import retry_conflicts, set_view_column_comments, transaction
@@ -45,6 +45,7 @@ __all__ = [
     "FieldStats",
     "SchemaChange",
     "add_new_events",
+    "catalog_batch",
     "catalog_entries",
     "ensure_event_catalog",
     "handled_versions",
@@ -186,15 +187,7 @@ def add_new_events(con: duckdb.DuckDBPyConnection, *, batch_after: Checkpoint | 
     if until == after:
         return None
     hot = batch_after is not None and after >= batch_after
-    a_tx, a_pos = int(after.transaction_id), int(after.global_position)
-    u_tx, u_pos = int(until.transaction_id), int(until.global_position)
-    # Plain bounds on transaction_id reach the Parquet scan: only the new events' files are read.
-    new = (
-        f"SELECT * FROM {'raw.events' if hot else 'raw.all_events'} WHERE transaction_id >= {a_tx} "
-        f"AND transaction_id <= {u_tx} "
-        f"AND (transaction_id > {a_tx} OR global_position > {a_pos}) "
-        f"AND (transaction_id < {u_tx} OR global_position <= {u_pos})"
-    )
+    new = f"SELECT * FROM {'raw.events' if hot else 'raw.all_events'} WHERE {in_range(after, until)}"
     # One scan of the lake: the new events' few columns into a temporary table (in DuckDB's own memory, no
     # Arrow hand-over), then both aggregates over it.
     name = f"_event_catalog_{uuid.uuid4().hex[:12]}"
@@ -230,6 +223,12 @@ def add_new_events(con: duckdb.DuckDBPyConnection, *, batch_after: Checkpoint | 
         [until.transaction_id, until.global_position, added, CATALOG_CONSUMER],
     )
     return CatalogAddition(added, sorted({(str(t), int(v)) for t, v, _ in types if v is not None}))
+
+
+def catalog_batch(con: duckdb.DuckDBPyConnection, batch_after: Checkpoint) -> None:
+    """``ingest(..., in_commit=catalog_batch)``: the catalog in each ingest batch's commit, reading the batch just
+    written; a catalog behind (a lake older than it) catches up in the first batch."""
+    add_new_events(con, batch_after=batch_after)
 
 
 def refresh_event_catalog(con: duckdb.DuckDBPyConnection) -> int:

@@ -61,7 +61,7 @@ from eventstore.adapters._base import (
 from eventstore.connection import connect_read_only, describe_dsn
 from eventstore.errors import TerminalError
 from eventstore.native_store import table_ref
-from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head, checkpoint_of
+from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head, checkpoint_of, in_range
 from eventstore.quoting import quote_identifier, quote_literal
 from eventstore.settings import Settings
 
@@ -109,11 +109,10 @@ SLICE_EVENTS = 100_000
 
 @dataclass(frozen=True)
 class ParallelBatch:
-    """An ingest batch read by DuckDB's parallel scan of the table: its SQL, its events and its last event."""
+    """An ingest batch read by DuckDB's parallel scan of the table: its SQL and its events."""
 
     sql: str
     events: int
-    end: Checkpoint
     #: The optional ingest columns the SQL returns (the ids are lifted from ``metadata`` by the ingest).
     columns: frozenset[str] = frozenset({"is_archived", "tenant_id"})
 
@@ -377,12 +376,10 @@ class NativeAdapter:
         (span,) = query(_SPAN.format(table=table))
         if span is None or limit * share < span:  # an empty table, or even a full batch is a small share of it
             return None
-        a_tx, a_pos = int(after.transaction_id), int(after.global_position)
-        sql = _EXTENT.format(table=table, tx=a_tx, pos=a_pos, bound=int(bound), limit=int(limit))
-        events, low, high, e_tx, e_pos = query(sql)
+        tx, pos = int(after.transaction_id), int(after.global_position)
+        events, low, high, e_tx, e_pos = query(_EXTENT.format(table=table, tx=tx, pos=pos, bound=bound, limit=limit))
         if not events or events * share < span:
             return None
-        end = Checkpoint(int(e_tx), int(e_pos))
         tenant = f"{quote_identifier(self.tenant_column)}::VARCHAR" if self.tenant_column else "NULL::VARCHAR"
         scan = (
             "SELECT global_position, transaction_id::UBIGINT::BIGINT AS transaction_id, stream_id, stream_type, "
@@ -392,12 +389,8 @@ class NativeAdapter:
             f"WHERE global_position BETWEEN {int(low)} AND {int(high)}"  # pushed down to each backend's range
         )
         # (after, end] in checkpoint order, below the bound: exactly the extent's events.
-        exact = (
-            f"s.transaction_id < {int(bound)} AND s.transaction_id >= {a_tx} AND s.transaction_id <= {e_tx} "
-            f"AND (s.transaction_id > {a_tx} OR s.global_position > {a_pos}) "
-            f"AND (s.transaction_id < {e_tx} OR s.global_position <= {e_pos})"
-        )
-        return ParallelBatch(f"SELECT * FROM ({scan}) AS s WHERE {exact}", int(events), end)
+        exact = f"transaction_id < {int(bound)} AND {in_range(after, Checkpoint(int(e_tx), int(e_pos)))}"
+        return ParallelBatch(f"SELECT * FROM ({scan}) AS s WHERE {exact}", int(events))
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """The native reader's DuckDB connection (store attached as ``store``)."""

@@ -20,7 +20,6 @@ from warehouse.errors import LakeConfigurationError, LakeNotCreatedError
 if TYPE_CHECKING:
     import duckdb
 
-    from eventstore.positions import Checkpoint
     from warehouse.lake import LakeConfig
 
 __all__ = ["ingest_and_report", "read_only_lake"]
@@ -41,7 +40,7 @@ def ingest_and_report(
     """Ingest what settled in the store into the lake, refresh the analytics views, print what it did."""
     from projections.registry import declared_types, field_policy
     from warehouse.analytics import refresh_analytics
-    from warehouse.event_catalog import add_new_events, ensure_event_catalog
+    from warehouse.event_catalog import catalog_batch, ensure_event_catalog
     from warehouse.ingest import INGEST_DEAD_LETTER, ingest, lake_checkpoint
     from warehouse.lake import LakeConfig, open_lake
     from warehouse.sources import close_source, open_source
@@ -52,12 +51,6 @@ def ingest_and_report(
         con = open_lake(config, memory_limit=memory_limit)
         try:
             ensure_event_catalog(con)
-
-            def catalog(batch: duckdb.DuckDBPyConnection, after: Checkpoint) -> None:
-                # In each batch's commit, reading the batch just written (as follow does); a catalog behind
-                # (a lake older than it) catches up in the first batch.
-                add_new_events(batch, batch_after=after)
-
             if sys.stderr.isatty():
                 after, _ = lake_checkpoint(con)
                 head = source.head(after)
@@ -69,10 +62,12 @@ def ingest_and_report(
                         batch_size=batch_size,
                         progress=bar.update,
                         compact_after=compact_after,
-                        in_commit=catalog,
+                        in_commit=catalog_batch,
                     )
             else:
-                result = ingest(con, source, batch_size=batch_size, compact_after=compact_after, in_commit=catalog)
+                result = ingest(
+                    con, source, batch_size=batch_size, compact_after=compact_after, in_commit=catalog_batch
+                )
             views = []
             if result.events:  # nothing new: the views stand, and the projection modules need not load
                 views = refresh_analytics(

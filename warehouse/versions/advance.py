@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from eventstore.errors import ConfigurationError
-from eventstore.positions import Checkpoint
+from eventstore.positions import Checkpoint, in_range
 from projections import Registry
 from warehouse.errors import PromotionError
 from warehouse.ingest import lake_checkpoint
@@ -27,7 +27,7 @@ from warehouse.versions.catalog import (
     version_info,
 )
 from warehouse.versions.cycle import StreamMemory, cycle_events
-from warehouse.versions.lake_events import EVENTS, in_range
+from warehouse.versions.lake_events import EVENTS
 
 if TYPE_CHECKING:
     from warehouse.versions.incremental import StreamKeysCache  # the engine: polars, pyarrow

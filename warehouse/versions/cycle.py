@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import duckdb
 
-from eventstore.positions import Checkpoint
-from warehouse.versions.lake_events import EVENTS, in_range
+from eventstore.positions import Checkpoint, in_range
+from warehouse.versions.lake_events import EVENTS
 
 __all__ = ["MAX_CYCLE_EVENTS", "CycleEvents", "StreamMemory", "cycle_events"]
 

@@ -12,14 +12,14 @@ from datetime import UTC, datetime
 import duckdb
 import pyarrow as pa
 
-from eventstore.positions import Checkpoint
+from eventstore.positions import Checkpoint, in_range
 from projections import Projection, Registry, compute, touched_keys
 from projections.engine import keys_in, poison_besides, stream_contributions, touched_streams
 from warehouse.lake import LAKE_ALIAS, retry_conflicts, transaction
 from warehouse.versions.catalog import ProjectResult, VersionInfo
 from warehouse.versions.cycle import CycleEvents
 from warehouse.versions.dead_lettering import unrecorded, write_dead_letters
-from warehouse.versions.lake_events import events_until, filtered_view, in_range
+from warehouse.versions.lake_events import events_until, filtered_view
 
 __all__ = ["StreamKeysCache", "advance_to", "forgotten_count"]
 

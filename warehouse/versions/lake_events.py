@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import duckdb
 
-from eventstore.positions import Checkpoint
+from eventstore.positions import Checkpoint, in_range
 
-__all__ = ["EVENTS", "count_events", "events_until", "filtered_view", "in_range"]
+__all__ = ["EVENTS", "count_events", "events_until", "filtered_view"]
 
 #: Every event the lake holds, with the columns of raw.events.
 EVENTS = "lake.raw.all_events"
@@ -43,17 +43,6 @@ def filtered_view(con: duckdb.DuckDBPyConnection, prefix: str, relation: str, wh
         yield view
     finally:
         con.execute(f"DROP VIEW IF EXISTS {view}")
-
-
-def in_range(after: Checkpoint, until: Checkpoint) -> str:
-    """SQL: the event is in ``(after, until]`` in the lake's order."""
-    a_tx, a_pos = int(after.transaction_id), int(after.global_position)
-    u_tx, u_pos = int(until.transaction_id), int(until.global_position)
-    return (
-        f"transaction_id >= {a_tx} AND transaction_id <= {u_tx} "
-        f"AND (transaction_id > {a_tx} OR global_position > {a_pos}) "
-        f"AND (transaction_id < {u_tx} OR global_position <= {u_pos})"
-    )
 
 
 def count_events(con: duckdb.DuckDBPyConnection, after: Checkpoint, until: Checkpoint) -> int:

@@ -16,12 +16,12 @@ from datetime import datetime
 
 import duckdb
 
-from eventstore.positions import START, Checkpoint
+from eventstore.positions import START, Checkpoint, in_range
 from eventstore.quoting import quote_literal
 from projections import Projection, Registry
 from warehouse.ingest import INGEST_CONSUMER
 from warehouse.versions.catalog import exists, validate_target
-from warehouse.versions.lake_events import EVENTS, filtered_view, in_range
+from warehouse.versions.lake_events import EVENTS, filtered_view
 
 __all__ = [
     "CHUNK_EVENTS",
