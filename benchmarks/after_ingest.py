@@ -34,11 +34,10 @@ from freshness import CART_EVENTS, _cart  # noqa: E402
 
 from eventstore.connection import EmbeddedServer, connect, event_store_dsn  # noqa: E402
 from eventstore.native_store import append_streams, create_schema  # noqa: E402
-from eventstore.positions import Checkpoint  # noqa: E402
 from eventstore.settings import Settings  # noqa: E402
 from warehouse.analytics import untyped, untyped_versions  # noqa: E402
 from warehouse.event_catalog import add_new_events, ensure_event_catalog, refresh_event_catalog  # noqa: E402
-from warehouse.ingest import ingest, lake_checkpoint  # noqa: E402
+from warehouse.ingest import LandedBatch, ingest, lake_checkpoint  # noqa: E402
 from warehouse.lake import LakeConfig, open_lake  # noqa: E402
 from warehouse.sources import close_source, open_source  # noqa: E402
 
@@ -86,9 +85,9 @@ def main() -> None:
                     seen: set[tuple[str, int]] = set()
 
                     def catalog(
-                        c: duckdb.DuckDBPyConnection, after: Checkpoint, seen: set[tuple[str, int]] = seen
+                        c: duckdb.DuckDBPyConnection, batch: LandedBatch, seen: set[tuple[str, int]] = seen
                     ) -> None:
-                        addition = add_new_events(c, batch_after=after)
+                        addition = add_new_events(c, batch=batch)
                         if addition is not None:
                             seen.update(addition.versions)
 

@@ -37,7 +37,7 @@ from eventstore.connection import event_store_dsn
 from eventstore.errors import ProjectionistError
 from eventstore.failures import first_line, translate
 from eventstore.notify import Listener
-from eventstore.positions import START, Checkpoint, Holder
+from eventstore.positions import START, Checkpoint, Head, Holder
 from eventstore.settings import Settings
 from pipelines.follow_lanes import WideLane, wide_names
 from projections import Registry
@@ -45,14 +45,19 @@ from projections.registry import declared_types, field_policy
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped
 from warehouse.event_catalog import add_new_events, ensure_event_catalog
 from warehouse.feeds import DeliveryResult, deliver
-from warehouse.ingest import EventSource, IngestResult, ingest, lake_checkpoint
+from warehouse.ingest import EventSource, IngestResult, LandedBatch, drop_staged, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import close_source, head_holder, open_source
 from warehouse.versions import ProjectResult, project
 from warehouse.versions.cycle import StreamMemory
 from warehouse.versions.incremental import StreamKeysCache
 
-__all__ = ["Follower", "backoff"]
+__all__ = ["COMPACT_AFTER", "FOLLOW_BATCH", "Follower", "backoff"]
+
+#: The most events one ingest batch of a cycle carries (staged in memory on their way to the lake).
+FOLLOW_BATCH = 100_000
+#: raw.events' data files above which a cycle compacts them (checked every ``lake_every``-th ingest).
+COMPACT_AFTER = 64
 
 
 def backoff(attempt: int, interval: float, ceiling: float = 30.0) -> float:
@@ -91,6 +96,7 @@ class Follower:
     delivery_error: str = ""  # the last cycle's delivery failure, reported once
     lake_every: int = 10  # a quiet store: the lake is still read every this many cycles
     quiet: int = 0  # cycles in a row that found nothing new in the store (and so skipped the lake)
+    ingests: int = 0  # cycles that ran the ingest (every lake_every-th also checks whether to compact)
     listener: Listener | None = None
     typed: set[tuple[str, int]] = field(default_factory=set)  # event types and versions known to have their view
     unviewed: set[tuple[str, int]] = field(default_factory=set)  # landed, their view not checked or written yet
@@ -137,12 +143,17 @@ class Follower:
     def _work(self) -> tuple[IngestResult, list[ProjectResult]]:
         if self.source is None:
             self.source = open_source(self.settings, event_store_dsn(self.settings))
+        start: tuple[Checkpoint, Head] | None = None
         if self.lake is not None and self.quiet + 1 < self.lake_every:
             head = self.source.head(self.landed)
             if head.last <= self.landed:
                 # Nothing settled since the last cycle: no lake read at all (an idle follow costs one store query).
                 self.quiet += 1
                 return IngestResult(0, 0, self.landed, head, 0.0), []
+            # The lake and the store were checked against each other by this connection's first ingest:
+            # this one starts from the head just read (a checkpoint moved by another writer is found in the
+            # batch's transaction).
+            start = (self.landed, head)
         self.quiet = 0
         if self.lake is None:
             self.lake = open_lake(LakeConfig.from_settings(self.settings))
@@ -151,13 +162,35 @@ class Follower:
             self.landed = lake_checkpoint(self.lake)[0]  # once: later cycles know where the last one ended
         seen: set[tuple[str, int]] = set()
 
-        def catalog(con: duckdb.DuckDBPyConnection, batch_after: Checkpoint) -> None:
+        def catalog(con: duckdb.DuckDBPyConnection, batch: LandedBatch) -> None:
             # In the batch's transaction: one commit, and its types come along.
-            addition = add_new_events(con, batch_after=batch_after)
+            addition = add_new_events(con, batch=batch)
             if addition is not None:
                 seen.update(addition.versions)
 
-        ingested = ingest(self.lake, self.source, in_commit=catalog)
+        self.ingests += 1
+        # The batch is staged: the catalog, and the projections' read of the cycle's events, take it from memory.
+        ingested = ingest(
+            self.lake,
+            self.source,
+            batch_size=FOLLOW_BATCH,
+            in_commit=catalog,
+            stage=True,
+            start=start,
+            compact_after=COMPACT_AFTER if self.ingests % self.lake_every == 1 else None,
+        )
+        try:
+            done = self._project(ingested, seen)
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):  # a broken connection: the error under way is the one to see
+                drop_staged(self.lake, ingested.staged)
+            raise
+        drop_staged(self.lake, ingested.staged)
+        return done
+
+    def _project(self, ingested: IngestResult, seen: set[tuple[str, int]]) -> tuple[IngestResult, list[ProjectResult]]:
+        """The cycle after its ingest: new types' views, the projections, the wide lane's kick, the feeds."""
+        assert self.lake is not None
         # The views are listed only for a version not seen yet; one whose view failed to be written stays
         # pending (its catalog part is committed: the next cycle would not see it again).
         self.unviewed |= seen - self.typed
@@ -179,7 +212,15 @@ class Follower:
         if self.lanes is None:
             wide = wide_names(self.registry)
             self.lanes = ([n for n in self.registry.names() if n not in wide], wide)
-        results = project(self.lake, self.registry, names=self.lanes[0], cache=self.stream_keys, memory=self.streams)
+        results = project(
+            self.lake,
+            self.registry,
+            names=self.lanes[0],
+            cache=self.stream_keys,
+            memory=self.streams,
+            until=ingested.checkpoint,
+            staged=ingested.staged,
+        )
         if self.lanes[1]:
             if self.wide is None:
                 config = LakeConfig.from_settings(self.settings)

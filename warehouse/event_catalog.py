@@ -29,7 +29,7 @@ import json
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -37,6 +37,9 @@ from eventstore.positions import START, Checkpoint, in_range
 from eventstore.quoting import quote_literal
 from projections import Registry
 from warehouse.lake import retry_conflicts, set_view_column_comments, transaction
+
+if TYPE_CHECKING:
+    from warehouse.ingest import LandedBatch
 
 __all__ = [
     "CATALOG_CONSUMER",
@@ -166,28 +169,35 @@ class CatalogAddition:
     versions: list[tuple[str, int]]
 
 
-def add_new_events(con: duckdb.DuckDBPyConnection, *, batch_after: Checkpoint | None = None) -> CatalogAddition | None:
+def add_new_events(con: duckdb.DuckDBPyConnection, *, batch: LandedBatch | None = None) -> CatalogAddition | None:
     """Inside the caller's open lake transaction: add the events past the catalog's checkpoint up to the ingest's.
 
     None when the catalog was already up to date (then nothing is written). An ingest calls it in its own
-    batch transaction (``warehouse.ingest.ingest(in_commit=…)``), so the catalog costs no lake commit of
-    its own and reads only the batch it has just written. ``batch_after``: where that batch starts; when the
-    catalog is there already, its new events are all in ``raw.events`` (this transaction wrote them: no
-    archive can have moved them), which is read instead of ``raw.all_events`` (the empty cold tier's part of a
-    statement costs 30-60 ms on a PostgreSQL catalog).
+    batch transaction (``warehouse.ingest.ingest(in_commit=…)``, ``batch``: the batch it has just written),
+    so the catalog costs no lake commit of its own and reads only that batch: from its staged table when it
+    has one, else from ``raw.events`` (this transaction wrote them: no archive can have moved them) rather
+    than ``raw.all_events`` (the empty cold tier's part of a statement costs 30-60 ms on a PostgreSQL
+    catalog). Both checkpoints then come from the batch, not from a read of ``meta.checkpoints``, and the
+    catalog's moves in the ingest's own statement (:meth:`~warehouse.ingest.LandedBatch.move`).
     """
-    points = dict(
-        con.execute(
-            "SELECT consumer, [transaction_id, global_position] FROM meta.checkpoints WHERE consumer IN (?, ?)",
-            [CATALOG_CONSUMER, _INGEST_CONSUMER],
-        ).fetchall()
-    )
-    after = Checkpoint(*points[CATALOG_CONSUMER]) if points.get(CATALOG_CONSUMER) else START
-    until = Checkpoint(*points[_INGEST_CONSUMER]) if points.get(_INGEST_CONSUMER) else START
+    if batch is not None:
+        after, until = batch.checkpoints.get(CATALOG_CONSUMER, START), batch.until
+    else:
+        points = dict(
+            con.execute(
+                "SELECT consumer, [transaction_id, global_position] FROM meta.checkpoints WHERE consumer IN (?, ?)",
+                [CATALOG_CONSUMER, _INGEST_CONSUMER],
+            ).fetchall()
+        )
+        after = Checkpoint(*points[CATALOG_CONSUMER]) if points.get(CATALOG_CONSUMER) else START
+        until = Checkpoint(*points[_INGEST_CONSUMER]) if points.get(_INGEST_CONSUMER) else START
     if until == after:
         return None
-    hot = batch_after is not None and after >= batch_after
-    new = f"SELECT * FROM {'raw.events' if hot else 'raw.all_events'} WHERE {in_range(after, until)}"
+    if batch is not None and after >= batch.after:  # caught up: every new event is in this batch
+        relation = f"temp.main.{batch.table}" if batch.table is not None else "raw.events"
+    else:
+        relation = "raw.all_events"
+    new = f"SELECT * FROM {relation} WHERE {in_range(after, until)}"
     # One scan of the lake: the new events' few columns into a temporary table (in DuckDB's own memory, no
     # Arrow hand-over), then both aggregates over it.
     name = f"_event_catalog_{uuid.uuid4().hex[:12]}"
@@ -217,18 +227,21 @@ def add_new_events(con: duckdb.DuckDBPyConnection, *, batch_after: Checkpoint | 
         con.execute(f"DROP TABLE IF EXISTS {events}")
         con.execute(f"DROP TABLE IF EXISTS {types_part}")
     added = sum(int(row[2]) for row in types)
-    con.execute(
-        "UPDATE meta.checkpoints SET transaction_id = ?, global_position = ?, events = events + ?, "
-        "batches = batches + 1, updated_at = get_current_timestamp() WHERE consumer = ?",
-        [until.transaction_id, until.global_position, added, CATALOG_CONSUMER],
-    )
+    if batch is not None:
+        batch.move(CATALOG_CONSUMER, until, added)  # in the ingest's statement that moves the batch's checkpoint
+    else:
+        con.execute(
+            "UPDATE meta.checkpoints SET transaction_id = ?, global_position = ?, events = events + ?, "
+            "batches = batches + 1, updated_at = get_current_timestamp() WHERE consumer = ?",
+            [until.transaction_id, until.global_position, added, CATALOG_CONSUMER],
+        )
     return CatalogAddition(added, sorted({(str(t), int(v)) for t, v, _ in types if v is not None}))
 
 
-def catalog_batch(con: duckdb.DuckDBPyConnection, batch_after: Checkpoint) -> None:
+def catalog_batch(con: duckdb.DuckDBPyConnection, batch: LandedBatch) -> None:
     """``ingest(..., in_commit=catalog_batch)``: the catalog in each ingest batch's commit, reading the batch just
     written; a catalog behind (a lake older than it) catches up in the first batch."""
-    add_new_events(con, batch_after=batch_after)
+    add_new_events(con, batch=batch)
 
 
 def refresh_event_catalog(con: duckdb.DuckDBPyConnection) -> int:

@@ -1,13 +1,15 @@
 """Ingest: settled events of a store → ``raw.events``, one checkpointed DuckLake commit per batch.
 
-Each batch is one DuckDB transaction on the lake that (1) re-reads the checkpoint, (2) runs
+Each batch is one DuckDB transaction on the lake that (1) re-reads the checkpoints, (2) runs
 ``INSERT INTO raw.events SELECT … FROM postgres_query(<gap-safe keyset query>)`` — rows go
 PostgreSQL → DuckDB → Parquet without Python touching them; a batch that is a large share of a native
-table is read instead by DuckDB's parallel scan of it, keeping the same events —, (3) reads the batch's last position
-back from the rows it wrote, (4) moves the checkpoint row in ``meta.checkpoints`` and (5) adds a row to
-``meta.ingest_commits`` (when, the checkpoint reached, the store head read towards: the lag's history) and (6)
-runs the caller's ``in_commit`` work, if any (``follow`` keeps the event catalog there). DuckLake
-commits it all as one snapshot, so a crash at any instant
+table is read instead by DuckDB's parallel scan of it, keeping the same events; with ``stage`` (``follow``)
+the batch goes through a temporary table that its own reads and the cycle's projections then use —,
+(3) reads the batch's last position back from the rows it wrote, (4) adds a row to ``meta.ingest_commits``
+(when, the checkpoint reached, the store head read towards: the lag's history), (5) runs the caller's
+``in_commit`` work, if any (the event catalog rides there), and (6) moves the checkpoint rows in
+``meta.checkpoints``, the batch's and those ``in_commit`` moved, in one statement. DuckLake commits it all
+as one snapshot, so a crash at any instant
 leaves the lake before or after a batch, never between. A second ingest racing the first
 conflicts on the checkpoint row and re-reads it: no event lands twice.
 
@@ -18,8 +20,9 @@ A source is anything with the small interface of :class:`EventSource`: in practi
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -43,9 +46,11 @@ __all__ = [
     "INGEST_DEAD_LETTER",
     "EventSource",
     "IngestResult",
+    "LandedBatch",
     "attach_store",
     "check_store",
     "compact",
+    "drop_staged",
     "ingest",
     "lake_checkpoint",
     "lake_store",
@@ -125,6 +130,31 @@ def attach_store(con: duckdb.DuckDBPyConnection, dsn: str) -> None:
 
 
 @dataclass(frozen=True)
+class LandedBatch:
+    """A batch inside its transaction, as ``ingest(in_commit=…)`` sees it once the checkpoint has moved.
+
+    ``(after, until]`` is the batch's range; ``checkpoints`` every consumer's checkpoint as the transaction
+    read it before the batch moved ``ingest`` (a consumer that rides along, the event catalog, finds its own
+    there without a statement). ``table``, when the ingest was asked to ``stage``, is a temporary table
+    holding exactly the batch's rows with ``raw.events``' columns: later work of the same cycle reads the
+    batch from it instead of from the lake (``follow``'s projections, :mod:`warehouse.versions.cycle`).
+    It outlives the commit; whoever asked for it drops it (:func:`drop_staged`).
+    """
+
+    after: Checkpoint
+    until: Checkpoint
+    events: int
+    checkpoints: dict[str, Checkpoint]
+    table: str | None = None
+    #: Other consumers' checkpoints to move in the batch's commit (:meth:`move`): consumer → (checkpoint, events).
+    moves: dict[str, tuple[Checkpoint, int]] = field(default_factory=dict)
+
+    def move(self, consumer: str, checkpoint: Checkpoint, events: int) -> None:
+        """Move ``consumer``'s checkpoint to ``checkpoint`` (``events`` more) with the batch's, in one statement."""
+        self.moves[consumer] = (checkpoint, events)
+
+
+@dataclass(frozen=True)
 class IngestResult:
     """What one ingest run did."""
 
@@ -136,6 +166,8 @@ class IngestResult:
     compacted: bool = False
     #: Batches read by a parallel scan of the store's table (a large share of it) rather than its index.
     scanned: int = 0
+    #: The last batch committed, when the ingest was asked to ``stage`` it (its ``table`` holds its rows).
+    staged: LandedBatch | None = None
 
 
 def lake_checkpoint(con: duckdb.DuckDBPyConnection, consumer: str = INGEST_CONSUMER) -> tuple[Checkpoint, int]:
@@ -243,6 +275,12 @@ def select_raw(source: EventSource, batch: str, optional: set[str]) -> str:
     return f"SELECT {columns} FROM (SELECT s.*, {ids} FROM ({batch}) AS s) AS b"
 
 
+def _checkpoints(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[Checkpoint, int]]:
+    """Every consumer's checkpoint and event count (a handful of rows: one statement for all)."""
+    rows = con.execute("SELECT consumer, transaction_id, global_position, events FROM meta.checkpoints").fetchall()
+    return {str(c): (Checkpoint(int(t), int(p)), int(n or 0)) for c, t, p, n in rows if t is not None}
+
+
 def _commit_batch(
     con: duckdb.DuckDBPyConnection,
     source: EventSource,
@@ -250,15 +288,19 @@ def _commit_batch(
     head: Head,
     limit: int,
     optional: set[str],
-    in_commit: Callable[[duckdb.DuckDBPyConnection, Checkpoint], None] | None = None,
-) -> tuple[int, Checkpoint, bool]:
+    in_commit: Callable[[duckdb.DuckDBPyConnection, LandedBatch], None] | None = None,
+    stage: str | None = None,
+) -> tuple[LandedBatch | None, bool]:
     """One lake transaction: up to ``limit`` events after ``after``, the moved checkpoint, a meta.ingest_commits row.
 
-    Returns the events written, the new checkpoint and whether a parallel scan read them; (0, after, False)
-    when there was nothing to write (then nothing is committed: no empty snapshot).
+    Returns the batch committed (None when there was nothing to write: then nothing is committed, no empty
+    snapshot) and whether a parallel scan read it. ``stage``: the name of a temporary table that receives the
+    batch first and keeps it after the commit (:class:`LandedBatch`); the batch's own reads (its end, its
+    undecodable events, ``in_commit``'s) then cost no lake scan.
     """
     with transaction(con) as tx:
-        current, _ = lake_checkpoint(con)
+        points = _checkpoints(con)
+        current, lake_events = points.get(INGEST_CONSUMER, (START, 0))
         if current != after:
             raise duckdb.TransactionException("checkpoint moved by another ingest: conflict")
         parallel = source.parallel_batch(con, after, head.bound, limit)
@@ -266,6 +308,9 @@ def _commit_batch(
             batch = select_raw(source, parallel.sql, set(parallel.columns))
         else:
             batch = select_raw(source, source.batch_sql(after, head.bound, limit), optional)
+        if stage is not None:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS {batch}")
+            batch = f"SELECT * FROM temp.main.{stage}"
         inserted = con.execute(f"INSERT INTO raw.events {batch}").fetchone()
         count = int(inserted[0]) if inserted else 0
         if parallel is not None and count != parallel.events:
@@ -275,40 +320,73 @@ def _commit_batch(
                 f"the parallel scan found {count} of the batch's {parallel.events} events: conflict"
             )
         if count == 0:
-            tx.abandon()
-            return 0, after, False
-        # The batch's last event is the lake's newest row: everything before it is at or below
-        # `after`. Reading it back touches only this transaction's new files (pruned by
-        # transaction_id) and spares a second pass over the store.
+            tx.abandon()  # the staged table too: an earlier batch's, replaced in this transaction, is back
+            return None, False
+        # The batch's last event is the lake's newest row: everything before it is at or below `after`.
+        # Read back from the staged rows, or from the rows written (this transaction's new files only,
+        # pruned by transaction_id): either spares a second pass over the store.
+        written = f"temp.main.{stage}" if stage is not None else "raw.events"
         row = con.execute(
-            "SELECT transaction_id, global_position FROM raw.events WHERE transaction_id >= ? "
+            f"SELECT transaction_id, global_position FROM {written} WHERE transaction_id >= ? "
             "ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
             [after.transaction_id],
         ).fetchone()
         assert row is not None
         end = Checkpoint(int(row[0]), int(row[1]))
-        _dead_letter_bad_rows(con, after)
+        _dead_letter_bad_rows(con, after, written)
         con.execute(  # the checkpoint in the commit: time travel by store position (warehouse.time_travel)
             "CALL ducklake_set_commit_message('lake', 'projectionist', ?, extra_info => ?)",
             [f"ingest {source.name} {after} → {end}: {count} events", commit_info(end)],
         )
+        # The lag's history (`projectionist report`): where this commit left the lake, and the head it read
+        # towards. Written from what this transaction knows (a read of meta.checkpoints costs a catalog scan).
         con.execute(
-            "UPDATE meta.checkpoints SET source = ?, transaction_id = ?, global_position = ?, "
-            "events = events + ?, batches = batches + 1, updated_at = get_current_timestamp() WHERE consumer = ?",
-            [source.name, end.transaction_id, end.global_position, count, INGEST_CONSUMER],
+            "INSERT INTO meta.ingest_commits VALUES (get_current_timestamp(), ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                source.name,
+                end.transaction_id,
+                end.global_position,
+                count,
+                lake_events + count,
+                head.bound,
+                head.last.transaction_id,
+                head.last.global_position,
+            ],
         )
-        # The lag's history (`projectionist report`): where this commit left the lake, and the head it read towards.
-        con.execute(
-            "INSERT INTO meta.ingest_commits SELECT get_current_timestamp(), source, transaction_id, global_position, "
-            "?, events, ?, ?, ? FROM meta.checkpoints WHERE consumer = ?",
-            [count, head.bound, head.last.transaction_id, head.last.global_position, INGEST_CONSUMER],
+        landed = LandedBatch(after, end, count, {c: p for c, (p, _) in points.items()}, stage)
+        if in_commit is not None:  # its work commits with the batch; the checkpoints it moves, in the statement below
+            in_commit(con, landed)
+        _move_checkpoints(
+            con,
+            [(INGEST_CONSUMER, source.name, end, count)]
+            + [(consumer, None, checkpoint, events) for consumer, (checkpoint, events) in landed.moves.items()],
         )
-        if in_commit is not None:  # after the checkpoint moved: it sees the batch and the checkpoint, commits with them
-            in_commit(con, after)
-    return count, end, parallel is not None
+    return landed, parallel is not None
 
 
-def _dead_letter_bad_rows(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> None:
+def _move_checkpoints(con: duckdb.DuckDBPyConnection, moves: list[tuple[str, str | None, Checkpoint, int]]) -> None:
+    """Move consumers' checkpoints in one statement: (consumer, source or None to keep it, checkpoint, events added)."""
+    rows = ", ".join("(?, ?, ?, ?, ?)" for _ in moves)
+    con.execute(
+        "UPDATE meta.checkpoints AS c SET source = coalesce(m.source, c.source), transaction_id = m.tx, "
+        "global_position = m.pos, events = c.events + m.added, batches = c.batches + 1, "
+        f"updated_at = get_current_timestamp() FROM (VALUES {rows}) AS m(consumer, source, tx, pos, added) "
+        "WHERE c.consumer = m.consumer",
+        [
+            v
+            for consumer, name, at, added in moves
+            for v in (consumer, name, at.transaction_id, at.global_position, added)
+        ],
+    )
+
+
+def drop_staged(con: duckdb.DuckDBPyConnection, batch: LandedBatch | None) -> None:
+    """Drop a staged batch's temporary table (nothing when there is none)."""
+    if batch is not None and batch.table is not None:
+        con.execute(f"DROP TABLE IF EXISTS temp.main.{batch.table}")
+
+
+def _dead_letter_bad_rows(con: duckdb.DuckDBPyConnection, after: Checkpoint, written: str = "raw.events") -> None:
     """List this batch's undecodable events (``data`` null) in meta.dead_letters, in the batch's transaction.
 
     The events themselves stay in raw.events as stored (``data`` null, ``metadata.decode_error``),
@@ -319,7 +397,7 @@ def _dead_letter_bad_rows(con: duckdb.DuckDBPyConnection, after: Checkpoint) -> 
     con.execute(
         "INSERT INTO meta.dead_letters SELECT event_id, global_position, ?, NULL, "
         "coalesce(json_extract_string(metadata, '$.decode_error'), 'payload missing'), get_current_timestamp() "
-        "FROM raw.events WHERE transaction_id >= ? AND (transaction_id > ? OR global_position > ?) AND data IS NULL",
+        f"FROM {written} WHERE transaction_id >= ? AND (transaction_id > ? OR global_position > ?) AND data IS NULL",
         [INGEST_DEAD_LETTER, tx, tx, pos],
     )
 
@@ -337,23 +415,31 @@ def ingest(
     max_batches: int | None = None,
     progress: Callable[[int], None] | None = None,
     compact_after: int | None = 64,
-    in_commit: Callable[[duckdb.DuckDBPyConnection, Checkpoint], None] | None = None,
+    in_commit: Callable[[duckdb.DuckDBPyConnection, LandedBatch], None] | None = None,
+    stage: bool = False,
+    start: tuple[Checkpoint, Head] | None = None,
 ) -> IngestResult:
     """Land every settled event of ``source`` not yet in the lake; one commit per batch.
 
     ``con`` is a writable lake connection (``open_lake``). ``progress`` is called with the events
     of each committed batch. When ``compact_after`` is set and the run committed something, small
     adjacent files are merged once raw.events holds more than that many data files.
-    ``in_commit(con, after)`` (``after``: the checkpoint the batch starts after) runs inside each batch's
-    transaction, after its checkpoint moved (again if the batch is retried after a conflict): work that
-    belongs with the batch commits with it, not in a commit of its own. A failure of
+    ``in_commit(con, batch)`` (a :class:`LandedBatch`) runs inside each batch's transaction, after its
+    rows were written (again if the batch is retried after a conflict): work that belongs with the batch
+    commits with it, not in a commit of its own, and the checkpoints it moves (:meth:`LandedBatch.move`)
+    move in the batch's own statement. ``stage``: each batch goes through a temporary table
+    first, and the last one's stays for the caller (:attr:`IngestResult.staged`; drop it with
+    :func:`drop_staged`): keep ``batch_size`` to what memory holds twice. ``start``: the lake's checkpoint
+    and the store's head as the caller has just read them, on a lake and a store it has already checked
+    belong together (``follow``'s later cycles): the run starts there without reading either again (a
+    checkpoint moved meanwhile is found by the batch's transaction, which then reads it). A failure of
     PostgreSQL or DuckDB is raised as a transient or terminal error (:mod:`eventstore.failures`);
     the batches committed before it stay.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     with translated(f"ingesting {source.name} failed", fix=READ_FIX):
-        return _ingest(con, source, batch_size, max_batches, progress, compact_after, in_commit)
+        return _ingest(con, source, batch_size, max_batches, progress, compact_after, in_commit, stage, start)
 
 
 def _ingest(
@@ -363,42 +449,55 @@ def _ingest(
     max_batches: int | None,
     progress: Callable[[int], None] | None,
     compact_after: int | None,
-    in_commit: Callable[[duckdb.DuckDBPyConnection, Checkpoint], None] | None,
+    in_commit: Callable[[duckdb.DuckDBPyConnection, LandedBatch], None] | None,
+    stage: bool,
+    start: tuple[Checkpoint, Head] | None,
 ) -> IngestResult:
     started = time.monotonic()
-    checkpoint, known = _checked_checkpoint(con, source)
-    head = source.head(checkpoint)  # first: an unreachable store fails here with a clear message
-    if not known:
-        _record_store(con, source)
+    if start is not None:
+        checkpoint, head = start
+    else:
+        checkpoint, known = _checked_checkpoint(con, source)
+        head = source.head(checkpoint)  # first: an unreachable store fails here with a clear message
+        if not known:
+            _record_store(con, source)
     if (head.last.transaction_id, head.last.global_position) <= (checkpoint.transaction_id, checkpoint.global_position):
         # Nothing settled after the checkpoint: no attach, no batch (an idle `follow` cycle stops here).
         return IngestResult(0, 0, checkpoint, head, time.monotonic() - started)
     source.attach(con)  # ATTACH IF NOT EXISTS: a connection that already has the store keeps it
     optional = optional_columns(con, source, head.bound)
 
-    def batch_from(known: Checkpoint) -> Callable[[], tuple[int, Checkpoint, bool]]:
+    staged = f"_ingest_batch_{uuid.uuid4().hex[:12]}" if stage else None
+
+    read: list[Checkpoint] = []  # where the last try started: the lake's checkpoint as last known
+
+    def batch_from(known: Checkpoint) -> Callable[[], tuple[LandedBatch | None, bool]]:
         tries = [known]
 
-        def one_batch() -> tuple[int, Checkpoint, bool]:
+        def one_batch() -> tuple[LandedBatch | None, bool]:
             # The first try starts where this run knows the lake stands (the batch's transaction
             # checks it again); a retry after a conflict reads where another writer left it.
             after = tries.pop() if tries else lake_checkpoint(con)[0]
-            return _commit_batch(con, source, after, head, batch_size, optional, in_commit)
+            read.append(after)
+            return _commit_batch(con, source, after, head, batch_size, optional, in_commit, staged)
 
         return one_batch
 
     events = batches = scanned = 0
+    last: LandedBatch | None = None
     while max_batches is None or batches < max_batches:
         try:
             one_batch = batch_from(checkpoint)
-            written, checkpoint, parallel = retry_conflicts(one_batch, f"ingesting a batch of {source.name}")
+            landed, parallel = retry_conflicts(one_batch, f"ingesting a batch of {source.name}")
         except duckdb.OutOfMemoryException as exc:
             raise LakeConfigurationError(
                 f"a batch of {batch_size:,} events did not fit DuckDB's memory limit ({str(exc).splitlines()[0]}): "
                 "lower --batch-size or raise --memory-limit. Committed batches are kept; rerun to continue."
             ) from exc
-        if written == 0:
+        if landed is None:
+            checkpoint = read[-1]  # another writer may have moved it (and landed these events) meanwhile
             break
+        written, checkpoint, last = landed.events, landed.until, landed
         events += written
         batches += 1
         scanned += parallel
@@ -410,7 +509,8 @@ def _ingest(
     if compact_after is not None and batches and _data_files(con) > compact_after:
         compact(con)
         compacted = True
-    return IngestResult(events, batches, checkpoint, head, time.monotonic() - started, compacted, scanned)
+    seconds = time.monotonic() - started
+    return IngestResult(events, batches, checkpoint, head, seconds, compacted, scanned, last if stage else None)
 
 
 def table_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:

@@ -70,3 +70,47 @@ def test_remembered_streams_spare_lake_reads_and_give_what_a_rebuild_gives(
         rebuild(con, registry, name, 1)
         assert con.execute(f"SELECT * FROM projections.{name}_v1 ORDER BY ALL").fetchall() == followed[name]
     assert any(row[2] == "cancelled" for row in followed["cart_summary"] if row[0] == "new-1")
+
+
+def test_a_cycle_reads_its_new_events_from_the_staged_batch_and_gives_what_a_rebuild_gives(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+) -> None:
+    """follow's path: ingest(stage=True), then project(until=, staged=) reads the batch from memory, not the lake."""
+    from warehouse.ingest import drop_staged
+
+    registry = discover(bundled=True, folder=None)
+    names = ["cart_summary", "product_sales"]
+    _append(store_dsn, *[(f"old-{i}", [_opened(i), _item("p1")]) for i in range(4)])
+    con = open_lake(lake_config)
+    ingest(con, source)
+    for name in names:
+        rebuild(con, registry, name, 1)
+    memory, cache = StreamMemory(), StreamKeysCache()
+
+    def cycle(*carts: tuple[str, list[NewEvent]], batch_size: int = 500_000) -> None:
+        _append(store_dsn, *carts)
+        landed = ingest(con, source, stage=True, batch_size=batch_size)
+        try:
+            project(
+                con, registry, names=names, cache=cache, memory=memory, until=landed.checkpoint, staged=landed.staged
+            )
+        finally:
+            drop_staged(con, landed.staged)
+
+    cycle(("new-0", [_opened(10), _item("p2")]))  # the first learns the lake's streams: from the lake
+    assert memory.staged == 0
+    cycle(("new-1", [_opened(11), _item("p2")]), ("old-1", [_item("p3", 2), NewEvent("CartConfirmed", {})]))
+    cycle(("new-0", [NewEvent("CartConfirmed", {})]))
+    assert memory.staged == 2
+    # Two batches in one ingest: the staged one is only the last, so the cycle reads its range from the lake.
+    cycle(("new-2", [_opened(12), _item("p1")]), ("new-3", [_opened(13), _item("p2")]), batch_size=2)
+    assert memory.staged == 2
+    cycle(("new-3", [NewEvent("CartCancelled", {})]))
+    assert memory.staged == 3
+
+    followed = {n: con.execute(f"SELECT * FROM projections.{n}_v1 ORDER BY ALL").fetchall() for n in names}
+    for name in names:
+        rebuild(con, registry, name, 1)
+        assert con.execute(f"SELECT * FROM projections.{name}_v1 ORDER BY ALL").fetchall() == followed[name]
+    assert {row[0]: row[2] for row in followed["cart_summary"]}["new-3"] == "cancelled"
+    con.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import duckdb
 import pytest
 
 from eventstore.connection import connect
@@ -13,7 +14,7 @@ from eventstore.native_store import NewEvent, append
 from eventstore.settings import Settings
 from projections import discover
 from warehouse.event_catalog import catalog_entries, refresh_event_catalog, schema_changes, unhandled_entries
-from warehouse.ingest import EventSource, ingest, lake_checkpoint
+from warehouse.ingest import EventSource, LandedBatch, ingest, lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import close_source, open_source
 
@@ -114,8 +115,8 @@ def test_the_catalog_kept_in_the_ingest_commit_counts_every_event_once_archived_
         assert archive_lake(con, "0s").streams > 0  # finished carts move to the cold tier
         added: list[tuple[Checkpoint, CatalogAddition | None]] = []
 
-        def catalog(c: object, after: Checkpoint) -> None:
-            added.append((after, add_new_events(c, batch_after=after)))  # type: ignore[arg-type]
+        def catalog(c: duckdb.DuckDBPyConnection, batch: LandedBatch) -> None:
+            added.append((batch.after, add_new_events(c, batch=batch)))
 
         with connect(store_dsn) as conn:
             append(conn, "payment-1", "payment", [NewEvent("PaymentRequested", {"amount": 1})])

@@ -234,3 +234,59 @@ def test_the_parallel_scan_reads_a_batch_only_when_it_is_a_large_share_of_the_ta
     small = ingest(con, source, batch_size=600)
     assert (small.events, small.scanned) == (1, 0)  # 1 event of ~2,000: through the index
     assert lake_ids(con) == store_ids(store_dsn)
+
+
+def test_a_staged_batch_holds_exactly_the_rows_that_landed(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, read_path: str
+) -> None:
+    """ingest(stage=True) keeps the last batch in a temporary table (follow's cycle reads it instead of the lake)."""
+    from eventstore.positions import in_range
+    from warehouse.ingest import drop_staged
+
+    append_shop(store_dsn, 500)
+    con = open_lake(lake_config)
+    first = ingest(con, source, stage=True)
+    assert first.staged is not None and first.staged.table is not None
+    assert (first.staged.events, first.staged.until) == (first.events, first.checkpoint)
+    appended = append_shop(store_dsn, 1_000, seed=9)
+    second = ingest(con, source, stage=True, batch_size=400)
+    staged = second.staged
+    batches = -(-appended // 400)
+    assert staged is not None and staged.table is not None and second.batches == batches > 1
+    # The last batch's rows, column for column (ingested_at too: the lake got the staged rows).
+    assert staged.after != first.checkpoint and staged.until == second.checkpoint
+    landed = f"SELECT * FROM raw.events WHERE {in_range(staged.after, staged.until)}"
+    kept = f"SELECT * FROM temp.main.{staged.table}"
+    for a, b in ((landed, kept), (kept, landed)):
+        assert con.execute(f"SELECT count(*) FROM ({a} EXCEPT ALL {b})").fetchone() == (0,)
+    assert (
+        con.execute(f"SELECT count(*) FROM ({kept})").fetchone()
+        == (staged.events,)
+        == (appended - 400 * (batches - 1),)
+    )
+    assert ingest(con, source, stage=True).staged is None  # nothing new: nothing staged
+    drop_staged(con, first.staged)
+    drop_staged(con, staged)
+    assert not con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
+    assert ingest(con, source).staged is None and lake_ids(con) == store_ids(store_dsn)
+
+
+def test_a_start_another_ingest_overtook_lands_nothing_twice(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+) -> None:
+    """follow starts a cycle from what it last knew (start=); another writer may have moved the lake since."""
+    append_shop(store_dsn, 300)
+    con, other = open_lake(lake_config), open_lake(lake_config)
+    known = ingest(con, source).checkpoint
+    append_shop(store_dsn, 300, seed=3)
+    head = source.head(known)
+    overtaken = ingest(other, source).checkpoint  # another process lands the new events first
+    result = ingest(con, source, start=(known, head))  # the batch finds the checkpoint moved and reads it
+    assert (result.events, result.checkpoint) == (0, overtaken)
+    append_shop(store_dsn, 200, seed=4)
+    ingest(other, source)
+    appended = append_shop(store_dsn, 100, seed=5)
+    result = ingest(con, source, start=(overtaken, source.head(overtaken)))
+    assert result.events == appended and result.checkpoint == lake_checkpoint(con)[0]
+    assert lake_ids(con) == store_ids(store_dsn)
+    other.close()

@@ -30,6 +30,7 @@ from warehouse.versions.cycle import StreamMemory, cycle_events
 from warehouse.versions.lake_events import EVENTS
 
 if TYPE_CHECKING:
+    from warehouse.ingest import LandedBatch
     from warehouse.versions.incremental import StreamKeysCache  # the engine: polars, pyarrow
 
 __all__ = ["advance_version", "lag", "lags", "project"]
@@ -43,6 +44,8 @@ def project(
     progress: Callable[[str, int], None] | None = None,
     cache: StreamKeysCache | None = None,
     memory: StreamMemory | None = None,
+    until: Checkpoint | None = None,
+    staged: LandedBatch | None = None,
 ) -> list[ProjectResult]:
     """Advance every live and ready version to the lake's ingest checkpoint, recomputing only touched keys.
 
@@ -51,6 +54,9 @@ def project(
     The versions behind read the touched streams' events from the lake once, together
     (:mod:`warehouse.versions.cycle`). ``cache`` (``follow`` keeps one) remembers each version's
     stream contributions from one call to the next, ``memory`` (kept likewise) the lake's streams.
+    ``until``: a checkpoint the lake's ingest has reached, as the caller knows it (``follow``, right after
+    its ingest): the versions advance to it, and the lake's checkpoint is not read. ``staged``: that
+    ingest's staged batch, read instead of the lake when it is exactly the events the versions lack.
     """
     # Computing loads the projection engine (polars, pyarrow): imported here, so that :func:`lag`
     # (``status``, ``versions``) does not pay for it.
@@ -66,14 +72,16 @@ def project(
     # idle `follow` cycle) this is all a call costs. A statement per projection, each in its own
     # transaction, took about 85 ms for the demo's projections; this takes about 15 (measured).
     def read() -> tuple[list[tuple[Any, ...]], Checkpoint]:
+        if until is not None:  # one statement
+            return con.execute(ALL_VERSIONS).fetchall(), until
         with transaction(con):
             return con.execute(ALL_VERSIONS).fetchall(), lake_checkpoint(con)[0]
 
     try:
-        versions, until = read()
+        versions, target = read()
     except duckdb.CatalogException:  # a new lake, or one from before the version tables
         ensure_version_tables(con)
-        versions, until = read()
+        versions, target = read()
     by_name: dict[str, list[VersionInfo]] = {}
     for row in versions:
         by_name.setdefault(str(row[0]), []).append(version_info(row))
@@ -102,7 +110,7 @@ def project(
                 continue  # its module is gone: it keeps its rows but can no longer advance
             projection = registry.get(name, info.version)
             check_fingerprint(projection, info)
-            if until <= info.checkpoint:
+            if target <= info.checkpoint:
                 continue
             behind.append((projection, info))
     if not behind:
@@ -113,9 +121,10 @@ def project(
     # Versions keyed by stream first: their cost follows what is new, while a key that many streams
     # contribute to (a day's revenue) is recomputed from all of them; the cheap ones commit first.
     behind.sort(key=lambda pair: not pair[0].keyed_by_stream)
-    with computing_in_memory(con), cycle_events(con, lowest, until, memory=memory, forgotten=forgotten) as cycle:
+    events = cycle_events(con, lowest, target, memory=memory, forgotten=forgotten, staged=staged)
+    with computing_in_memory(con), events as cycle:
         for projection, info in behind:
-            result = advance_to(con, registry, projection, info, until, cycle=cycle, cache=cache, forgotten=forgotten)
+            result = advance_to(con, registry, projection, info, target, cycle=cycle, cache=cache, forgotten=forgotten)
             if result is None:
                 continue
             results.append(result)

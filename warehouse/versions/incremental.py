@@ -248,28 +248,44 @@ def advance_to(
     # keeps ``memory`` for a whole cycle, see computing_in_memory).
     table, versions, letters = f"{LAKE_ALIAS}.{info.table}", f"{LAKE_ALIAS}.meta.projection_versions", DEAD_LETTERS
 
+    def moved() -> bool:
+        """Whether another process advanced (or rebuilt, or dropped) the version since ``after``."""
+        current = con.execute(
+            f"SELECT transaction_id, global_position, state FROM {versions} WHERE name = ? AND version = ?",
+            [info.name, info.version],
+        ).fetchone()
+        return current is None or Checkpoint(int(current[0]), int(current[1])) != after or current[2] == "dropped"
+
     def commit() -> int | None:
-        with transaction(con):
-            current = con.execute(
-                f"SELECT transaction_id, global_position, state FROM {versions} WHERE name = ? AND version = ?",
-                [info.name, info.version],
-            ).fetchone()
-            if current is None or Checkpoint(int(current[0]), int(current[1])) != after or current[2] == "dropped":
-                return None  # another process advanced (or rebuilt, or dropped) it meanwhile: its commit stands
-            if result is not None:
-                with _registered(con, existing) as keys_view, _registered(con, result.rows) as rows_view:
-                    if existing.num_rows:
-                        _delete_keys(con, table, projection, keys_view)
-                    con.execute(f"INSERT INTO {table} SELECT * FROM {rows_view}")
-            write_dead_letters(con, projection, unrecorded(con, projection, poison, letters), at, letters)
-            row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-            rows = int(row[0]) if row else 0
-            con.execute(
-                f"UPDATE {versions} SET transaction_id = ?, global_position = ?, rows = ?, "
-                "updated_at = get_current_timestamp() WHERE name = ? AND version = ?",
-                [until.transaction_id, until.global_position, rows, info.name, info.version],
-            )
-            return rows
+        try:
+            with transaction(con) as tx:
+                if result is not None:
+                    with _registered(con, existing) as keys_view, _registered(con, result.rows) as rows_view:
+                        if existing.num_rows:
+                            _delete_keys(con, table, projection, keys_view)
+                        con.execute(f"INSERT INTO {table} SELECT * FROM {rows_view}")
+                write_dead_letters(con, projection, unrecorded(con, projection, poison, letters), at, letters)
+                # Where the version stands and its rows after the change, in one statement (each statement
+                # costs catalog round trips): a version another process moved meanwhile rolls it all back.
+                current = con.execute(
+                    f"SELECT (SELECT count(*) FROM {table}), transaction_id, global_position, state FROM {versions} "
+                    "WHERE name = ? AND version = ?",
+                    [info.name, info.version],
+                ).fetchone()
+                if current is None or Checkpoint(int(current[1]), int(current[2])) != after or current[3] == "dropped":
+                    tx.abandon()
+                    return None  # its commit stands
+                rows = int(current[0])
+                con.execute(
+                    f"UPDATE {versions} SET transaction_id = ?, global_position = ?, rows = ?, "
+                    "updated_at = get_current_timestamp() WHERE name = ? AND version = ?",
+                    [until.transaction_id, until.global_position, rows, info.name, info.version],
+                )
+                return rows
+        except duckdb.CatalogException:
+            if moved():  # dropped meanwhile, its table with it: nothing to write
+                return None
+            raise
 
     rows = retry_conflicts(commit, f"updating {info.table}")
     if cache is not None:
