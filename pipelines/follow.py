@@ -45,19 +45,33 @@ from projections.registry import declared_types, field_policy
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped
 from warehouse.event_catalog import add_new_events, ensure_event_catalog
 from warehouse.feeds import DeliveryResult, deliver
-from warehouse.ingest import EventSource, IngestResult, LandedBatch, drop_staged, ingest, lake_checkpoint
+from warehouse.ingest import (
+    EventSource,
+    IngestResult,
+    LandedBatch,
+    compact,
+    drop_staged,
+    ingest,
+    lake_checkpoint,
+    table_files,
+)
 from warehouse.lake import LakeConfig, open_lake
+from warehouse.maintenance import tidy_table
 from warehouse.sources import close_source, head_holder, open_source
 from warehouse.versions import ProjectResult, project
 from warehouse.versions.cycle import StreamMemory
 from warehouse.versions.incremental import StreamKeysCache
 
-__all__ = ["COMPACT_AFTER", "FOLLOW_BATCH", "Follower", "backoff"]
+__all__ = ["COMPACT_AFTER", "FOLLOW_BATCH", "TIDY_META", "Follower", "backoff"]
 
 #: The most events one ingest batch of a cycle carries (staged in memory on their way to the lake).
 FOLLOW_BATCH = 100_000
 #: raw.events' data files above which a cycle compacts them (checked every ``lake_every``-th ingest).
 COMPACT_AFTER = 64
+#: The meta tables the cycles change (their superseded rows are flushed out in turn, with the projection tables).
+TIDY_META = ("checkpoints", "projection_versions", "ingest_commits", "event_catalog_types", "event_catalog_fields")
+#: A projection table's file is rewritten without its deleted rows when they are this share of it (meta: any).
+PROJECTION_DELETE_THRESHOLD = 0.25
 
 
 def backoff(attempt: int, interval: float, ceiling: float = 30.0) -> float:
@@ -68,6 +82,12 @@ def backoff(attempt: int, interval: float, ceiling: float = 30.0) -> float:
     """
     base = min(max(ceiling, interval), interval * 2 ** (attempt - 1))
     return float(base * (0.5 + random.random()))
+
+
+def _compact_raw_events(con: duckdb.DuckDBPyConnection) -> None:
+    """Merge raw.events' small files once it holds more than COMPACT_AFTER of them (each cycle writes one)."""
+    if table_files(con).get("raw.events", (0, 0))[0] > COMPACT_AFTER:
+        compact(con)
 
 
 def _clock() -> str:
@@ -97,6 +117,10 @@ class Follower:
     lake_every: int = 10  # a quiet store: the lake is still read every this many cycles
     quiet: int = 0  # cycles in a row that found nothing new in the store (and so skipped the lake)
     ingests: int = 0  # cycles that ran the ingest (every lake_every-th also checks whether to compact)
+    written: set[str] = field(default_factory=set)  # projection tables the cycles advanced (kept tidy)
+    turns: int = 0  # tables handed to the second lane for tidying (the next in turn: TIDY_META, then projections)
+    tidied: int = 0  # of those, tidied (or failed, with its line) so far
+    tidy_error: str = ""  # the last tidying failure, reported once
     listener: Listener | None = None
     typed: set[tuple[str, int]] = field(default_factory=set)  # event types and versions known to have their view
     unviewed: set[tuple[str, int]] = field(default_factory=set)  # landed, their view not checked or written yet
@@ -112,6 +136,8 @@ class Follower:
             self.wide.raise_terminal()  # the wide lane's terminal failure stops follow, as the cycle's would
         try:
             ingested, results = self._work()
+            # On the store too: a restart now is an outage like any other, not the end of follow.
+            self._watch_holder(ingested)
         except (duckdb.Error, psycopg.Error, ProjectionistError) as exc:
             if isinstance(exc, duckdb.InterruptException):
                 raise
@@ -137,7 +163,6 @@ class Follower:
         for delivery in self.delivered:  # feed consumers (docs/integration.md): a line for what was sent
             if delivery.changes or delivery.dead_letters:
                 self.log(f"{_clock()} delivered {delivery.describe()}")
-        self._watch_holder(ingested)
         return self.interval
 
     def _work(self) -> tuple[IngestResult, list[ProjectResult]]:
@@ -177,7 +202,7 @@ class Follower:
             in_commit=catalog,
             stage=True,
             start=start,
-            compact_after=COMPACT_AFTER if self.ingests % self.lake_every == 1 else None,
+            compact_after=None,  # the second lane's chore (below): a cycle never waits for a merge
         )
         try:
             done = self._project(ingested, seen)
@@ -212,6 +237,8 @@ class Follower:
         if self.lanes is None:
             wide = wide_names(self.registry)
             self.lanes = ([n for n in self.registry.names() if n not in wide], wide)
+        if ingested.batches and self.ingests % self.lake_every == 1:
+            self._lane().chore(_compact_raw_events)
         results = project(
             self.lake,
             self.registry,
@@ -222,10 +249,7 @@ class Follower:
             staged=ingested.staged,
         )
         if self.lanes[1]:
-            if self.wide is None:
-                config = LakeConfig.from_settings(self.settings)
-                self.wide = WideLane(config, self.registry, self.lanes[1], self.log, self.warn, self.interval)
-            self.wide.kick()
+            self._lane().kick()
         try:  # a consumer's trouble (its target down, a leak) never stops ingest and project: one line per new error
             self.delivered, error = deliver(self.lake, self.registry), ""
         except (ProjectionistError, psycopg.Error) as exc:
@@ -233,7 +257,45 @@ class Follower:
         if error and error[9:] != self.delivery_error[9:]:
             self.warn(error)
         self.delivery_error = error
+        self.written |= {f"{r.name}_v{r.version}" for r in results}
+        if ingested.batches and self.ingests % self.lake_every == self.lake_every // 2:  # between compactions
+            lane = self._lane()
+            tables = [("meta", t) for t in TIDY_META] + [
+                ("projections", t) for t in sorted(self.written | lane.advanced)
+            ]
+            schema, table = tables[self.turns % len(tables)]
+            self.turns += 1
+            lane.chore(lambda con: self._tidy(con, schema, table))
         return ingested, results
+
+    def _lane(self) -> WideLane:
+        """The second lane (its thread and lake connection): the wide versions, and the cycles' housekeeping."""
+        if self.wide is None:
+            assert self.lanes is not None
+            config = LakeConfig.from_settings(self.settings)
+            self.wide = WideLane(config, self.registry, self.lanes[1], self.log, self.warn, self.interval)
+        return self.wide
+
+    def _tidy(self, con: duckdb.DuckDBPyConnection, schema: str, table: str) -> None:
+        """Tidy one of the tables the cycles change, in the second lane: its reads stay as cheap as on day one.
+
+        Without it, each cycle's reads of ``meta.checkpoints`` and ``meta.projection_versions`` would copy
+        every row version the cycles before superseded, and a projection table would gather a file per
+        cycle (:func:`warehouse.maintenance.tidy_table`). One table every ``lake_every`` ingests, in turn.
+        A failure (a version dropped meanwhile, a conflict that outlasted its retries) is one line, and the
+        next turn goes on.
+        """
+        try:
+            tidy_table(con, schema, table, 0.0 if schema == "meta" else PROJECTION_DELETE_THRESHOLD)
+            error = ""
+        except (duckdb.Error, ProjectionistError) as exc:
+            if isinstance(exc, duckdb.InterruptException):
+                raise
+            error = f"{_clock()} tidying {schema}.{table} failed: {first_line(exc)}"
+        if error and error[9:] != self.tidy_error[9:]:
+            self.warn(error)
+        self.tidy_error = error
+        self.tidied += 1
 
     def wait(self, seconds: float, stopped: Callable[[], bool] | None = None) -> bool:
         """Wait up to ``seconds`` for the next cycle; True when the store announced new events first.

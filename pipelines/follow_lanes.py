@@ -10,6 +10,10 @@ DuckDB thread, leaving the other cores to the cycle), woken after each cycle tha
 the cycle's versions stay as fresh as their own cost allows, and these catch up as fast as theirs
 does, several cycles' events at a time. Each version's checkpoint is its own, as it always was.
 
+The lane also does the cycle's housekeeping (:meth:`WideLane.chore`: compacting ``raw.events``,
+tidying the tables the cycles change), so that a cycle never waits for it; with no such versions it
+exists for that alone.
+
 A transient failure (the lake's catalog restarting) is logged once and retried with backoff; a
 terminal one is handed to the cycle, which stops ``follow`` with it.
 """
@@ -26,7 +30,7 @@ import duckdb
 import psycopg
 
 from eventstore.errors import ProjectionistError
-from eventstore.failures import translate
+from eventstore.failures import first_line, translate
 from projections import Registry
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.versions import project
@@ -60,6 +64,8 @@ class WideLane:
         self.config, self.registry, self.names = config, registry, list(names)
         self.log, self.warn, self.interval = log, warn, interval
         self.error: ProjectionistError | None = None  # terminal: the cycle raises it
+        self.advanced: frozenset[str] = frozenset()  # the projection tables it has written (kept tidy)
+        self._chores: list[Callable[[duckdb.DuckDBPyConnection], None]] = []
         self._cache = StreamKeysCache()
         self._memory = StreamMemory()
         self._lake: duckdb.DuckDBPyConnection | None = None
@@ -74,6 +80,16 @@ class WideLane:
     def kick(self) -> None:
         """Ask for a pass over the lake's newest checkpoint (one pass serves every kick before it)."""
         with self._changed:
+            self._wanted += 1
+            self._changed.notify_all()
+
+    def chore(self, work: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+        """Run ``work(lake)`` on the lane's connection after its next pass (housekeeping off the cycle's path).
+
+        ``work`` reports its own failures; one it lets through is a line here, never the lane's failure.
+        """
+        with self._changed:
+            self._chores.append(work)
             self._wanted += 1
             self._changed.notify_all()
 
@@ -119,7 +135,11 @@ class WideLane:
                 if self._lake is None:
                     self._lake = open_lake(self.config)
                     self._lake.execute("SET threads = 1")  # the other cores are the cycle's
-                results = project(self._lake, self.registry, names=self.names, cache=self._cache, memory=self._memory)
+                results = (
+                    project(self._lake, self.registry, names=self.names, cache=self._cache, memory=self._memory)
+                    if self.names
+                    else []
+                )
             except (duckdb.Error, psycopg.Error, ProjectionistError) as exc:
                 if isinstance(exc, duckdb.InterruptException) or self._stopping:
                     break
@@ -140,6 +160,8 @@ class WideLane:
             if outage is not None:
                 self.warn(f"{_clock()} {', '.join(self.names)}: recovered after {time.monotonic() - outage:.1f} s")
                 outage, failures = None, 0
+            self.advanced = self.advanced | {f"{r.name}_v{r.version}" for r in results}  # a new set: read elsewhere
+            self._run_chores()  # before the pass counts as done: settle() and a draining close() wait for them
             with self._changed:
                 self._done = target
                 self._changed.notify_all()
@@ -148,6 +170,19 @@ class WideLane:
                 events = max(r.events for r in results)
                 self.log(f"{_clock()} projected {projected} ({events:,} events, {time.monotonic() - started:.1f} s)")
         self._drop()
+
+    def _run_chores(self) -> None:
+        with self._changed:
+            chores, self._chores = self._chores, []
+        for work in chores:
+            if self._stopping or self._lake is None:
+                return
+            try:
+                work(self._lake)
+            except (duckdb.Error, psycopg.Error, ProjectionistError) as exc:
+                if isinstance(exc, duckdb.InterruptException):
+                    return
+                self.warn(f"{_clock()} housekeeping failed: {first_line(exc)}")
 
     def _drop(self) -> None:
         if self._lake is not None:

@@ -136,7 +136,10 @@ def events_source(con: duckdb.DuckDBPyConnection, events: str) -> list[str]:
         )
     try:
         columns = con.sql(f"SELECT * FROM {events} LIMIT 0").columns
-    except duckdb.Error as exc:
+    except (duckdb.CatalogException, duckdb.BinderException, duckdb.ParserException) as exc:
+        # A relation that is not there (or not readable as named) is the caller's to fix. Anything else (the
+        # lake's catalog server restarting under `follow`, a file gone) is raised as it is, for the caller to
+        # judge: a lost connection is transient, not a configuration error.
         raise ConfigurationError(
             f"events relation {events} cannot be read: {str(exc).splitlines()[0]}. Attach the lake or create it."
         ) from None

@@ -119,6 +119,14 @@ def test_follow_survives_restarts_of_the_store_and_the_catalog(home: Path, full_
     )
     stop = threading.Event()
     writers = [threading.Thread(target=_writer, args=(store, stop, seed)) for seed in (1, 2)]
+    lines: list[str] = []  # stderr as it comes: each lane's outage is followed by its recovery, in its own time
+    printed: list[str] = []
+    readers = [
+        threading.Thread(target=lambda: lines.extend(iter(follower.stderr.readline, "")), daemon=True),  # type: ignore[union-attr]
+        threading.Thread(target=lambda: printed.extend(iter(follower.stdout.readline, "")), daemon=True),  # type: ignore[union-attr]
+    ]
+    for reader in readers:
+        reader.start()
     try:
         for writer in writers:
             writer.start()
@@ -127,7 +135,7 @@ def test_follow_survives_restarts_of_the_store_and_the_catalog(home: Path, full_
         for i in range(restarts):
             _restart(server, down_for=0.5 + (i % 3) * 0.7)
             time.sleep(2.5)
-            assert follower.poll() is None, follower.communicate()
+            assert follower.poll() is None, "".join(printed + lines)
         stop.set()
         for writer in writers:
             writer.join(timeout=30)
@@ -136,17 +144,27 @@ def test_follow_survives_restarts_of_the_store_and_the_catalog(home: Path, full_
         stored = int(row[0]) if row else 0
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if _caught_up(settings, stored):
+            text = "".join(lines)
+            recovered = text.count("(transient: retrying with backoff") == text.count("recovered after")
+            if recovered and _caught_up(settings, stored):
                 break
-            assert follower.poll() is None, follower.communicate()
+            assert follower.poll() is None, "".join(printed + lines)
             time.sleep(0.5)
         follower.send_signal(signal.SIGTERM)
-        out, err = follower.communicate(timeout=60)
+        follower.wait(timeout=60)
+        for reader in readers:
+            reader.join(timeout=10)
+        out, err = "".join(printed), "".join(lines)
     finally:
         stop.set()
         if follower.poll() is None:
             follower.kill()
             follower.wait()
+        for reader in readers:
+            reader.join(timeout=10)
+        for stream in (follower.stdout, follower.stderr):
+            if stream is not None:
+                stream.close()
         server.stop()
     assert follower.returncode == 0, out + err
     assert "Traceback" not in err and "terminate called" not in err, err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -229,3 +230,22 @@ def test_bad_defaults_are_refused() -> None:
 def test_an_upcaster_with_defaults_is_hashable_like_the_others() -> None:
     assert hash(Upcaster("A", 1, defaults={"x": 1})) == hash(Upcaster("A", 1, defaults={"x": 1}))
     assert Upcaster("A", 1, defaults={"x": 1}) != Upcaster("A", 1, defaults={"x": 2})
+
+
+def test_an_events_relation_that_fails_to_read_is_not_called_missing(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """Before, any error reading it (the lake's catalog restarting under follow) became a terminal
+    configuration error, "Attach the lake or create it", and stopped `follow`."""
+    from eventstore.errors import ConfigurationError
+    from projections.upcasting import events_source
+
+    with pytest.raises(ConfigurationError, match="events relation nowhere cannot be read"):
+        events_source(con, "nowhere")
+    path = tmp_path / "events.parquet"
+    create_raw_events(con, "events")
+    con.execute(f"COPY (SELECT * FROM events) TO '{path}' (FORMAT parquet)")
+    con.execute(f"CREATE VIEW gone AS SELECT * FROM read_parquet('{path}')")
+    path.unlink()  # its file goes away, as the catalog's server does in a restart: the error is the read's
+    with pytest.raises(duckdb.IOException):
+        events_source(con, "gone")

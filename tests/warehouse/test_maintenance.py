@@ -13,7 +13,7 @@ from projections import discover
 from tests.warehouse.conftest import append_shop
 from warehouse.ingest import compact, ingest
 from warehouse.lake import LakeConfig, open_lake
-from warehouse.maintenance import lake_size, maintain
+from warehouse.maintenance import lake_size, maintain, tidy_table
 from warehouse.sources import StoreSource
 from warehouse.versions import project, rebuild
 
@@ -93,3 +93,37 @@ def test_durations_parse_or_name_the_fix() -> None:
     for bad in ("7", "seven days", "-1d", "3y"):
         with pytest.raises(ConfigurationError, match=r"is not a duration: use a number and a unit, e.g. 7d"):
             parse_duration(bad, "--older-than")
+
+
+def _inlined_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Row versions DuckLake keeps in its catalog for ``table`` (live and superseded)."""
+    names = con.execute(
+        "SELECT d.table_name FROM __ducklake_metadata_lake.ducklake_inlined_data_tables AS d "
+        "JOIN __ducklake_metadata_lake.ducklake_table AS t ON t.table_id = d.table_id "
+        "WHERE t.table_name = ? AND t.end_snapshot IS NULL",
+        [table],
+    ).fetchall()
+    return sum(
+        int((con.execute(f"SELECT count(*) FROM __ducklake_metadata_lake.{n}").fetchone() or (0,))[0]) for (n,) in names
+    )
+
+
+def test_tidy_table_drops_superseded_row_versions_from_reads_and_keeps_history(lake_config: LakeConfig) -> None:
+    """follow updates its checkpoint rows every cycle: each update left a row version every later read copied."""
+    con = open_lake(lake_config)
+    con.execute("CREATE TABLE meta.tidy_probe (k INTEGER, v INTEGER)")
+    con.execute("INSERT INTO meta.tidy_probe VALUES (1, 0), (2, 0)")
+    (first,) = con.execute("SELECT max(snapshot_id) FROM ducklake_snapshots('lake')").fetchone() or (0,)
+    for i in range(30):
+        con.execute("UPDATE meta.tidy_probe SET v = ? WHERE k = 1", [i + 1])
+    assert _inlined_rows(con, "tidy_probe") > 30  # every version so far, read by every SELECT
+    assert tidy_table(con, "meta", "tidy_probe") == (1, 0)  # one file, no deletes
+    assert _inlined_rows(con, "tidy_probe") == 0
+    assert con.execute("SELECT * FROM meta.tidy_probe ORDER BY k").fetchall() == [(1, 30), (2, 0)]
+    past = con.execute(f"SELECT * FROM meta.tidy_probe AT (VERSION => {first}) ORDER BY k").fetchall()
+    assert past == [(1, 0), (2, 0)]  # time travel still reaches before it
+    for i in range(3):  # later changes, tidied again: still one file
+        con.execute("UPDATE meta.tidy_probe SET v = ? WHERE k = 2", [i])
+    assert tidy_table(con, "meta", "tidy_probe") == (1, 0)
+    assert con.execute("SELECT * FROM meta.tidy_probe ORDER BY k").fetchall() == [(1, 30), (2, 2)]
+    con.close()

@@ -112,8 +112,10 @@ class StreamMemory:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {_bare(self.hot)} AS SELECT * FROM {events}")
         else:
             con.execute(
-                f"INSERT INTO {self.known} SELECT h FROM (SELECT DISTINCT hash(stream_id) AS h FROM {streams}) "
-                f"WHERE h NOT IN (SELECT h FROM {self.known})"
+                # ANTI JOIN, not NOT IN: DuckDB builds its hash table on the cycle's few streams, not on every
+                # stream known (NOT IN's null semantics make it a mark join over the large side: 2× slower).
+                f"INSERT INTO {self.known} SELECT n.h FROM (SELECT DISTINCT hash(stream_id) AS h FROM {streams}) AS n "
+                f"ANTI JOIN {self.known} AS k ON k.h = n.h"
             )
             con.execute(f"DELETE FROM {self.hot} WHERE stream_id IN (SELECT stream_id FROM {streams})")
             con.execute(f"INSERT INTO {self.hot} SELECT * FROM {events}")
@@ -196,14 +198,14 @@ def _read(
     known_until = memory.checkpoint if memory is not None and usable else None
     if memory is not None and usable:
         con.execute(
-            f"CREATE TEMP TABLE {_bare(new)} AS SELECT stream_id FROM {streams} "
-            f"WHERE hash(stream_id) NOT IN (SELECT h FROM {memory.known})"
+            f"CREATE TEMP TABLE {_bare(new)} AS SELECT s.stream_id FROM {streams} AS s "
+            f"ANTI JOIN {memory.known} AS k ON k.h = hash(s.stream_id)"
         )
         # Earlier events: from memory for the streams it holds, none for new ones, the lake for the rest.
         con.execute(
-            f"CREATE TEMP TABLE {_bare(cold)} AS SELECT stream_id FROM {streams} "
-            f"WHERE hash(stream_id) IN (SELECT h FROM {memory.known}) "
-            f"AND stream_id NOT IN (SELECT stream_id FROM {memory.hot})"
+            f"CREATE TEMP TABLE {_bare(cold)} AS SELECT s.stream_id FROM {streams} AS s "
+            f"SEMI JOIN {memory.known} AS k ON k.h = hash(s.stream_id) "
+            f"ANTI JOIN {memory.hot} AS hot ON hot.stream_id = s.stream_id"
         )
         parts = [f"SELECT * FROM {memory.hot} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {streams})"]
         unknown = con.execute(f"SELECT count(*) FROM {cold}").fetchone()
