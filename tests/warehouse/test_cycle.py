@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import duckdb
+
 from eventstore.connection import connect
 from eventstore.native_store import NewEvent, StreamAppend, append_streams
-from projections import discover
+from projections import Registry, discover
 from warehouse.ingest import ingest
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import StoreSource
@@ -29,16 +31,23 @@ def _opened(i: int) -> NewEvent:
     return NewEvent("CartOpened", {"customer_id": f"c{i}"})
 
 
-def test_remembered_streams_spare_lake_reads_and_give_what_a_rebuild_gives(
-    lake_config: LakeConfig, source: StoreSource, store_dsn: str
-) -> None:
-    registry = discover(bundled=True, folder=None)
-    names = ["cart_summary", "product_sales"]
+def _lake_of_old_carts(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry, names: list[str]
+) -> duckdb.DuckDBPyConnection:
+    """Four carts in the store and the lake, and version 1 of ``names`` built over them."""
     _append(store_dsn, *[(f"old-{i}", [_opened(i), _item("p1")]) for i in range(4)])
     con = open_lake(lake_config)
     ingest(con, source)
     for name in names:
         rebuild(con, registry, name, 1)
+    return con
+
+
+def test_remembered_streams_spare_lake_reads_and_give_what_a_rebuild_gives(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+) -> None:
+    registry, names = discover(bundled=True, folder=None), ["cart_summary", "product_sales"]
+    con = _lake_of_old_carts(lake_config, source, store_dsn, registry, names)
     memory, cache = StreamMemory(limit=12), StreamKeysCache()
 
     def cycle(*carts: tuple[str, list[NewEvent]]) -> int:
@@ -78,13 +87,8 @@ def test_a_cycle_reads_its_new_events_from_the_staged_batch_and_gives_what_a_reb
     """follow's path: ingest(stage=True), then project(until=, staged=) reads the batch from memory, not the lake."""
     from warehouse.ingest import drop_staged
 
-    registry = discover(bundled=True, folder=None)
-    names = ["cart_summary", "product_sales"]
-    _append(store_dsn, *[(f"old-{i}", [_opened(i), _item("p1")]) for i in range(4)])
-    con = open_lake(lake_config)
-    ingest(con, source)
-    for name in names:
-        rebuild(con, registry, name, 1)
+    registry, names = discover(bundled=True, folder=None), ["cart_summary", "product_sales"]
+    con = _lake_of_old_carts(lake_config, source, store_dsn, registry, names)
     memory, cache = StreamMemory(), StreamKeysCache()
 
     def cycle(*carts: tuple[str, list[NewEvent]], batch_size: int = 500_000) -> None:
