@@ -289,13 +289,14 @@ class Follower:
             tidy_table(con, schema, table, 0.0 if schema == "meta" else PROJECTION_DELETE_THRESHOLD)
             error = ""
         except (duckdb.Error, ProjectionistError) as exc:
-            if isinstance(exc, duckdb.InterruptException):
-                raise
+            if isinstance(exc, duckdb.InterruptException | duckdb.InternalException):
+                raise  # the lane reports it and reconnects (an INTERNAL error may leave the connection unusable)
             error = f"{_clock()} tidying {schema}.{table} failed: {first_line(exc)}"
+        finally:
+            self.tidied += 1
         if error and error[9:] != self.tidy_error[9:]:
             self.warn(error)
         self.tidy_error = error
-        self.tidied += 1
 
     def wait(self, seconds: float, stopped: Callable[[], bool] | None = None) -> bool:
         """Wait up to ``seconds`` for the next cycle; True when the store announced new events first.

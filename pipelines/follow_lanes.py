@@ -183,6 +183,11 @@ class WideLane:
                 if isinstance(exc, duckdb.InterruptException):
                     return
                 self.warn(f"{_clock()} housekeeping failed: {first_line(exc)}")
+                if isinstance(exc, duckdb.InternalException):
+                    # Seen when a flush lost a commit race with a cycle ("Failed to commit DuckLake transaction"):
+                    # the next pass starts on a new connection rather than on one DuckDB may have invalidated.
+                    self._drop()
+                    return
 
     def _drop(self) -> None:
         if self._lake is not None:

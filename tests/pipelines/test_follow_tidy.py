@@ -36,7 +36,8 @@ def test_follow_tidies_its_tables_in_turn_and_a_failure_is_one_line(
     follower = Follower(settings, registry, log=lambda _: None, warn=lines.append, lake_every=2)
     try:
         append_shop(store_dsn, 200)
-        follower.cycle()  # builds the versions
+        follower.cycle()  # builds the versions: cart_summary here, the wide ones in the second lane
+        assert follower.wide is not None and follower.wide.settle()  # their tables are in the turns from now on
         follower.written.add("gone_v9")  # a version dropped since it was advanced: its turn fails
         turns = len(TIDY_META) + len(follower.written) + 2  # and the wide lane's daily_revenue, product_sales
         for seed in range(2 * turns + 2):
