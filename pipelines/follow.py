@@ -49,11 +49,10 @@ from warehouse.ingest import (
     EventSource,
     IngestResult,
     LandedBatch,
-    compact,
+    compact_over,
     drop_staged,
     ingest,
     lake_checkpoint,
-    table_files,
 )
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.maintenance import tidy_table
@@ -82,12 +81,6 @@ def backoff(attempt: int, interval: float, ceiling: float = 30.0) -> float:
     """
     base = min(max(ceiling, interval), interval * 2 ** (attempt - 1))
     return float(base * (0.5 + random.random()))
-
-
-def _compact_raw_events(con: duckdb.DuckDBPyConnection) -> None:
-    """Merge raw.events' small files once it holds more than COMPACT_AFTER of them (each cycle writes one)."""
-    if table_files(con).get("raw.events", (0, 0))[0] > COMPACT_AFTER:
-        compact(con)
 
 
 def _clock() -> str:
@@ -238,7 +231,7 @@ class Follower:
             wide = wide_names(self.registry)
             self.lanes = ([n for n in self.registry.names() if n not in wide], wide)
         if ingested.batches and self.ingests % self.lake_every == 1:
-            self._lane().chore(_compact_raw_events)
+            self._lane().chore(lambda con: compact_over(con, COMPACT_AFTER))  # each cycle writes a file
         results = project(
             self.lake,
             self.registry,

@@ -65,7 +65,7 @@ class WideLane:
         self.log, self.warn, self.interval = log, warn, interval
         self.error: ProjectionistError | None = None  # terminal: the cycle raises it
         self.advanced: frozenset[str] = frozenset()  # the projection tables it has written (kept tidy)
-        self._chores: list[Callable[[duckdb.DuckDBPyConnection], None]] = []
+        self._chores: list[Callable[[duckdb.DuckDBPyConnection], object]] = []
         self._cache = StreamKeysCache()
         self._memory = StreamMemory()
         self._lake: duckdb.DuckDBPyConnection | None = None
@@ -83,7 +83,7 @@ class WideLane:
             self._wanted += 1
             self._changed.notify_all()
 
-    def chore(self, work: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+    def chore(self, work: Callable[[duckdb.DuckDBPyConnection], object]) -> None:
         """Run ``work(lake)`` on the lane's connection after its next pass (housekeeping off the cycle's path).
 
         ``work`` reports its own failures; one it lets through is a line here, never the lane's failure.

@@ -50,6 +50,7 @@ __all__ = [
     "attach_store",
     "check_store",
     "compact",
+    "compact_over",
     "drop_staged",
     "ingest",
     "lake_checkpoint",
@@ -505,10 +506,7 @@ def _ingest(
             progress(written)
         if written < batch_size:
             break  # a batch short of its LIMIT read every settled event below the bound: done
-    compacted = False
-    if compact_after is not None and batches and _data_files(con) > compact_after:
-        compact(con)
-        compacted = True
+    compacted = compact_after is not None and batches > 0 and compact_over(con, compact_after)
     seconds = time.monotonic() - started
     return IngestResult(events, batches, checkpoint, head, seconds, compacted, scanned, last if stage else None)
 
@@ -525,6 +523,14 @@ def table_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:
 
 def _data_files(con: duckdb.DuckDBPyConnection) -> int:
     return table_files(con).get("raw.events", (0, 0))[0]
+
+
+def compact_over(con: duckdb.DuckDBPyConnection, files: int) -> bool:
+    """:func:`compact` ``raw.events`` when it holds more than ``files`` data files; whether it did."""
+    if _data_files(con) <= files:
+        return False
+    compact(con)
+    return True
 
 
 def compact(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
