@@ -24,7 +24,7 @@ import random
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -668,15 +668,37 @@ def ensure_lake(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def set_view_column_comments(
-    con: duckdb.DuckDBPyConnection, schema: str, view: str, comments: list[tuple[str, str]]
+    con: duckdb.DuckDBPyConnection, schema: str, view: str, comments: Sequence[tuple[str, str]]
 ) -> None:
     """Replace the column comments of a view in ``meta.column_comments`` (inside the caller's transaction)."""
-    con.execute("DELETE FROM meta.column_comments WHERE schema_name = ? AND view_name = ?", [schema, view])
-    if comments:
-        con.executemany(
-            "INSERT INTO meta.column_comments VALUES (?, ?, ?, ?)",
-            [[schema, view, column, comment] for column, comment in comments],
+    set_column_comments(con, {(schema, view): comments})
+
+
+def set_column_comments(
+    con: duckdb.DuckDBPyConnection, views: Mapping[tuple[str, str], Sequence[tuple[str, str]]]
+) -> None:
+    """Replace the column comments of several views, ``(schema, view)`` → ``[(column, comment)]``, in two
+    statements (inside the caller's transaction). Each statement on a lake table is a few catalog round trips:
+    a row at a time, the 13 views of a first ingest's analytics took 0.5 s."""
+    if not views:
+        return
+    keys = list(views)
+    con.execute(
+        f"DELETE FROM meta.column_comments WHERE (schema_name, view_name) IN ({', '.join('(?, ?)' for _ in keys)})",
+        [part for key in keys for part in key],
+    )
+    rows = [
+        (schema, view, column, comment) for (schema, view), comments in views.items() for column, comment in comments
+    ]
+    for start in range(0, len(rows), _COMMENT_ROWS):
+        chunk = rows[start : start + _COMMENT_ROWS]
+        con.execute(
+            f"INSERT INTO meta.column_comments VALUES {', '.join('(?, ?, ?, ?)' for _ in chunk)}",
+            [value for row in chunk for value in row],
         )
+
+
+_COMMENT_ROWS = 500  # rows per INSERT: a bounded statement whatever the number of views
 
 
 def rollback_transaction(con: duckdb.DuckDBPyConnection) -> None:

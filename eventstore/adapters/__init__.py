@@ -40,9 +40,9 @@ Configuration: ``PROJECTIONIST_EVENT_STORE_KIND`` picks the adapter,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from eventstore.adapters._base import (
-    ADAPTER_SCHEMA,
     ArchiveNotSupportedError,
     BadRow,
     CatalogTable,
@@ -51,6 +51,7 @@ from eventstore.adapters._base import (
     StoreArchive,
     StoreMismatchError,
     StreamFingerprint,
+    adapter_schema,
     bad_rows,
     catalog_tables,
     raise_for_bad_rows,
@@ -90,6 +91,13 @@ __all__ = [
 ADAPTERS: dict[str, type[NativeAdapter] | type[SqlAdapter]] = {
     adapter.kind: adapter for adapter in (NativeAdapter, MartenAdapter, EmmettAdapter, EventsourcingAdapter)
 }
+
+
+def __getattr__(name: str) -> Any:
+    """``ADAPTER_SCHEMA``, built on first use (it loads pyarrow, which an ingest in DuckDB does not need)."""
+    if name != "ADAPTER_SCHEMA":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return adapter_schema()
 
 
 def store_kinds() -> tuple[str, ...]:

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import duckdb
 import psycopg
-import pyarrow as pa
 from psycopg import sql
 
+from eventstore import positions
 from eventstore.connection import connect_read_only, describe_dsn
 from eventstore.duckdb_connections import new_connection
 from eventstore.errors import ConfigurationError, UndecodableEventError
-from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head
+from eventstore.positions import START, Checkpoint, Head
 from eventstore.quoting import quote_literal
 from eventstore.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "ADAPTER_SCHEMA",
@@ -33,6 +37,7 @@ __all__ = [
     "StoreConnection",
     "StoreMismatchError",
     "StreamFingerprint",
+    "adapter_schema",
     "archive_verified",
     "attached_store",
     "bad_rows",
@@ -45,8 +50,25 @@ __all__ = [
 
 #: The lake's raw event columns (``EVENT_SCHEMA``) plus the two every adapter fills:
 #: ``is_archived`` (false where the store has no archive) and ``tenant_id`` (null for the
-#: store's default tenant or a store without tenants).
-ADAPTER_SCHEMA = EVENT_SCHEMA.append(pa.field("is_archived", pa.bool_())).append(pa.field("tenant_id", pa.string()))
+#: store's default tenant or a store without tenants). Built on first use (:func:`__getattr__`), like
+#: ``EVENT_SCHEMA``: an ingest runs in DuckDB and hands nothing over as Arrow, so it does not load pyarrow.
+ADAPTER_SCHEMA: pa.Schema
+
+
+def __getattr__(name: str) -> Any:
+    """``ADAPTER_SCHEMA``, built (and kept) on first use."""
+    if name != "ADAPTER_SCHEMA":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return adapter_schema()
+
+
+@functools.cache
+def adapter_schema() -> pa.Schema:
+    """:data:`ADAPTER_SCHEMA` (importing pyarrow the first time)."""
+    import pyarrow as pa
+
+    return positions.EVENT_SCHEMA.append(pa.field("is_archived", pa.bool_())).append(pa.field("tenant_id", pa.string()))
+
 
 #: A row whose payload cannot be decoded (compressed, encrypted, binary) has ``data`` null and
 #: ``metadata`` = ``{"decode_error": "<what was found>"}``: it stays in its place in checkpoint
@@ -294,10 +316,11 @@ class SqlAdapter(StoreConnection):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         bound = (until or self.head(after)).bound
-        rel = self.duckdb().sql(self.duckdb_relation_sql(after, bound)).select(*ADAPTER_SCHEMA.names)
+        schema = adapter_schema()
+        rel = self.duckdb().sql(self.duckdb_relation_sql(after, bound)).select(*schema.names)
         for batch in rel.to_arrow_reader(batch_size):
             if batch.num_rows:
-                yield batch.cast(ADAPTER_SCHEMA)
+                yield batch.cast(schema)
 
     def columns(self, table: str) -> dict[str, str]:
         """Column name → type of ``schema.table`` (empty if it does not exist)."""
@@ -367,6 +390,8 @@ def bad_rows(batch: pa.RecordBatch) -> list[BadRow]:
 
 def raise_for_bad_rows(batches: Sequence[pa.RecordBatch] | pa.RecordBatch) -> None:
     """Raise UndecodableEventError for the first undecodable row (for callers without a dead letter)."""
+    import pyarrow as pa
+
     for batch in [batches] if isinstance(batches, pa.RecordBatch) else batches:
         for row in bad_rows(batch):
             raise UndecodableEventError(row.reason)
