@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from eventstore.adapters.native import ParallelBatch
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "INGEST_CONSUMER",
     "INGEST_DEAD_LETTER",
     "EventSource",
@@ -57,6 +58,13 @@ __all__ = [
     "lake_store",
     "table_files",
 ]
+
+#: Events per lake commit when the caller does not say (the CLI's ``--batch-size``, Dagster's ``raw_events``).
+#: A batch streams from the store into Parquet, so memory does not grow with it: 10 M events under the
+#: CLI's 512MB memory limit peaked at 503 MiB RSS in batches of 500,000 and 403 MiB in batches of 2,000,000
+#: (benchmarks/RESULTS.md). A larger batch is fewer commits and, for a first ingest or a catch-up, fewer
+#: passes of the parallel scan over the store's table (a table of up to 2 M events in one).
+DEFAULT_BATCH_SIZE = 2_000_000
 
 INGEST_CONSUMER = "ingest"
 #: meta.dead_letters.projection of events the ingest could not decode (kept in raw.events with data null).
@@ -314,7 +322,7 @@ def _commit_batch(
             batch = f"SELECT * FROM temp.main.{stage}"
         inserted = con.execute(f"INSERT INTO raw.events {batch}").fetchone()
         count = int(inserted[0]) if inserted else 0
-        if parallel is not None and count != parallel.events:
+        if parallel is not None and parallel.events is not None and count != parallel.events:
             # Both reads see the same settled rows; only rows deleted in between (a store archive moving
             # events the lake does not hold yet, which it refuses to do) could differ. Read again.
             raise duckdb.TransactionException(
@@ -412,7 +420,7 @@ def ingest(
     con: duckdb.DuckDBPyConnection,
     source: EventSource,
     *,
-    batch_size: int = 500_000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     max_batches: int | None = None,
     progress: Callable[[int], None] | None = None,
     compact_after: int | None = 64,

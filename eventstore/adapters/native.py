@@ -39,20 +39,20 @@ from collections.abc import Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import psycopg
-import pyarrow as pa
 
+from eventstore import positions
 from eventstore.adapters._base import (
-    ADAPTER_SCHEMA,
     DEFAULT_TABLE,
     CatalogTable,
     StoreArchive,
     StoreConnection,
     StoreMismatchError,
     StreamFingerprint,
+    adapter_schema,
     archive_verified,
     catalog_tables,
     event_fingerprint_sql,
@@ -61,9 +61,12 @@ from eventstore.adapters._base import (
 from eventstore.connection import connect_read_only, describe_dsn
 from eventstore.errors import TerminalError
 from eventstore.native_store import table_ref
-from eventstore.positions import EVENT_SCHEMA, START, Checkpoint, Head, checkpoint_of, in_range
+from eventstore.positions import START, Checkpoint, Head, checkpoint_of, in_range
 from eventstore.quoting import quote_identifier, quote_literal
 from eventstore.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["PARALLEL_SCAN_SHARE", "NativeAdapter", "NativeReader", "ParallelBatch", "with_adapter_columns"]
 
@@ -97,8 +100,8 @@ _EXTENT = (
     "SELECT (SELECT count(*) FROM b), (SELECT min(global_position) FROM b), (SELECT max(global_position) FROM b), "
     "(SELECT transaction_id::text::bigint FROM l), (SELECT global_position FROM l)"
 )
-# Positions the table spans (its primary key's two ends): what a scan of it reads, roughly.
-_SPAN = "SELECT max(global_position) - min(global_position) + 1 FROM {table}"
+# Positions the table spans (its primary key's two ends): what a scan of it reads, roughly; and the last one.
+_SPAN = "SELECT max(global_position) - min(global_position) + 1, max(global_position) FROM {table}"
 #: Backends reading slices at once. On the 2-core machine measured (benchmarks/RESULTS.md)
 #: two beat one and three were no faster: server and client share the same CPUs there.
 READ_WORKERS = 2
@@ -112,7 +115,8 @@ class ParallelBatch:
     """An ingest batch read by DuckDB's parallel scan of the table: its SQL and its events."""
 
     sql: str
-    events: int
+    #: The batch's events, as counted on the index; None when the batch is every settled event left (not counted).
+    events: int | None
     #: The optional ingest columns the SQL returns (the ids are lifted from ``metadata`` by the ingest).
     columns: frozenset[str] = frozenset({"is_archived", "tenant_id"})
 
@@ -211,7 +215,7 @@ class NativeReader(StoreConnection):
                 # execute() runs the whole slice with the GIL released; a lazy relation would
                 # convert batch by batch under it and serialize the workers.
                 result = cursor.execute(self.duckdb_relation_sql(start, bound, size)).to_arrow_reader(batch_size)
-                return [batch.cast(EVENT_SCHEMA) for batch in result if batch.num_rows]
+                return [batch.cast(positions.EVENT_SCHEMA) for batch in result if batch.num_rows]
 
         def checked(slice_: Future[list[pa.RecordBatch]], following: Checkpoint | None) -> list[pa.RecordBatch]:
             batches = slice_.result()
@@ -248,7 +252,7 @@ class NativeReader(StoreConnection):
 def _batches(con: duckdb.DuckDBPyConnection, relation_sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
     for batch in con.sql(relation_sql).to_arrow_reader(batch_size):
         if batch.num_rows:
-            yield batch.cast(EVENT_SCHEMA)
+            yield batch.cast(positions.EVENT_SCHEMA)
 
 
 def _fetch_int(conn: Any, query: str) -> int:
@@ -259,8 +263,10 @@ def _fetch_int(conn: Any, query: str) -> int:
 def with_adapter_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
     """A native ``EVENT_SCHEMA`` batch with ``is_archived`` false and ``tenant_id`` null appended."""
     rows = batch.num_rows
+    import pyarrow as pa
+
     columns = [*batch.columns, pa.array([False] * rows, pa.bool_()), pa.nulls(rows, pa.string())]
-    return pa.RecordBatch.from_arrays(columns, schema=ADAPTER_SCHEMA)
+    return pa.RecordBatch.from_arrays(columns, schema=adapter_schema())
 
 
 class NativeAdapter:
@@ -362,6 +368,11 @@ class NativeAdapter:
         after ``after`` below ``bound``, at most ``limit``, in checkpoint order) is read first on the index,
         and the scan keeps exactly those. ``con`` has the store attached as ``store``, in the transaction
         that will write the batch (both reads see the same settled rows: below the bound, a value).
+
+        When a batch can hold the whole table (``limit`` at least its span of positions) and what is left after
+        ``after`` is a large share of it (a first ingest, a catch-up from far behind), the batch is every
+        settled event after ``after``: the scan keeps those, with no extent read (on a 1.2 M-event table just
+        written, 0.4 s of index and heap visits).
         """
         share = self._parallel_share
         if share <= 0:
@@ -373,21 +384,28 @@ class NativeAdapter:
             assert row is not None
             return tuple(row)
 
-        (span,) = query(_SPAN.format(table=table))
+        span, last = query(_SPAN.format(table=table))
         if span is None or limit * share < span:  # an empty table, or even a full batch is a small share of it
             return None
         tx, pos = int(after.transaction_id), int(after.global_position)
-        events, low, high, e_tx, e_pos = query(_EXTENT.format(table=table, tx=tx, pos=pos, bound=bound, limit=limit))
-        if not events or events * share < span:
-            return None
         tenant = f"{quote_identifier(self.tenant_column)}::VARCHAR" if self.tenant_column else "NULL::VARCHAR"
-        scan = (
+        columns = (
             "SELECT global_position, transaction_id::UBIGINT::BIGINT AS transaction_id, stream_id, stream_type, "
             "stream_version, event_id::VARCHAR AS event_id, event_type, event_version, data, metadata, recorded_at, "
             f"false AS is_archived, {tenant} AS tenant_id "
-            f"FROM store.{quote_identifier(self.schema)}.{quote_identifier(self.table)} "
-            f"WHERE global_position BETWEEN {int(low)} AND {int(high)}"  # pushed down to each backend's range
+            f"FROM store.{quote_identifier(self.schema)}.{quote_identifier(self.table)}"
         )
+        if limit >= span and (int(last) - pos) * share >= span:
+            # Every event of the table fits the batch, so the batch is all that settled after `after`.
+            rest = (
+                f"transaction_id < {int(bound)} AND transaction_id >= {tx} "
+                f"AND (transaction_id > {tx} OR global_position > {pos})"
+            )
+            return ParallelBatch(f"SELECT * FROM ({columns}) AS s WHERE {rest}", None)
+        events, low, high, e_tx, e_pos = query(_EXTENT.format(table=table, tx=tx, pos=pos, bound=bound, limit=limit))
+        if not events or events * share < span:
+            return None
+        scan = f"{columns} WHERE global_position BETWEEN {int(low)} AND {int(high)}"  # pushed down to each backend
         # (after, end] in checkpoint order, below the bound: exactly the extent's events.
         exact = f"transaction_id < {int(bound)} AND {in_range(after, Checkpoint(int(e_tx), int(e_pos)))}"
         return ParallelBatch(f"SELECT * FROM ({scan}) AS s WHERE {exact}", int(events))

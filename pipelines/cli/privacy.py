@@ -34,7 +34,7 @@ def forget_command(subject: str, dry_run: bool, yes: bool, no_ingest: bool, as_j
     docs/governance.md says what to do there.
     """
     from eventstore.connection import event_store_dsn
-    from pipelines.cli.lake import ingest_and_report
+    from pipelines.cli.lake import DEFAULT_BATCH_SIZE, ingest_and_report
     from projections import discover
     from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD
     from warehouse.lake import LakeConfig, open_lake
@@ -54,7 +54,7 @@ def forget_command(subject: str, dry_run: bool, yes: bool, no_ingest: bool, as_j
         ingest_and_report(
             current,
             event_store_dsn(current),
-            batch_size=500_000,
+            batch_size=DEFAULT_BATCH_SIZE,
             compact_after=64,
             threshold=DEFAULT_LONG_STREAM_THRESHOLD,
         )

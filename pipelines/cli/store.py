@@ -12,7 +12,7 @@ import click
 from eventstore.errors import ConfigurationError
 from eventstore.settings import DEFAULT_LONG_STREAM_THRESHOLD, Settings
 from pipelines.cli.base import cli, fail_cleanly, settings
-from pipelines.cli.lake import ingest_and_report, read_only_lake
+from pipelines.cli.lake import DEFAULT_BATCH_SIZE, ingest_and_report, read_only_lake
 from pipelines.cli.maintain import describe_size
 from pipelines.cli.versions import demo_projections, echo_projection_status, version_records
 from warehouse.units import human_bytes
@@ -88,7 +88,7 @@ def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: 
         current, dsn = _foreign_demo_store(store_kind, n_events, seed)
         if not skip_ingest:
             ingest_and_report(
-                current, dsn, batch_size=500_000, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD
+                current, dsn, batch_size=DEFAULT_BATCH_SIZE, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD
             )
             _demo_queries(current)
         return
@@ -129,7 +129,9 @@ def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: 
     click.echo(f"read back {count:,} settled events through the gap-safe reader")
     click.echo(f"safe head: transactions below {head.bound}; last event {head.last}")
     if not skip_ingest:
-        ingest_and_report(current, dsn, batch_size=500_000, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD)
+        ingest_and_report(
+            current, dsn, batch_size=DEFAULT_BATCH_SIZE, compact_after=64, threshold=DEFAULT_LONG_STREAM_THRESHOLD
+        )
         _demo_queries(current)
         demo_projections()
 

@@ -25,6 +25,15 @@ def test_help_lists_the_lake_commands(tmp_path: Path) -> None:
         assert command in output
 
 
+def test_the_cli_ingests_in_the_ingests_default_batches() -> None:
+    """The CLI writes the ingest's default out (its help loads no DuckDB); the two must not drift apart."""
+    from pipelines.cli.lake import DEFAULT_BATCH_SIZE
+    from warehouse.ingest import DEFAULT_BATCH_SIZE as INGEST_DEFAULT
+
+    option = next(p for p in cli.commands["ingest"].params if p.name == "batch_size")
+    assert option.default == DEFAULT_BATCH_SIZE == INGEST_DEFAULT
+
+
 def test_ingest_status_sql_and_shell(store_dsn: str, tmp_path: Path, lake_env: dict[str, str]) -> None:
     env = {**lake_env, "PROJECTIONIST_EVENT_STORE_DSN": store_dsn}
     appended = bulk_append(store_dsn, 1_000, transactions=3)

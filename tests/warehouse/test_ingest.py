@@ -236,6 +236,44 @@ def test_the_parallel_scan_reads_a_batch_only_when_it_is_a_large_share_of_the_ta
     assert lake_ids(con) == store_ids(store_dsn)
 
 
+def test_a_batch_that_can_hold_the_whole_table_scans_it_without_counting_its_extent(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+) -> None:
+    """A first ingest, or a catch-up from far behind, whose batch can hold every event of the table takes all that
+    settled after the checkpoint from the scan, with no extent read first: the same events as the index, the
+    event of a transaction that committed after later positions among them."""
+    from eventstore.positions import START
+
+    append_shop(store_dsn, 1_200, transactions=8)
+    late = connect(store_dsn)  # takes its position now, commits after the appends below
+    late.execute(
+        "INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type, data) "
+        "VALUES ('cart-late', 'cart', 1, %s, 'CartOpened', '{}')",
+        (str(uuid.uuid4()),),
+    )
+    with connect(store_dsn) as conn:  # (append_shop would wait: its CREATE INDEX IF NOT EXISTS locks the table)
+        carts = [
+            StreamAppend(f"cart-{n}", "cart", [NewEvent("ItemAdded", {"n": k}) for k in range(4)]) for n in range(200)
+        ]
+        append_streams(conn, carts)
+        conn.commit()
+    late.commit()
+    late.close()
+    con = open_lake(lake_config)
+    head = source.head(START)
+    source.attach(con)
+    assert (planned := source.parallel_batch(con, START, head.bound, 10_000)) is not None and planned.events is None
+    counted = source.parallel_batch(con, START, head.bound, 1_000)  # a batch smaller than the table: counted
+    assert counted is not None and counted.events == 1_000
+    first = ingest(con, source, batch_size=700, max_batches=1)  # through the extent: 700 of ~2,000
+    rest = ingest(con, source, batch_size=10_000)  # every event left, from the scan alone
+    assert (first.scanned, rest.scanned, rest.batches) == (1, 1, 1)
+    assert first.events + rest.events == len(store_ids(store_dsn))
+    assert lake_ids(con) == store_ids(store_dsn)
+    # Nothing settled after the checkpoint: the scan finds nothing and the ingest commits nothing.
+    assert ingest(con, source, batch_size=10_000).batches == 0
+
+
 def test_a_staged_batch_holds_exactly_the_rows_that_landed(
     lake_config: LakeConfig, source: StoreSource, store_dsn: str, read_path: str
 ) -> None:
