@@ -202,27 +202,33 @@ def test_sqlite_catalog_works_for_a_single_writer(source: StoreSource, store_dsn
     assert reader.execute("SELECT count(*) FROM raw.all_events").fetchone() == (appended,)
 
 
-def test_the_parallel_scan_reads_a_batch_only_when_it_is_a_large_share_of_the_table(
-    lake_config: LakeConfig, source: StoreSource, store_dsn: str
-) -> None:
-    """Each batch of a quarter of the table or more scans it, a smaller one reads the index; the event of a
-    transaction that commits after later positions lands where the index puts it."""
-    first = append_shop(store_dsn, 1_600, transactions=12)
-    late = connect(store_dsn)  # takes its position now, commits after the appends below
+def _late_around(store_dsn: str, carts: int) -> int:
+    """One event whose transaction takes its position first and commits after ``carts`` carts of 4 events each;
+    returns the carts' events."""
+    late = connect(store_dsn)
     late.execute(
         "INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type, data) "
         "VALUES ('cart-late', 'cart', 1, %s, 'CartOpened', '{}')",
         (str(uuid.uuid4()),),
     )
     with connect(store_dsn) as conn:  # (append_shop would wait: its CREATE INDEX IF NOT EXISTS locks the table)
-        carts = [
-            StreamAppend(f"cart-{n}", "cart", [NewEvent("ItemAdded", {"n": k}) for k in range(4)]) for n in range(100)
+        streams = [
+            StreamAppend(f"cart-{n}", "cart", [NewEvent("ItemAdded", {"n": k}) for k in range(4)]) for n in range(carts)
         ]
-        append_streams(conn, carts)
+        append_streams(conn, streams)
         conn.commit()
-    second = 400
     late.commit()
     late.close()
+    return 4 * carts
+
+
+def test_the_parallel_scan_reads_a_batch_only_when_it_is_a_large_share_of_the_table(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+) -> None:
+    """Each batch of a quarter of the table or more scans it, a smaller one reads the index; the event of a
+    transaction that commits after later positions lands where the index puts it."""
+    first = append_shop(store_dsn, 1_600, transactions=12)
+    second = _late_around(store_dsn, carts=100)
     con = open_lake(lake_config)
     result = ingest(con, source, batch_size=600)
     # Three batches of 600 scan the table of 2,001 events; the fourth, of 201 events, reads the index.
@@ -245,20 +251,7 @@ def test_a_batch_that_can_hold_the_whole_table_scans_it_without_counting_its_ext
     from eventstore.positions import START
 
     append_shop(store_dsn, 1_200, transactions=8)
-    late = connect(store_dsn)  # takes its position now, commits after the appends below
-    late.execute(
-        "INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type, data) "
-        "VALUES ('cart-late', 'cart', 1, %s, 'CartOpened', '{}')",
-        (str(uuid.uuid4()),),
-    )
-    with connect(store_dsn) as conn:  # (append_shop would wait: its CREATE INDEX IF NOT EXISTS locks the table)
-        carts = [
-            StreamAppend(f"cart-{n}", "cart", [NewEvent("ItemAdded", {"n": k}) for k in range(4)]) for n in range(200)
-        ]
-        append_streams(conn, carts)
-        conn.commit()
-    late.commit()
-    late.close()
+    _late_around(store_dsn, carts=200)
     con = open_lake(lake_config)
     head = source.head(START)
     source.attach(con)
