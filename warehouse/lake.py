@@ -683,9 +683,11 @@ def set_view_column_comments(
 def set_column_comments(
     con: duckdb.DuckDBPyConnection, views: Mapping[tuple[str, str], Sequence[tuple[str, str]]]
 ) -> None:
-    """Replace the column comments of several views, ``(schema, view)`` → ``[(column, comment)]``, in two
+    """Replace the column comments of several views, ``(schema, view)`` → ``[(column, comment)]``, in few
     statements (inside the caller's transaction). Each statement on a lake table is a few catalog round trips:
-    a row at a time, the 13 views of a first ingest's analytics took 0.5 s."""
+    a row at a time, the 13 views of a first ingest's analytics took 0.5 s. The rows go in groups no larger
+    than what DuckLake inlines in its catalog (``ducklake_default_data_inlining_row_limit``, 10): a larger
+    INSERT would write a Parquet file of a few comments each time."""
     if not views:
         return
     keys = list(views)
@@ -696,15 +698,14 @@ def set_column_comments(
     rows = [
         (schema, view, column, comment) for (schema, view), comments in views.items() for column, comment in comments
     ]
-    for start in range(0, len(rows), _COMMENT_ROWS):
-        chunk = rows[start : start + _COMMENT_ROWS]
+    limit = con.execute("SELECT current_setting('ducklake_default_data_inlining_row_limit')").fetchone()
+    size = max(1, int(limit[0])) if limit and limit[0] is not None else 1
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
         con.execute(
             f"INSERT INTO meta.column_comments VALUES {', '.join('(?, ?, ?, ?)' for _ in chunk)}",
             [value for row in chunk for value in row],
         )
-
-
-_COMMENT_ROWS = 500  # rows per INSERT: a bounded statement whatever the number of views
 
 
 def rollback_transaction(con: duckdb.DuckDBPyConnection) -> None:
