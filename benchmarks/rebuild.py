@@ -59,7 +59,7 @@ PRICES = [
     "4.99", "12.50", "19.90", "7.25", "99.00", "3.10", "45.00", "8.80", "15.75", "0.99",
     "250.00", "33.33", "61.20", "5.55", "18.00", "72.40", "9.95", "120.00", "2.50", "27.30",
 ]  # fmt: skip
-BATCH = 500_000  # events per lake commit, as the CLI's ingest
+BATCH = 500_000  # events per lake commit (the CLI's ingest default when these figures were first taken)
 
 GENERATE = """
 CREATE OR REPLACE TABLE events AS

@@ -262,9 +262,9 @@ def _fetch_int(conn: Any, query: str) -> int:
 
 def with_adapter_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
     """A native ``EVENT_SCHEMA`` batch with ``is_archived`` false and ``tenant_id`` null appended."""
-    rows = batch.num_rows
     import pyarrow as pa
 
+    rows = batch.num_rows
     columns = [*batch.columns, pa.array([False] * rows, pa.bool_()), pa.nulls(rows, pa.string())]
     return pa.RecordBatch.from_arrays(columns, schema=adapter_schema())
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ingest_and_report", "read_only_lake"]
 
-# Measured: 10 M events in batches of 500,000 under this limit peaked at 755 MiB RSS (benchmarks/RESULTS.md).
+# Measured: 10 M events in batches of 2,000,000 under this limit peaked at 403 MiB RSS (benchmarks/RESULTS.md).
 DEFAULT_MEMORY_LIMIT = "512MB"
 # warehouse.ingest.DEFAULT_BATCH_SIZE (why that size is there), written out so that `--help` loads no DuckDB;
 # tests/pipelines/test_lake_cli.py keeps the two equal.
