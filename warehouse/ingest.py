@@ -177,6 +177,8 @@ class IngestResult:
     scanned: int = 0
     #: The last batch committed, when the ingest was asked to ``stage`` it (its ``table`` holds its rows).
     staged: LandedBatch | None = None
+    #: The source's optional columns, as this run described them (None: it read nothing); see ``ingest(columns=)``.
+    columns: frozenset[str] | None = None
 
 
 def lake_checkpoint(con: duckdb.DuckDBPyConnection, consumer: str = INGEST_CONSUMER) -> tuple[Checkpoint, int]:
@@ -427,6 +429,7 @@ def ingest(
     in_commit: Callable[[duckdb.DuckDBPyConnection, LandedBatch], None] | None = None,
     stage: bool = False,
     start: tuple[Checkpoint, Head] | None = None,
+    columns: frozenset[str] | None = None,
 ) -> IngestResult:
     """Land every settled event of ``source`` not yet in the lake; one commit per batch.
 
@@ -441,14 +444,16 @@ def ingest(
     :func:`drop_staged`): keep ``batch_size`` to what memory holds twice. ``start``: the lake's checkpoint
     and the store's head as the caller has just read them, on a lake and a store it has already checked
     belong together (``follow``'s later cycles): the run starts there without reading either again (a
-    checkpoint moved meanwhile is found by the batch's transaction, which then reads it). A failure of
+    checkpoint moved meanwhile is found by the batch's transaction, which then reads it). ``columns``: the
+    optional columns an earlier run found in the same source object's batches (:attr:`IngestResult.columns`);
+    its SQL does not change, so they are not described again (a round trip to the store). A failure of
     PostgreSQL or DuckDB is raised as a transient or terminal error (:mod:`eventstore.failures`);
     the batches committed before it stay.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     with translated(f"ingesting {source.name} failed", fix=READ_FIX):
-        return _ingest(con, source, batch_size, max_batches, progress, compact_after, in_commit, stage, start)
+        return _ingest(con, source, batch_size, max_batches, progress, compact_after, in_commit, stage, start, columns)
 
 
 def _ingest(
@@ -461,6 +466,7 @@ def _ingest(
     in_commit: Callable[[duckdb.DuckDBPyConnection, LandedBatch], None] | None,
     stage: bool,
     start: tuple[Checkpoint, Head] | None,
+    columns: frozenset[str] | None,
 ) -> IngestResult:
     started = time.monotonic()
     if start is not None:
@@ -474,7 +480,7 @@ def _ingest(
         # Nothing settled after the checkpoint: no attach, no batch (an idle `follow` cycle stops here).
         return IngestResult(0, 0, checkpoint, head, time.monotonic() - started)
     source.attach(con)  # ATTACH IF NOT EXISTS: a connection that already has the store keeps it
-    optional = optional_columns(con, source, head.bound)
+    optional = set(columns) if columns is not None else optional_columns(con, source, head.bound)
 
     staged = f"_ingest_batch_{uuid.uuid4().hex[:12]}" if stage else None
 
@@ -516,7 +522,10 @@ def _ingest(
             break  # a batch short of its LIMIT read every settled event below the bound: done
     compacted = compact_after is not None and batches > 0 and compact_over(con, compact_after)
     seconds = time.monotonic() - started
-    return IngestResult(events, batches, checkpoint, head, seconds, compacted, scanned, last if stage else None)
+    staged_batch = last if stage else None
+    return IngestResult(
+        events, batches, checkpoint, head, seconds, compacted, scanned, staged_batch, frozenset(optional)
+    )
 
 
 def table_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:

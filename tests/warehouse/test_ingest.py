@@ -321,3 +321,28 @@ def test_a_start_another_ingest_overtook_lands_nothing_twice(
     assert result.events == appended and result.checkpoint == lake_checkpoint(con)[0]
     assert lake_ids(con) == store_ids(store_dsn)
     other.close()
+
+
+def test_columns_an_earlier_run_found_are_not_described_again(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """follow hands each cycle the optional columns its first ingest found: no DESCRIBE round trip to the store."""
+    import warehouse.ingest as module
+
+    append_shop(store_dsn, 100)
+    con = open_lake(lake_config)
+    first = ingest(con, source)
+    assert first.columns == frozenset({"is_archived", "tenant_id", "correlation_id", "causation_id"})
+    assert ingest(con, source).columns is None  # nothing new: nothing read, nothing described
+
+    def refused(*_: object) -> set[str]:
+        raise AssertionError("described again")
+
+    monkeypatch.setattr(module, "optional_columns", refused)
+    append_shop(store_dsn, 100, seed=2)
+    again = ingest(con, source, columns=first.columns)
+    assert again.events > 0 and again.columns == first.columns
+    assert lake_ids(con) == store_ids(store_dsn)
+    assert con.execute(
+        "SELECT count(*) FROM raw.events WHERE correlation_id IS NULL AND metadata->>'correlation_id' IS NOT NULL"
+    ).fetchone() == (0,)
