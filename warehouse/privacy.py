@@ -271,6 +271,12 @@ def _reproject(
                 continue
             result = compute(con, projection, events, keys, upcasters=registry.upcasters, policy="skip")
         _replace_keys(con, info.table, projection, keys, result.rows)
+        # The version's row count follows its rows (an advance moves it by what it changes).
+        con.execute(
+            f"UPDATE meta.projection_versions SET rows = (SELECT count(*) FROM {info.table}) "
+            "WHERE name = ? AND version = ?",
+            [info.name, info.version],
+        )
         done[f"{info.name} v{info.version}"] = keys.num_rows
     return done
 

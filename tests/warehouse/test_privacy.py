@@ -219,6 +219,8 @@ def test_forget_removes_a_subjects_private_values_everywhere_and_nothing_else(
             "raw": _lake_rows(con, "raw.all_events", "stream_id", carts),
         }
         assert after == before
+        for info in versions.list_versions(con):  # each version's recorded row count is still its table's
+            assert info.rows == con.execute(f"SELECT count(*) FROM {info.table}").fetchone()[0], info.table
         assert (
             con.execute(
                 "SELECT cart_id, customer_id, status, total_amount FROM projections.cart_summary_v2 "
