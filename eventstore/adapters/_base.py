@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import duckdb
 import psycopg
@@ -23,6 +24,8 @@ from eventstore.settings import Settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+T = TypeVar("T")
 
 __all__ = [
     "ADAPTER_SCHEMA",
@@ -184,30 +187,25 @@ def attached_store(dsn: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def snapshot_head(dsn: str, table_sql: str, events: str = "true") -> Head:
+def snapshot_head(conn: psycopg.Connection[Any], table_sql: str, events: str = "true") -> Head:
     """The safe head of a table ordered by ``(transaction_id xid8, global_position)``, for the kinds read by
     transaction snapshot (native, Emmett; the argument is in :mod:`eventstore.adapters.native`).
 
     The bound is the snapshot's xmin; ``last`` the last event below it; ``events_pending`` whether events
-    wait at or above it. ``events`` is a condition on the rows (alias ``e``) that are events.
+    wait at or above it. ``events`` is a condition on the rows (alias ``e``) that are events. One statement,
+    so one snapshot and one round trip on ``conn`` (a read-only session, autocommit).
     """
-    with connect_read_only(dsn) as conn:
-        bound_row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
-        assert bound_row is not None
-        bound = int(bound_row[0])
-        row = conn.execute(
-            # Qualified names: an unqualified ORDER BY would sort by the text output column.
-            f"SELECT e.transaction_id::text, e.global_position FROM {table_sql} AS e "
-            f"WHERE ({events}) AND e.transaction_id < %s::xid8 "
-            "ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
-            (str(bound),),
-        ).fetchone()
-        pending = conn.execute(
-            f"SELECT EXISTS (SELECT 1 FROM {table_sql} AS e WHERE ({events}) AND e.transaction_id >= %s::xid8)",
-            (str(bound),),
-        ).fetchone()
-    last = Checkpoint(int(row[0]), int(row[1])) if row else START
-    return Head(bound, last, bool(pending and pending[0]))
+    row = conn.execute(
+        # Qualified names: an unqualified ORDER BY would sort by the text output column.
+        f"SELECT b.x::text, l.transaction_id::text, l.global_position, EXISTS (SELECT 1 FROM {table_sql} AS e "
+        f"WHERE ({events}) AND e.transaction_id >= b.x) "
+        "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) AS b LEFT JOIN LATERAL ("
+        f"SELECT e.transaction_id, e.global_position FROM {table_sql} AS e WHERE ({events}) AND e.transaction_id < b.x "
+        "ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1) AS l ON true"
+    ).fetchone()
+    assert row is not None
+    last = Checkpoint(int(row[1]), int(row[2])) if row[1] is not None else START
+    return Head(int(row[0]), last, bool(row[3]))
 
 
 class StoreConnection:
@@ -217,6 +215,40 @@ class StoreConnection:
         self.dsn = dsn
         self.schema = schema
         self._duck: duckdb.DuckDBPyConnection | None = None
+        self._session: psycopg.Connection[Any] | None = None
+
+    def in_session(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``work(conn)`` on a read-only store session kept from one call to the next, until :meth:`close`.
+
+        ``follow`` reads the safe head every cycle: a new connection for each read cost a backend start
+        (the head took 27 ms a cycle under 5,000 appends/s, measured). A kept session the server closed while
+        it was idle (a restart, ``idle_session_timeout``) is replaced and ``work`` runs once more on the new
+        one; any other failure drops the session and propagates. ``work`` only reads.
+        """
+        kept = self._session is not None and not self._session.closed
+        if self._session is None or self._session.closed:
+            self._session = connect_read_only(self.dsn)
+        try:
+            return work(self._session)
+        except psycopg.OperationalError:
+            self._drop_session()
+            if not kept:
+                raise
+        except BaseException:
+            self._drop_session()
+            raise
+        self._session = connect_read_only(self.dsn)  # the server is down: this fails, and that is the error
+        try:
+            return work(self._session)
+        except BaseException:
+            self._drop_session()
+            raise
+
+    def _drop_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(psycopg.Error):
+                session.close()
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with this store attached read-only as ``store``."""
@@ -225,10 +257,11 @@ class StoreConnection:
         return self._duck
 
     def close(self) -> None:
-        """Release the DuckDB connection (and its PostgreSQL connections)."""
+        """Release the DuckDB connection (and its PostgreSQL connections) and the kept session."""
         if self._duck is not None:
             self._duck.close()
             self._duck = None
+        self._drop_session()
 
     def __enter__(self) -> Self:
         return self

@@ -140,7 +140,7 @@ class EmmettAdapter(SqlAdapter):
 
     def head(self, after: Checkpoint = START) -> Head:
         """The safe head: the snapshot's xmin and the last event (not command) below it."""
-        return snapshot_head(self.dsn, self.table_sql, "e.message_kind = 'E'")
+        return self.in_session(lambda conn: snapshot_head(conn, self.table_sql, "e.message_kind = 'E'"))
 
     def query(self, after: Checkpoint, bound: int, limit: int | None = None) -> str:
         """The PostgreSQL query for settled events after ``after`` below transaction ``bound``."""

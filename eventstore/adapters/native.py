@@ -137,7 +137,7 @@ class NativeReader(StoreConnection):
 
     def head(self) -> Head:
         """The safe head now: the transaction bound and the last event below it."""
-        return snapshot_head(self.dsn, self._table_sql)
+        return self.in_session(lambda conn: snapshot_head(conn, self._table_sql))
 
     def query(
         self, after: Checkpoint, bound: int, limit: int | None = None, *, ids: bool = False, tenant: str | None = None
