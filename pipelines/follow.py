@@ -39,7 +39,7 @@ from eventstore.failures import first_line, translate
 from eventstore.notify import Listener
 from eventstore.positions import START, Checkpoint, Head, Holder
 from eventstore.settings import Settings
-from pipelines.follow_lanes import WideLane, wide_names
+from pipelines.follow_lanes import Turns, WideLane, wide_names
 from projections import Registry
 from projections.registry import declared_types, field_policy
 from warehouse.analytics import DEFAULT_LONG_STREAM_THRESHOLD, refresh_analytics, untyped
@@ -121,6 +121,8 @@ class Follower:
     streams: StreamMemory = field(default_factory=StreamMemory)  # the lake's streams, kept between cycles
     wide: WideLane | None = None  # the versions whose keys gather many streams (pipelines.follow_lanes)
     lanes: tuple[list[str], list[str]] | None = None  # names advanced in the cycle, and in the wide lane
+    columns: frozenset[str] | None = None  # the source's optional columns (ingest(columns=)), while it is open
+    lake_turns: Turns = field(default_factory=Turns)  # the cycle's writes and the lane's housekeeping alternate
 
     def cycle(self) -> float:
         """One cycle; returns the seconds to wait before the next. Raises on a terminal failure."""
@@ -173,6 +175,12 @@ class Follower:
             # batch's transaction).
             start = (self.landed, head)
         self.quiet = 0
+        with self.lake_turns.cycle():  # the wide lane's housekeeping waits, or this does (pipelines.follow_lanes.Turns)
+            return self._write(start)
+
+    def _write(self, start: tuple[Checkpoint, Head] | None) -> tuple[IngestResult, list[ProjectResult]]:
+        """The cycle's lake work: the ingest, then :meth:`_project`."""
+        assert self.source is not None
         if self.lake is None:
             self.lake = open_lake(LakeConfig.from_settings(self.settings))
             ensure_event_catalog(self.lake)  # its DDL once; each ingest commit then carries the catalog's part
@@ -195,8 +203,11 @@ class Follower:
             in_commit=catalog,
             stage=True,
             start=start,
-            compact_after=None,  # the second lane's chore (below): a cycle never waits for a merge
+            compact_after=None,  # the second lane's chore (below), taking its turn between two cycles
+            columns=self.columns,
         )
+        if ingested.columns is not None:
+            self.columns = ingested.columns
         try:
             done = self._project(ingested, seen)
         except BaseException:
@@ -266,7 +277,9 @@ class Follower:
         if self.wide is None:
             assert self.lanes is not None
             config = LakeConfig.from_settings(self.settings)
-            self.wide = WideLane(config, self.registry, self.lanes[1], self.log, self.warn, self.interval)
+            self.wide = WideLane(
+                config, self.registry, self.lanes[1], self.log, self.warn, self.interval, turns=self.lake_turns
+            )
         return self.wide
 
     def _tidy(self, con: duckdb.DuckDBPyConnection, schema: str, table: str) -> None:
@@ -359,4 +372,4 @@ class Follower:
         if self.source is not None:
             with contextlib.suppress(duckdb.Error, psycopg.Error):
                 close_source(self.source)
-            self.source = None
+            self.source, self.columns = None, None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import duckdb
@@ -37,7 +37,7 @@ from warehouse.versions import project
 from warehouse.versions.cycle import StreamMemory
 from warehouse.versions.incremental import StreamKeysCache
 
-__all__ = ["WideLane", "wide_names"]
+__all__ = ["Turns", "WideLane", "wide_names"]
 
 
 def wide_names(registry: Registry) -> list[str]:
@@ -47,6 +47,58 @@ def wide_names(registry: Registry) -> list[str]:
 
 def _clock() -> str:
     return datetime.now(UTC).strftime("%H:%M:%S")
+
+
+class Turns:
+    """The cycle's lake writes and the lane's housekeeping, one at a time, housekeeping first when it asked first.
+
+    DuckLake (1.5) does not see a conflict between a transaction that deletes a row from a data file (an
+    UPDATE of ``meta.projection_versions``, of ``meta.checkpoints``, a projection's replaced keys) and one
+    that rewrites or merges that file meanwhile (``ducklake_rewrite_data_files``,
+    ``ducklake_merge_adjacent_files``): both commit, and the deleted row is back, beside its new version.
+    Measured: a 60-second freshness run ended with a version recorded twice in ``meta.projection_versions``,
+    and the next cycle advanced the stale row too, writing 500 carts twice into ``cart_summary``. So the
+    housekeeping (:meth:`WideLane.chore`) never runs while a cycle writes, and a cycle waits for housekeeping
+    that asked before it (20-100 ms every tenth cycle), so that a loaded ``follow`` cannot starve it.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._busy = False
+        self._asking = 0  # housekeeping waiting for its turn
+
+    @contextlib.contextmanager
+    def cycle(self) -> Iterator[None]:
+        """The cycle's turn: after any housekeeping that is running or waiting."""
+        with self._changed:
+            while self._busy or self._asking:
+                self._changed.wait()
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    @contextlib.contextmanager
+    def housekeeping(self) -> Iterator[None]:
+        """The lane's turn to rewrite files: once no cycle is writing."""
+        with self._changed:
+            self._asking += 1
+            try:
+                while self._busy:
+                    self._changed.wait()
+            finally:
+                self._asking -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._changed:
+            self._busy = False
+            self._changed.notify_all()
 
 
 class WideLane:
@@ -60,8 +112,10 @@ class WideLane:
         log: Callable[[str], None],
         warn: Callable[[str], None],
         interval: float = 1.0,
+        turns: Turns | None = None,
     ) -> None:
         self.config, self.registry, self.names = config, registry, list(names)
+        self.turns = turns if turns is not None else Turns()  # shared with the cycle that kicks it
         self.log, self.warn, self.interval = log, warn, interval
         self.error: ProjectionistError | None = None  # terminal: the cycle raises it
         self.advanced: frozenset[str] = frozenset()  # the projection tables it has written (kept tidy)
@@ -178,7 +232,8 @@ class WideLane:
             if self._stopping or self._lake is None:
                 return
             try:
-                work(self._lake)
+                with self.turns.housekeeping():  # never beside a cycle's writes (see Turns)
+                    work(self._lake)
             except (duckdb.Error, psycopg.Error, ProjectionistError) as exc:
                 if isinstance(exc, duckdb.InterruptException):
                     return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,12 @@ from eventstore.errors import ProjectionistError
 from eventstore.native_store import NewEvent, StreamAppend, append_streams
 from eventstore.settings import Settings
 from pipelines.follow import Follower
-from pipelines.follow_lanes import wide_names
+from pipelines.follow_lanes import Turns, WideLane, wide_names
 from projections import PoisonPolicy, discover
 from tests.warehouse.conftest import append_shop, with_projection
 from warehouse.ingest import lake_checkpoint
+from warehouse.lake import LakeConfig, open_lake
+from warehouse.maintenance import tidy_table
 from warehouse.versions import list_versions
 
 
@@ -79,3 +83,33 @@ def test_a_terminal_failure_in_the_wide_lane_stops_follow_with_it(
             follower.cycle()
     finally:
         follower.close()
+
+
+def test_housekeeping_waits_for_the_cycle_that_writes_the_table_it_rewrites(
+    store_dsn: str, tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    """A row the cycle replaces while the lane rewrites its file came back beside its new version (DuckLake 1.5)."""
+    config = LakeConfig.from_settings(_settings(store_dsn, tmp_path, lake_env))
+    cycle = open_lake(config)
+    cycle.execute("CREATE TABLE meta.turns_probe (k INTEGER, v INTEGER)")
+    cycle.execute("INSERT INTO meta.turns_probe VALUES (1, 0), (2, 0)")
+    cycle.execute("CALL ducklake_flush_inlined_data('lake', schema_name => 'meta', table_name => 'turns_probe')")
+    cycle.execute("UPDATE meta.turns_probe SET v = 1 WHERE k = 2")  # a deleted row: the tidy rewrites the file
+    turns = Turns()
+    lines: list[str] = []
+    lane = WideLane(config, discover(bundled=True, folder=None), [], lines.append, lines.append, turns=turns)
+    tidied = threading.Event()
+    try:
+        with turns.cycle():
+            cycle.execute("BEGIN")
+            cycle.execute("UPDATE meta.turns_probe SET v = v + 1 WHERE k = 1")
+            lane.chore(lambda con: (tidy_table(con, "meta", "turns_probe"), tidied.set()))
+            time.sleep(0.5)
+            assert not tidied.is_set(), "the lane rewrote the table while the cycle's transaction was open"
+            cycle.execute("COMMIT")
+        assert lane.settle(30) and tidied.is_set()
+    finally:
+        lane.close()
+    assert lines == []
+    assert cycle.execute("SELECT k, v FROM meta.turns_probe ORDER BY ALL").fetchall() == [(1, 1), (2, 1)]
+    cycle.close()
