@@ -60,8 +60,10 @@ def test_remembered_streams_spare_lake_reads_and_give_what_a_rebuild_gives(
     # The first cycle learns the lake's streams (one scan of their ids); new carts then read nothing earlier.
     cycle(("new-0", [_opened(10), _item("p2")]))
     assert cycle(("new-1", [_opened(11), _item("p2")]), ("new-2", [_opened(12)])) == 0
+    assert memory.held == 0  # only new streams: what memory holds is not even scanned
     # A stream touched lately is held: its earlier events come from memory.
     assert cycle(("new-1", [_item("p3", 2), NewEvent("CartConfirmed", {})])) == 0
+    assert memory.held == 1
     # A stream known from before, not held: its earlier events are read from the lake.
     assert cycle(("old-2", [_item("p2"), NewEvent("CartConfirmed", {})])) == 1
     # More than `limit` events held: the streams touched longest ago are dropped, and read again when touched.

@@ -86,6 +86,7 @@ class StreamMemory:
         self.forgotten = 0
         self.reads = 0  # cycles that had to read earlier events from the lake (for tests and benchmarks)
         self.staged = 0  # cycles whose new events came from the ingest's staged batch (likewise)
+        self.held = 0  # cycles that took earlier events of touched streams from what it holds (likewise)
 
     def usable(self, con: duckdb.DuckDBPyConnection, after: Checkpoint, until: Checkpoint, forgotten: int) -> bool:
         """Whether it holds what a cycle over ``(after, until]`` on ``con`` needs."""
@@ -101,9 +102,19 @@ class StreamMemory:
         self.checkpoint = None
 
     def remember(
-        self, con: duckdb.DuckDBPyConnection, streams: str, events: str, until: Checkpoint, forgotten: int, fresh: bool
+        self,
+        con: duckdb.DuckDBPyConnection,
+        streams: str,
+        events: str,
+        until: Checkpoint,
+        forgotten: int,
+        fresh: bool,
+        held: bool = True,
     ) -> None:
-        """Add a cycle's touched ``streams`` and their ``events`` (all, up to ``until``); ``fresh``: start anew."""
+        """Add a cycle's touched ``streams`` and their ``events`` (all, up to ``until``); ``fresh``: start anew.
+
+        ``held``: whether some of the streams may have events here already (False: none has, nothing to replace).
+        """
         if fresh:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {_bare(self.known)} AS "
@@ -117,10 +128,11 @@ class StreamMemory:
                 f"INSERT INTO {self.known} SELECT n.h FROM (SELECT DISTINCT hash(stream_id) AS h FROM {streams}) AS n "
                 f"ANTI JOIN {self.known} AS k ON k.h = n.h"
             )
-            con.execute(f"DELETE FROM {self.hot} WHERE stream_id IN (SELECT stream_id FROM {streams})")
+            if held:
+                con.execute(f"DELETE FROM {self.hot} WHERE stream_id IN (SELECT stream_id FROM {streams})")
             con.execute(f"INSERT INTO {self.hot} SELECT * FROM {events}")
-        held = con.execute(f"SELECT count(*) FROM {self.hot}").fetchone()
-        if held is not None and held[0] > self.limit:
+        size = con.execute(f"SELECT count(*) FROM {self.hot}").fetchone()
+        if size is not None and size[0] > self.limit:
             # The streams last touched longest ago go first, about half of what is held.
             con.execute(
                 f"DELETE FROM {self.hot} WHERE stream_id IN (SELECT stream_id FROM {self.hot} GROUP BY stream_id "
@@ -196,6 +208,7 @@ def _read(
     if _past(con, table if usable else streams, limit, memory):
         return None
     known_until = memory.checkpoint if memory is not None and usable else None
+    held = True  # whether some touched stream may have earlier events in the memory
     if memory is not None and usable:
         con.execute(
             f"CREATE TEMP TABLE {_bare(new)} AS SELECT s.stream_id FROM {streams} AS s "
@@ -207,14 +220,26 @@ def _read(
             f"SEMI JOIN {memory.known} AS k ON k.h = hash(s.stream_id) "
             f"ANTI JOIN {memory.hot} AS hot ON hot.stream_id = s.stream_id"
         )
-        parts = [f"SELECT * FROM {memory.hot} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {streams})"]
-        unknown = con.execute(f"SELECT count(*) FROM {cold}").fetchone()
-        if unknown is not None and unknown[0]:
+        counted = con.execute(
+            f"SELECT (SELECT count(*) FROM {streams}) - (SELECT count(*) FROM {new}), (SELECT count(*) FROM {cold})"
+        ).fetchone()
+        known, unknown = (int(counted[0]), int(counted[1])) if counted else (1, 1)
+        parts = []
+        # Scanning what memory holds (up to `limit` events) costs 16 ms under follow's load: only when some
+        # touched stream is in it (known, and not cold). A cycle of new streams (new carts) reads none.
+        held = known > unknown
+        if held:
+            memory.held += 1
+            parts.append(
+                f"SELECT * FROM {memory.hot} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {streams})"
+            )
+        if unknown:
             memory.reads += 1
             parts.append(
                 f"SELECT * FROM {EVENTS} WHERE {_up_to(after)} AND stream_id IN (SELECT stream_id FROM {cold})"
             )
-        con.execute(f"INSERT INTO {table} {' UNION ALL '.join(parts)} LIMIT {limit + 1}")
+        if parts:
+            con.execute(f"INSERT INTO {table} {' UNION ALL '.join(parts)} LIMIT {limit + 1}")
     else:
         con.execute(
             f"CREATE TEMP TABLE {_bare(table)} AS SELECT * FROM {EVENTS} WHERE {_up_to(until)} "
@@ -223,7 +248,7 @@ def _read(
     if _past(con, table, limit, memory):
         return None
     if memory is not None:
-        memory.remember(con, streams, table, until, forgotten, fresh=not usable)
+        memory.remember(con, streams, table, until, forgotten, fresh=not usable, held=held)
     return CycleEvents(table, after, until, new if known_until is not None else None, known_until)
 
 
