@@ -107,6 +107,7 @@ class Follower:
     landed: Checkpoint = START  # the lake's checkpoint after the last cycle's ingest
     delivered: list[DeliveryResult] = field(default_factory=list)  # the last cycle's feed deliveries
     delivery_error: str = ""  # the last cycle's delivery failure, reported once
+    feeds: bool = True  # whether the last delivery pass found a consumer (until then: look)
     lake_every: int = 10  # a quiet store: the lake is still read every this many cycles
     quiet: int = 0  # cycles in a row that found nothing new in the store (and so skipped the lake)
     ingests: int = 0  # cycles that ran the ingest (every lake_every-th also checks whether to compact)
@@ -254,10 +255,17 @@ class Follower:
         )
         if self.lanes[1]:
             self._lane().kick()
-        try:  # a consumer's trouble (its target down, a leak) never stops ingest and project: one line per new error
-            self.delivered, error = deliver(self.lake, self.registry), ""
-        except (ProjectionistError, psycopg.Error) as exc:
-            self.delivered, error = [], f"{_clock()} delivery failed: {first_line(exc)}"
+        # With no consumer, the lake is asked again every lake_every-th cycle, not every cycle (its read cost 5 ms
+        # of each cycle under load): a consumer added meanwhile gets its first pass within that many cycles.
+        error = ""
+        if self.feeds or (self.ingests - 1) % self.lake_every == 0:
+            try:  # a consumer's trouble (its target down, a leak) never stops ingest and project: a line per new error
+                self.delivered = deliver(self.lake, self.registry)
+                self.feeds = bool(self.delivered)
+            except (ProjectionistError, psycopg.Error) as exc:
+                self.delivered, error = [], f"{_clock()} delivery failed: {first_line(exc)}"
+        else:
+            self.delivered = []
         if error and error[9:] != self.delivery_error[9:]:
             self.warn(error)
         self.delivery_error = error
