@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ from eventstore.errors import ProjectionistError
 from eventstore.native_store import NewEvent, StreamAppend, append_streams
 from eventstore.settings import Settings
 from pipelines.follow import Follower
-from pipelines.follow_lanes import Turns, WideLane, wide_names
+from pipelines.follow_lanes import LANE_NICENESS, Turns, WideLane, _yield_cpu, wide_names
 from projections import PoisonPolicy, discover
 from tests.warehouse.conftest import append_shop, with_projection
 from warehouse.ingest import lake_checkpoint
@@ -108,8 +110,29 @@ def test_housekeeping_waits_for_the_cycle_that_writes_the_table_it_rewrites(
             assert not tidied.is_set(), "the lane rewrote the table while the cycle's transaction was open"
             cycle.execute("COMMIT")
         assert lane.settle(30) and tidied.is_set()
+        if sys.platform.startswith("linux"):  # the lane's thread runs below the cycle's priority
+            mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            assert lane._thread.native_id is not None
+            assert os.getpriority(os.PRIO_PROCESS, lane._thread.native_id) == min(19, mine + LANE_NICENESS)
     finally:
         lane.close()
     assert lines == []
     assert cycle.execute("SELECT k, v FROM meta.turns_probe ORDER BY ALL").fetchall() == [(1, 1), (2, 1)]
     cycle.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a per-thread nice value is Linux's")
+def test_the_lane_thread_yields_the_cpu_to_the_cycle_and_only_itself() -> None:
+    """The lane's passes grow with the day: its thread runs at a lower priority, the process's others do not."""
+    seen: dict[str, int] = {}
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def lane() -> None:
+        assert _yield_cpu(LANE_NICENESS)
+        seen["lane"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    thread = threading.Thread(target=lane)
+    thread.start()
+    thread.join()
+    assert seen["lane"] == min(19, before + LANE_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the calling thread keeps its own
