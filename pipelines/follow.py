@@ -61,7 +61,7 @@ from warehouse.versions import ProjectResult, project
 from warehouse.versions.cycle import StreamMemory
 from warehouse.versions.incremental import StreamKeysCache
 
-__all__ = ["COMPACT_AFTER", "FOLLOW_BATCH", "TIDY_META", "Follower", "backoff"]
+__all__ = ["COMPACT_AFTER", "FOLLOW_BATCH", "MERGE_BELOW", "TIDY_META", "Follower", "backoff"]
 
 #: The most events one ingest batch of a cycle carries (staged in memory on their way to the lake).
 FOLLOW_BATCH = 100_000
@@ -71,6 +71,9 @@ COMPACT_AFTER = 64
 TIDY_META = ("checkpoints", "projection_versions", "ingest_commits", "event_catalog_types", "event_catalog_fields")
 #: A projection table's file is rewritten without its deleted rows when they are this share of it (meta: any).
 PROJECTION_DELETE_THRESHOLD = 0.25
+#: Files the cycles' housekeeping merges are smaller than this (bytes): each merge costs what is new, not what
+#: has grown (``maintain`` merges the rest); a projection table's merge holds the next cycle up meanwhile.
+MERGE_BELOW = 16 * 1024 * 1024
 
 
 def backoff(attempt: int, interval: float, ceiling: float = 30.0) -> float:
@@ -243,7 +246,8 @@ class Follower:
             wide = wide_names(self.registry)
             self.lanes = ([n for n in self.registry.names() if n not in wide], wide)
         if ingested.batches and self.ingests % self.lake_every == 1:
-            self._lane().chore(lambda con: compact_over(con, COMPACT_AFTER))  # each cycle writes a file
+            # Each cycle writes a file. The cycle only appends to raw.events: the merge needs no turn.
+            self._lane().chore(lambda con: compact_over(con, COMPACT_AFTER, largest=MERGE_BELOW), exclusive=False)
         results = project(
             self.lake,
             self.registry,
@@ -300,7 +304,9 @@ class Follower:
         next turn goes on.
         """
         try:
-            tidy_table(con, schema, table, 0.0 if schema == "meta" else PROJECTION_DELETE_THRESHOLD)
+            tidy_table(
+                con, schema, table, 0.0 if schema == "meta" else PROJECTION_DELETE_THRESHOLD, largest=MERGE_BELOW
+            )
             error = ""
         except (duckdb.Error, ProjectionistError) as exc:
             if isinstance(exc, duckdb.InterruptException | duckdb.InternalException):

@@ -144,7 +144,7 @@ class WideLane:
         self.log, self.warn, self.interval = log, warn, interval
         self.error: ProjectionistError | None = None  # terminal: the cycle raises it
         self.advanced: frozenset[str] = frozenset()  # the projection tables it has written (kept tidy)
-        self._chores: list[Callable[[duckdb.DuckDBPyConnection], object]] = []
+        self._chores: list[tuple[Callable[[duckdb.DuckDBPyConnection], object], bool]] = []
         self._cache = StreamKeysCache()
         self._memory = StreamMemory()
         self._lake: duckdb.DuckDBPyConnection | None = None
@@ -162,13 +162,15 @@ class WideLane:
             self._wanted += 1
             self._changed.notify_all()
 
-    def chore(self, work: Callable[[duckdb.DuckDBPyConnection], object]) -> None:
+    def chore(self, work: Callable[[duckdb.DuckDBPyConnection], object], *, exclusive: bool = True) -> None:
         """Run ``work(lake)`` on the lane's connection after its next pass (housekeeping off the cycle's path).
 
-        ``work`` reports its own failures; one it lets through is a line here, never the lane's failure.
+        ``exclusive``: ``work`` rewrites files of a table the cycle deletes rows from, so it waits for its turn
+        (:class:`Turns`); a table the cycle only appends to (``raw.events``) needs none. ``work`` reports its
+        own failures; one it lets through is a line here, never the lane's failure.
         """
         with self._changed:
-            self._chores.append(work)
+            self._chores.append((work, exclusive))
             self._wanted += 1
             self._changed.notify_all()
 
@@ -254,11 +256,11 @@ class WideLane:
     def _run_chores(self) -> None:
         with self._changed:
             chores, self._chores = self._chores, []
-        for work in chores:
+        for work, exclusive in chores:
             if self._stopping or self._lake is None:
                 return
             try:
-                with self.turns.housekeeping():  # never beside a cycle's writes (see Turns)
+                with self.turns.housekeeping() if exclusive else contextlib.nullcontext():  # see Turns
                     work(self._lake)
             except (duckdb.Error, psycopg.Error, ProjectionistError) as exc:
                 if isinstance(exc, duckdb.InterruptException):

@@ -542,21 +542,27 @@ def _data_files(con: duckdb.DuckDBPyConnection) -> int:
     return table_files(con).get("raw.events", (0, 0))[0]
 
 
-def compact_over(con: duckdb.DuckDBPyConnection, files: int) -> bool:
+def compact_over(con: duckdb.DuckDBPyConnection, files: int, *, largest: int | None = None) -> bool:
     """:func:`compact` ``raw.events`` when it holds more than ``files`` data files; whether it did."""
     if _data_files(con) <= files:
         return False
-    compact(con)
+    compact(con, largest=largest)
     return True
 
 
-def compact(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-    """Merge small adjacent Parquet files of ``raw.events``; returns its data files before and after."""
+def compact(con: duckdb.DuckDBPyConnection, *, largest: int | None = None) -> tuple[int, int]:
+    """Merge small adjacent Parquet files of ``raw.events``; returns its data files before and after.
+
+    ``largest``: files of this many bytes or more are left as they are. Without it, the one growing file of a
+    month is rewritten with the new small ones at every merge: in a five-minute ``follow`` under 5,000
+    appends/s each merge took from 0.25 s to 1.5 s, growing with the lake (measured).
+    """
     before = _data_files(con)
+    bound = "" if largest is None else f", max_file_size => {int(largest)}"
 
     def merge() -> None:
         con.execute("CALL ducklake_flush_inlined_data('lake', schema_name => 'raw', table_name => 'events')")
-        con.execute("CALL ducklake_merge_adjacent_files('lake', 'events', schema => 'raw')")
+        con.execute(f"CALL ducklake_merge_adjacent_files('lake', 'events', schema => 'raw'{bound})")
 
     retry_conflicts(merge, "compacting raw.events")
     return before, _data_files(con)

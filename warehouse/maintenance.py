@@ -238,7 +238,12 @@ def maintain(
 
 
 def tidy_table(
-    con: duckdb.DuckDBPyConnection, schema: str, table: str, delete_threshold: float = 0.0
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    table: str,
+    delete_threshold: float = 0.0,
+    *,
+    largest: int | None = None,
 ) -> tuple[int, int]:
     """Keep a table a long-running writer changes every few seconds as cheap to read as when it was new.
 
@@ -250,15 +255,18 @@ def tidy_table(
     the inlined rows are flushed to a file, files with deleted rows are rewritten without them, and small
     adjacent files are merged. Earlier snapshots keep their files for time travel until ``maintain``
     expires them. ``delete_threshold``: the share of a file's rows deleted above which it is rewritten (0:
-    any; a large projection table may prefer to rewrite only files that lost much). Returns the table's data
-    and delete files after it.
+    any; a large projection table may prefer to rewrite only files that lost much). ``largest``: files of this
+    many bytes or more are not merged (a long-running writer keeps each merge's cost bounded; ``maintain``
+    merges them). Returns the table's data and delete files after it.
     """
     named = f"{quote_literal(table)}, schema => {quote_literal(schema)}"
     steps = (
         f"CALL ducklake_flush_inlined_data('lake', schema_name => {quote_literal(schema)}, "
         f"table_name => {quote_literal(table)})",
         f"CALL ducklake_rewrite_data_files('lake', {named}, delete_threshold => {float(delete_threshold)})",
-        f"CALL ducklake_merge_adjacent_files('lake', {named})",
+        f"CALL ducklake_merge_adjacent_files('lake', {named}"
+        + ("" if largest is None else f", max_file_size => {int(largest)}")
+        + ")",
     )
     files = deletes = 0
     for step, statement in enumerate(steps):

@@ -105,7 +105,10 @@ def test_housekeeping_waits_for_the_cycle_that_writes_the_table_it_rewrites(
         with turns.cycle():
             cycle.execute("BEGIN")
             cycle.execute("UPDATE meta.turns_probe SET v = v + 1 WHERE k = 1")
+            appended_only = threading.Event()  # a chore on a table the cycle only appends to needs no turn
+            lane.chore(lambda con: appended_only.set(), exclusive=False)
             lane.chore(lambda con: (tidy_table(con, "meta", "turns_probe"), tidied.set()))
+            assert appended_only.wait(10)
             time.sleep(0.5)
             assert not tidied.is_set(), "the lane rewrote the table while the cycle's transaction was open"
             cycle.execute("COMMIT")

@@ -164,6 +164,8 @@ def test_compaction_merges_small_files_and_keeps_every_event(
     con = open_lake(lake_config)
     ingest(con, source, batch_size=100, compact_after=None)
     files = table_files(con)["raw.events"][0]
+    # follow bounds each merge: files of `largest` bytes or more are left alone (here: every one of them).
+    assert compact(con, largest=1) == (files, files)
     before, after = compact(con)
     assert before == files and after < before
     assert lake_ids(con) == store_ids(store_dsn)
