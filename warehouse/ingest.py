@@ -35,7 +35,7 @@ from eventstore.positions import START, Checkpoint, Head
 from eventstore.quoting import quote_literal
 from eventstore.settings import TenantField
 from warehouse.errors import LakeConfigurationError
-from warehouse.lake import RAW_EVENT_COLUMNS, retry_conflicts, transaction
+from warehouse.lake import RAW_EVENT_COLUMNS, retry_conflicts, rewriting, transaction
 from warehouse.time_travel import commit_info
 
 if TYPE_CHECKING:
@@ -561,8 +561,11 @@ def compact(con: duckdb.DuckDBPyConnection, *, largest: int | None = None) -> tu
     bound = "" if largest is None else f", max_file_size => {int(largest)}"
 
     def merge() -> None:
-        con.execute("CALL ducklake_flush_inlined_data('lake', schema_name => 'raw', table_name => 'events')")
-        con.execute(f"CALL ducklake_merge_adjacent_files('lake', 'events', schema => 'raw'{bound})")
+        # No write transaction of any process beside them (archive deletes from raw.events): warehouse.lake.
+        with rewriting(con):
+            con.execute("CALL ducklake_flush_inlined_data('lake', schema_name => 'raw', table_name => 'events')")
+        with rewriting(con):
+            con.execute(f"CALL ducklake_merge_adjacent_files('lake', 'events', schema => 'raw'{bound})")
 
     retry_conflicts(merge, "compacting raw.events")
     return before, _data_files(con)

@@ -23,7 +23,9 @@ import os
 import random
 import re
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +48,7 @@ __all__ = [
     "LAKE_ALIAS",
     "LAKE_DATABASE",
     "RAW_EVENT_COLUMNS",
+    "REWRITE_LOCK",
     "SCHEMAS",
     "LakeConfig",
     "columns_ddl",
@@ -55,6 +58,7 @@ __all__ = [
     "is_conflict",
     "open_lake",
     "retry_conflicts",
+    "rewriting",
 ]
 
 LAKE_DATABASE = "projectionist_lake"
@@ -481,6 +485,9 @@ def open_lake(
             row = con.execute("SELECT value FROM ducklake_options('lake') WHERE option_name = 'data_path'").fetchone()
             if row and row[0] and str(row[0]) != config.data_path:
                 _check_data_path(replace(config, data_path=str(row[0])))
+            if config.catalog_kind == "postgres":  # a SQLite catalog has one writer at a time anyway
+                with _LOCKING_GUARD:
+                    _LOCKING.add(con)
             ensure_lake(con)
     except BaseException:
         con.close()
@@ -708,6 +715,56 @@ def set_column_comments(
         )
 
 
+#: The advisory lock, in a PostgreSQL catalog's database, that file rewrites take alone and row changes share.
+REWRITE_LOCK = 0x70726A5F726577  # "prj_rew"
+#: How long a row change or a rewrite waits for the other before it fails (transient: retried or reported).
+REWRITE_LOCK_TIMEOUT = "10min"
+
+# Writable lake connections on a PostgreSQL catalog (open_lake): their transactions take REWRITE_LOCK.
+_LOCKING: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+_LOCKING_GUARD = threading.Lock()
+
+
+def _take_rewrite_lock(con: duckdb.DuckDBPyConnection, shared: bool) -> None:
+    """In ``con``'s open transaction: hold :data:`REWRITE_LOCK` until it ends (shared, or alone).
+
+    DuckLake (1.5) sees no conflict between a transaction that deletes rows from a data file and one that
+    merges or rewrites that file meanwhile (``ducklake_merge_adjacent_files``, ``ducklake_rewrite_data_files``):
+    both commit, and the deleted rows come back beside their new versions (a row of
+    ``meta.projection_versions`` recorded twice, measured; :class:`pipelines.follow_lanes.Turns` has the
+    story). Processes share no memory, so the catalog's database orders them: every write transaction
+    holds the lock shared (:func:`transaction`), every rewrite alone (:func:`rewriting`), and PostgreSQL
+    queues a request behind one that waits, so neither side starves. The lock is taken in the catalog
+    transaction DuckLake commits with (``postgres_execute`` runs in it), so it ends with the commit, and
+    costs no connection of its own.
+    """
+    with _LOCKING_GUARD:
+        locking = con in _LOCKING
+    if locking:
+        suffix = "_shared" if shared else ""
+        con.execute(
+            f"CALL postgres_execute('__ducklake_metadata_{LAKE_ALIAS}', 'SET LOCAL lock_timeout = "
+            f"''{REWRITE_LOCK_TIMEOUT}''; SELECT pg_advisory_xact_lock{suffix}({REWRITE_LOCK})')"
+        )
+
+
+@contextlib.contextmanager
+def rewriting(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """A transaction holding the lake's rewrite lock alone: no write transaction of any process runs meanwhile.
+
+    Around every ``ducklake_merge_adjacent_files``, ``ducklake_rewrite_data_files`` and
+    ``ducklake_flush_inlined_data`` (see :func:`_take_rewrite_lock`); one such call per block.
+    """
+    con.execute("BEGIN")
+    try:
+        _take_rewrite_lock(con, shared=False)
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        rollback_transaction(con)
+        raise
+
+
 def rollback_transaction(con: duckdb.DuckDBPyConnection) -> None:
     """Roll back the open transaction, if any (a failed COMMIT already ended it: no second error)."""
     with contextlib.suppress(duckdb.Error):
@@ -738,6 +795,7 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[Transaction]:
     con.execute("BEGIN")
     tx = Transaction(con)
     try:
+        _take_rewrite_lock(con, shared=True)  # no file rewrite of any process runs meanwhile
         yield tx
         if not tx.abandoned:
             con.execute("COMMIT")

@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 
 from eventstore.quoting import quote_literal
-from warehouse.lake import retry_conflicts
+from warehouse.lake import retry_conflicts, rewriting
 
 __all__ = ["ORPHAN_GRACE", "LakeSize", "Maintenance", "Pins", "lake_size", "maintain", "pinned", "tidy_table"]
 
@@ -201,7 +201,8 @@ def maintain(
 
             def merge_table(schema: str = schema, table: str = table) -> None:
                 target = f"{quote_literal(table)}, schema => {quote_literal(schema)}"
-                con.execute(f"CALL ducklake_merge_adjacent_files('lake', {target})")
+                with rewriting(con):  # no write transaction of any process beside it (warehouse.lake)
+                    con.execute(f"CALL ducklake_merge_adjacent_files('lake', {target})")
 
             retry_conflicts(merge_table, f"merging the small files of {schema}.{table}")
             merged += 1
@@ -274,7 +275,8 @@ def tidy_table(
             continue
 
         def run(statement: str = statement) -> None:
-            con.execute(statement)
+            with rewriting(con):  # no write transaction of any process beside it (warehouse.lake)
+                con.execute(statement)
 
         retry_conflicts(run, f"tidying {schema}.{table}")
         row = con.execute(

@@ -43,7 +43,7 @@ from eventstore.quoting import quote_literal
 from projections import Projection, Registry, compute
 from projections.engine import keys_of_streams
 from projections.fields import FieldPolicy
-from warehouse.lake import columns_ddl, comment_column, retry_conflicts, transaction
+from warehouse.lake import columns_ddl, comment_column, retry_conflicts, rewriting, transaction
 from warehouse.versions.catalog import list_versions
 from warehouse.versions.lake_events import events_until
 from warehouse.versions.rebuild_plan import unfinished_rebuilds
@@ -474,7 +474,12 @@ def _forget(
 def _purge_history(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     """Remove every earlier copy: inlined rows to files, files with deleted rows rewritten, old snapshots expired
     and their files deleted. Returns (snapshots expired, files deleted)."""
-    retry_conflicts(lambda: con.execute("CALL ducklake_flush_inlined_data('lake')"), "flushing inlined rows")
+
+    def flush() -> None:
+        with rewriting(con):
+            con.execute("CALL ducklake_flush_inlined_data('lake')")
+
+    retry_conflicts(flush, "flushing inlined rows")
     # A deleted row stays in its Parquet file (a delete file marks it) until the file is rewritten.
     meta = "__ducklake_metadata_lake"
     tables = con.execute(
@@ -490,7 +495,8 @@ def _purge_history(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
         )
 
         def rewrite(call: str = call) -> None:
-            con.execute(call)
+            with rewriting(con):
+                con.execute(call)
 
         retry_conflicts(rewrite, f"rewriting {schema}.{table} without the forgotten values")
     now = datetime.now(UTC)

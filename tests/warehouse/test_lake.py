@@ -155,3 +155,47 @@ def test_processes_creating_the_same_new_lake_at_once_all_succeed(pg_server: str
         finally:
             with connect(pg_server, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_file_rewrite_and_the_write_transactions_of_other_processes_take_turns(lake_config: LakeConfig) -> None:
+    """DuckLake let a row deleted while a merge rewrote its file come back; the catalog's lock orders them."""
+    import time
+
+    from warehouse.lake import rewriting, transaction
+    from warehouse.maintenance import tidy_table
+
+    writer, maintainer = open_lake(lake_config), open_lake(lake_config)  # each its own session: as two processes
+    writer.execute("CREATE TABLE meta.rewrite_probe (k INTEGER, v INTEGER)")
+    writer.execute("INSERT INTO meta.rewrite_probe VALUES (1, 0), (2, 0)")
+    writer.execute("CALL ducklake_flush_inlined_data('lake', schema_name => 'meta', table_name => 'rewrite_probe')")
+    with transaction(writer):
+        writer.execute("UPDATE meta.rewrite_probe SET v = 1 WHERE k = 2")  # a deleted row: the tidy rewrites
+
+    # A rewrite waits for the write transaction under way...
+    tidied = threading.Event()
+    tidy = threading.Thread(target=lambda: (tidy_table(maintainer, "meta", "rewrite_probe"), tidied.set()))
+    with transaction(writer):
+        writer.execute("UPDATE meta.rewrite_probe SET v = v + 1 WHERE k = 1")
+        tidy.start()
+        time.sleep(0.5)
+        assert not tidied.is_set(), "the file was rewritten while a transaction deleted from it"
+    tidy.join(30)
+    assert tidied.is_set()
+    # ...and a write transaction waits for a rewrite under way.
+    written = threading.Event()
+
+    def write() -> None:
+        with transaction(writer):
+            writer.execute("UPDATE meta.rewrite_probe SET v = v + 1 WHERE k = 2")
+        written.set()
+
+    with rewriting(maintainer):
+        change = threading.Thread(target=write)
+        change.start()
+        time.sleep(0.5)
+        assert not written.is_set(), "a transaction ran while files were being rewritten"
+    change.join(30)
+    assert written.is_set()
+    assert writer.execute("SELECT k, v FROM meta.rewrite_probe ORDER BY ALL").fetchall() == [(1, 1), (2, 2)]
+    writer.close()
+    maintainer.close()
