@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from eventstore.connection import connect, ensure_database
+from eventstore.settings import Settings
 from pipelines.resources import ProjectionistResource
+from projections import Registry, discover
 
 
 @contextmanager
@@ -56,3 +58,17 @@ def resource_for(store_dsn: str, lake_env: dict[str, str], home: Path) -> Projec
         lake=lake_env["PROJECTIONIST_LAKE"],
         lake_data=lake_env["PROJECTIONIST_LAKE_DATA"],
     )
+
+
+def follow_settings(store_dsn: str, home: Path, lake_env: dict[str, str]) -> Settings:
+    """The settings a test's ``Follower`` runs with: its store, its lake, its home."""
+    return Settings(
+        home=home, event_store_dsn=store_dsn, lake=lake_env["PROJECTIONIST_LAKE"],
+        lake_data=lake_env["PROJECTIONIST_LAKE_DATA"],
+    )  # fmt: skip
+
+
+def carts_only() -> Registry:
+    """The bundled registry with cart_summary alone (a follow with no wide lane)."""
+    shop = discover(bundled=True, folder=None)
+    return Registry({(p.name, p.version): p for p in shop if p.name == "cart_summary"}, shop.upcasters)

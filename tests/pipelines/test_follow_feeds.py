@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from eventstore.settings import Settings
 from pipelines.follow import Follower
-from projections import Registry, discover
+from tests.pipelines.conftest import carts_only, follow_settings
 from tests.warehouse.conftest import append_shop
 from warehouse.feeds import Consumer, add_consumer
 from warehouse.lake import LakeConfig, open_lake
@@ -17,14 +16,9 @@ from warehouse.lake import LakeConfig, open_lake
 def test_a_consumer_added_while_follow_runs_gets_every_row_within_lake_every_cycles(
     store_dsn: str, tmp_path: Path, lake_env: dict[str, str]
 ) -> None:
-    settings = Settings(
-        home=tmp_path, event_store_dsn=store_dsn, lake=lake_env["PROJECTIONIST_LAKE"],
-        lake_data=lake_env["PROJECTIONIST_LAKE_DATA"],
-    )  # fmt: skip
-    shop = discover(bundled=True, folder=None)
-    only_carts = Registry({(p.name, p.version): p for p in shop if p.name == "cart_summary"}, shop.upcasters)
+    settings = follow_settings(store_dsn, tmp_path, lake_env)
     lines: list[str] = []
-    follower = Follower(settings, only_carts, log=lines.append, warn=lines.append, lake_every=3)
+    follower = Follower(settings, carts_only(), log=lines.append, warn=lines.append, lake_every=3)
     drop = tmp_path / "drop"
     try:
         append_shop(store_dsn, 60)

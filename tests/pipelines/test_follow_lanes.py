@@ -13,22 +13,15 @@ import pytest
 from eventstore.connection import connect
 from eventstore.errors import ProjectionistError
 from eventstore.native_store import NewEvent, StreamAppend, append_streams
-from eventstore.settings import Settings
 from pipelines.follow import Follower
 from pipelines.follow_lanes import LANE_NICENESS, Turns, WideLane, _yield_cpu, wide_names
 from projections import PoisonPolicy, discover
+from tests.pipelines.conftest import follow_settings
 from tests.warehouse.conftest import append_shop, with_projection
 from warehouse.ingest import lake_checkpoint
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.maintenance import tidy_table
 from warehouse.versions import list_versions
-
-
-def _settings(store_dsn: str, tmp_path: Path, lake_env: dict[str, str]) -> Settings:
-    return Settings(
-        home=tmp_path, event_store_dsn=store_dsn, lake=lake_env["PROJECTIONIST_LAKE"],
-        lake_data=lake_env["PROJECTIONIST_LAKE_DATA"],
-    )  # fmt: skip
 
 
 def test_the_wide_versions_advance_in_their_own_lane_and_are_caught_up_when_follow_stops(
@@ -38,7 +31,7 @@ def test_the_wide_versions_advance_in_their_own_lane_and_are_caught_up_when_foll
     assert wide_names(registry) == ["daily_revenue", "product_sales"]  # cart_summary is keyed by stream
     append_shop(store_dsn, 300)
     lines: list[str] = []
-    follower = Follower(_settings(store_dsn, tmp_path, lake_env), registry, log=lines.append, warn=lines.append)
+    follower = Follower(follow_settings(store_dsn, tmp_path, lake_env), registry, log=lines.append, warn=lines.append)
     try:
         follower.cycle()
         append_shop(store_dsn, 200, seed=3)
@@ -53,7 +46,7 @@ def test_the_wide_versions_advance_in_their_own_lane_and_are_caught_up_when_foll
     assert any("projected daily_revenue v1" in line and "product_sales v1" in line for line in lines), lines
     from warehouse.lake import LakeConfig, open_lake
 
-    con = open_lake(LakeConfig.from_settings(_settings(store_dsn, tmp_path, lake_env)), read_only=True)
+    con = open_lake(LakeConfig.from_settings(follow_settings(store_dsn, tmp_path, lake_env)), read_only=True)
     try:
         versions = {(v.name, v.state): v.checkpoint for v in list_versions(con)}
     finally:
@@ -69,7 +62,7 @@ def test_a_terminal_failure_in_the_wide_lane_stops_follow_with_it(
     strict = with_projection(shop, "product_sales", 1, poison=PoisonPolicy(live="stop", rebuild="stop"))
     append_shop(store_dsn, 100)
     lines: list[str] = []
-    follower = Follower(_settings(store_dsn, tmp_path, lake_env), strict, log=lines.append, warn=lines.append)
+    follower = Follower(follow_settings(store_dsn, tmp_path, lake_env), strict, log=lines.append, warn=lines.append)
     try:
         follower.cycle()
         lane = follower.wide
@@ -91,7 +84,7 @@ def test_housekeeping_waits_for_the_cycle_that_writes_the_table_it_rewrites(
     store_dsn: str, tmp_path: Path, lake_env: dict[str, str]
 ) -> None:
     """A row the cycle replaces while the lane rewrites its file came back beside its new version (DuckLake 1.5)."""
-    config = LakeConfig.from_settings(_settings(store_dsn, tmp_path, lake_env))
+    config = LakeConfig.from_settings(follow_settings(store_dsn, tmp_path, lake_env))
     cycle = open_lake(config)
     cycle.execute("CREATE TABLE meta.turns_probe (k INTEGER, v INTEGER)")
     cycle.execute("INSERT INTO meta.turns_probe VALUES (1, 0), (2, 0)")

@@ -11,10 +11,9 @@ from click.testing import CliRunner
 
 from eventstore.connection import connect
 from eventstore.native_store import NewEvent, append
-from eventstore.settings import Settings
 from pipelines.cli import cli
 from pipelines.follow import Follower
-from projections import Registry, discover
+from tests.pipelines.conftest import carts_only, follow_settings
 from tests.warehouse.conftest import append_shop
 
 
@@ -35,15 +34,10 @@ def _status(follower: Follower, cart: str) -> str | None:
 def test_follow_wakes_on_notify_and_polls_without_the_trigger(
     store_dsn: str, tmp_path: Path, lake_env: dict[str, str]
 ) -> None:
-    settings = Settings(
-        home=tmp_path, event_store_dsn=store_dsn, lake=lake_env["PROJECTIONIST_LAKE"],
-        lake_data=lake_env["PROJECTIONIST_LAKE_DATA"],
-    )  # fmt: skip
+    settings = follow_settings(store_dsn, tmp_path, lake_env)
     append_shop(store_dsn, 60)
     lines: list[str] = []
-    shop = discover(bundled=True, folder=None)
-    only_carts = Registry({(p.name, p.version): p for p in shop if p.name == "cart_summary"}, shop.upcasters)
-    follower = Follower(settings, only_carts, lines.append, lines.append, interval=30)
+    follower = Follower(settings, carts_only(), lines.append, lines.append, interval=30)
     try:
         follower.cycle()
         assert follower.wait(0) is True  # its first LISTEN: it looks at the store at once
