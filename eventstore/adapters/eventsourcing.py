@@ -230,23 +230,25 @@ class EventsourcingAdapter(SqlAdapter):
 
     def head(self, after: Checkpoint = START) -> Head:
         """The safe position: the highest visible notification id while every writer holds the table lock."""
-        with connect_read_only(self.dsn) as conn:
-            top = conn.execute(f"SELECT max(notification_id) FROM {self.table_sql}").fetchone()
-            highest = int(top[0]) if top and top[0] is not None else 0
-            if self._unlocked_writers(conn):  # read after max: see the module docstring
-                self.fallbacks += 1
-                bound, _ = self.high_water.prove(conn, int(after.global_position))
-            else:
-                bound = max(highest, int(after.global_position))
-                self.high_water.proven = max(self.high_water.proven, bound)
-            last = conn.execute(
-                f"SELECT max(notification_id) FROM {self.table_sql} WHERE notification_id <= %s", (bound,)
-            ).fetchone()
-            waiting = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'relation' AND relation = %s::regclass "
-                "AND mode = ANY(%s) AND pid IS DISTINCT FROM pg_backend_pid())",
-                (self.table_sql, list(WRITE_LOCK_MODES)),
-            ).fetchone()
+        return self.in_session(lambda conn: self._head(conn, after))
+
+    def _head(self, conn: psycopg.Connection[Any], after: Checkpoint) -> Head:
+        top = conn.execute(f"SELECT max(notification_id) FROM {self.table_sql}").fetchone()
+        highest = int(top[0]) if top and top[0] is not None else 0
+        if self._unlocked_writers(conn):  # read after max: see the module docstring
+            self.fallbacks += 1
+            bound, _ = self.high_water.prove(conn, int(after.global_position))
+        else:
+            bound = max(highest, int(after.global_position))
+            self.high_water.proven = max(self.high_water.proven, bound)
+        last = conn.execute(
+            f"SELECT max(notification_id) FROM {self.table_sql} WHERE notification_id <= %s", (bound,)
+        ).fetchone()
+        waiting = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'relation' AND relation = %s::regclass "
+            "AND mode = ANY(%s) AND pid IS DISTINCT FROM pg_backend_pid())",
+            (self.table_sql, list(WRITE_LOCK_MODES)),
+        ).fetchone()
         last_position = int(last[0]) if last and last[0] is not None else 0
         return Head(
             bound,

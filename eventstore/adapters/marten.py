@@ -226,12 +226,14 @@ class MartenAdapter(SqlAdapter):
 
     def head(self, after: Checkpoint = START) -> Head:
         """The proven safe position (see the module docstring) and the last event at or below it."""
-        with connect_read_only(self.dsn) as conn:
-            proven, in_flight = self.high_water.prove(conn, int(after.global_position))
-            last = conn.execute(f"SELECT max(seq_id) FROM {self.events_sql} WHERE seq_id <= %s", (proven,)).fetchone()
-            pending = conn.execute(
-                f"SELECT EXISTS (SELECT 1 FROM {self.events_sql} WHERE seq_id > %s)", (proven,)
-            ).fetchone()
+        return self.in_session(lambda conn: self._head(conn, after))
+
+    def _head(self, conn: psycopg.Connection[Any], after: Checkpoint) -> Head:
+        proven, in_flight = self.high_water.prove(conn, int(after.global_position))
+        last = conn.execute(f"SELECT max(seq_id) FROM {self.events_sql} WHERE seq_id <= %s", (proven,)).fetchone()
+        pending = conn.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {self.events_sql} WHERE seq_id > %s)", (proven,)
+        ).fetchone()
         last_position = int(last[0]) if last and last[0] is not None else 0
         return Head(
             proven,

@@ -107,6 +107,25 @@ class ReaderContract:
         assert ids == expected
         assert reader.head().last == checkpoint
 
+    def test_the_head_keeps_one_session_and_replaces_one_the_server_closed(self, store: StoreUnderTest) -> None:
+        """follow reads the head every cycle on one kept session; one the server ended is replaced, with no error."""
+        self.commit_events(store, "kept", 2)
+        reader = store.reader()
+        owner = getattr(reader, "reader", reader)  # the native adapter reads through its NativeReader
+        first = reader.head()
+        kept = owner._session
+        assert kept is not None
+        pid = kept.info.backend_pid
+        assert reader.head() == first and owner._session is kept  # the same session, not a new connection
+        # The server ends the idle session (a restart, idle_session_timeout): the next head connects again.
+        with store.writer() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            admin.commit()
+        assert reader.head() == first
+        assert owner._session is not None and owner._session.info.backend_pid != pid
+        reader.close()
+        assert owner._session is None
+
     def test_open_transaction_holds_the_reader_back_until_it_commits(self, store: StoreUnderTest) -> None:
         before = self.commit_events(store, "early", 2)
         slow = store.writer()

@@ -204,25 +204,3 @@ def test_sliced_read_refuses_to_continue_when_settled_events_vanish(store_dsn: s
     sliced._slice_starts = starts_then_delete  # type: ignore[method-assign]
     with sliced, pytest.raises(TerminalError, match="changed during a read"):
         list(sliced.read(batch_size=5))
-
-
-def test_the_head_keeps_one_session_and_replaces_one_the_server_closed(store_dsn: str) -> None:
-    """follow reads the head every cycle on one kept session; a session the server ended is replaced, no error."""
-    reader = NativeReader(store_dsn)
-    try:
-        with connect(store_dsn) as conn:
-            append(conn, f"kept-{uuid.uuid4()}", "test", [NewEvent("Happened", {"n": 1})])
-        first = reader.head()
-        kept = reader._session
-        assert kept is not None
-        pid = kept.info.backend_pid
-        assert reader.head() == first and reader._session is kept  # the same session, not a new connection
-
-        # The server ends the idle session (a restart, idle_session_timeout): the next head reconnects.
-        with connect(store_dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        assert reader.head() == first
-        assert reader._session is not None and reader._session.info.backend_pid != pid
-    finally:
-        reader.close()
-    assert reader._session is None
