@@ -207,7 +207,7 @@ class Follower:
             in_commit=catalog,
             stage=True,
             start=start,
-            compact_after=None,  # the second lane's chore (below), taking its turn between two cycles
+            compact_after=None,  # the second lane's chore (below): a cycle never waits for that merge
             columns=self.columns,
         )
         if ingested.columns is not None:
