@@ -13,6 +13,7 @@ import pytest
 from eventstore.connection import connect
 from eventstore.errors import ConfigurationError
 from eventstore.native_store import NewEvent, StreamAppend, append_streams
+from eventstore.positions import START
 from projections import PoisonPolicy, Registry, discover
 from projections.errors import PoisonEventError, ProjectionDefinitionError
 from tests.warehouse.conftest import append_shop, with_projection
@@ -196,6 +197,27 @@ def test_project_with_nothing_new_reads_the_lake_once(
     append_shop(store_dsn, 50, seed=5, transactions=1)
     ingest(con, source)
     assert {r.name for r in project(con, registry)} == set(registry.names())  # and it still advances all
+
+
+def test_a_first_build_cut_short_is_finished_by_the_next_project(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str, registry: Registry
+) -> None:
+    """follow's first cycle builds the first versions; an outage in the middle left a "building" row forever."""
+    from warehouse.lake import transaction
+    from warehouse.versions.catalog import ensure_version_tables, live_version, upsert_version
+
+    append_shop(store_dsn, 300)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    ensure_version_tables(con)
+    highest = registry.get("cart_summary")
+    with transaction(con):  # what rebuild commits before its first chunk, and the outage after it
+        upsert_version(con, highest, "building", START, 0, None, None)
+    (built,) = project(con, registry, names=["cart_summary"])
+    live = live_version(con, "cart_summary")
+    assert live is not None and live.version == highest.version and built.rows == live.rows > 0
+    assert con.execute("SELECT count(*) FROM analytics.cart_summary").fetchone() == (live.rows,)
+    assert project(con, registry, names=["cart_summary"]) == []  # nothing new: nothing built again
 
 
 def test_first_project_builds_and_promotes_then_gate_promote_rollback_retain(

@@ -89,7 +89,10 @@ def project(
     behind: list[tuple[Any, VersionInfo]] = []
     for name in chosen:
         recorded = by_name.get(name, [])
-        if not recorded:
+        # No version yet, or only a first build that an outage or a signal cut short (its row says "building",
+        # and nothing else would ever finish it): build and promote the highest version (a rebuild resumes).
+        highest = registry.get(name).version
+        if all(info.state == "building" and info.version == highest for info in recorded):
             projection = registry.get(name)
             results.append(rebuild(con, registry, name, projection.version))
             try:
