@@ -176,7 +176,7 @@ def test_follow_survives_restarts_of_the_store_and_the_catalog(home: Path, full_
     assert err.count("(transient: retrying with backoff") == err.count("recovered after"), err
     server.start()
     try:
-        _assert_lake_equals_store_and_rebuilds(settings, store)
+        _assert_lake_equals_store_and_rebuilds(settings, store, out + err)
     finally:
         server.stop()
 
@@ -200,13 +200,15 @@ def _caught_up(settings: Settings, stored: int) -> bool:
         con.close()
 
 
-def _assert_lake_equals_store_and_rebuilds(settings: Settings, store: str) -> None:
+def _assert_lake_equals_store_and_rebuilds(settings: Settings, store: str, output: str = "") -> None:
+    """``output``: what follow printed, shown when the lake is not what the store and a rebuild say."""
     with connect(store) as conn:
         stored = sorted(str(r[0]) for r in conn.execute("SELECT event_id FROM events").fetchall())
     con = open_lake(_lake(settings), read_only=True)
     try:
         lake = [str(r[0]) for r in con.execute("SELECT event_id FROM raw.events").fetchall()]
-        assert sorted(lake) == stored, "every event of the store once, none twice"
-        assert assert_versions_equal_fresh_computation(con, nonempty=True) > 0
+        assert sorted(lake) == stored, f"every event of the store once, none twice; follow printed:\n{output}"
+        versions = [(v.name, v.version, v.state, v.checkpoint) for v in list_versions(con)]
+        assert assert_versions_equal_fresh_computation(con, nonempty=True) > 0, f"{versions}\n{output}"
     finally:
         con.close()
