@@ -11,8 +11,8 @@ the cycle's versions stay as fresh as their own cost allows, and these catch up 
 does, several cycles' events at a time. Each version's checkpoint is its own, as it always was.
 
 The lane also does the cycle's housekeeping (:meth:`WideLane.chore`: compacting ``raw.events``,
-tidying the tables the cycles change), so that a cycle never waits for it; with no such versions it
-exists for that alone.
+tidying the tables the cycles change), off the cycle's path: a cycle waits only for a tidy that asked
+before it (:class:`Turns`), never for the compaction; with no such versions it exists for that alone.
 
 A transient failure (the lake's catalog restarting) is logged once and retried with backoff; a
 terminal one is handed to the cycle, which stops ``follow`` with it.
