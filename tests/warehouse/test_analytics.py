@@ -11,6 +11,7 @@ from eventstore.native_store import NewEvent, append
 from projections import discover
 from tests.warehouse.conftest import append_shop
 from warehouse.analytics import refresh_analytics
+from warehouse.archive import archive_lake
 from warehouse.ingest import ingest, table_files
 from warehouse.lake import LakeConfig, open_lake
 from warehouse.sources import StoreSource
@@ -83,6 +84,30 @@ def test_refresh_is_a_no_op_until_types_or_threshold_change(
     assert refresh_analytics(con) == []
     assert refresh_analytics(con, long_stream_threshold=3) == ["analytics.stream_stats", "analytics.event_volume_daily"]
     assert rows(con, "SELECT bool_and(is_long) FROM analytics.stream_stats") == [(True,)]
+
+
+def test_a_version_found_only_in_the_cold_tier_is_typed_from_it(
+    lake_config: LakeConfig, source: StoreSource, store_dsn: str
+) -> None:
+    # The views sample a version from raw.events alone when the cold tier holds none of it: a version there
+    # must still be sampled from archive.events.
+    append_shop(store_dsn, 500)
+    con = open_lake(lake_config)
+    ingest(con, source)
+    assert archive_lake(con, "0s", closing={"cart": ("CartConfirmed", "CartCancelled")}).streams > 0
+    assert rows(con, "SELECT count(*) FROM raw.events WHERE event_type = 'CartCancelled'") == [(0,)]
+    cancelled = rows(con, "SELECT count(*) FROM archive.events WHERE event_type = 'CartCancelled'")
+    assert cancelled[0][0] > 0
+    refresh_analytics(con)
+    types = dict(
+        rows(con, "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'events_cart_cancelled_v1'")
+    )
+    assert types.get("reason") == "VARCHAR"
+    assert rows(con, "SELECT count(reason) FROM analytics.events_cart_cancelled_v1") == cancelled
+    # A version in both tiers is typed too (ItemAdded v2: in confirmed carts, cold, and in open ones, hot).
+    assert "currency" in dict(
+        rows(con, "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'events_item_added_v2'")
+    )
 
 
 _TYPES = "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'events_item_added_v1'"
