@@ -142,7 +142,8 @@ class WideLane:
         self.config, self.registry, self.names = config, registry, list(names)
         self.turns = turns if turns is not None else Turns()  # shared with the cycle that kicks it
         self.log, self.warn, self.interval = log, warn, interval
-        self.error: ProjectionistError | None = None  # terminal: the cycle raises it
+        #: Terminal: the cycle raises it. A ProjectionistError, or a bug (any other exception) with its traceback.
+        self.error: Exception | None = None
         self.advanced: frozenset[str] = frozenset()  # the projection tables it has written (kept tidy)
         self._chores: list[tuple[Callable[[duckdb.DuckDBPyConnection], object], bool]] = []
         self._cache = StreamKeysCache()
@@ -239,6 +240,12 @@ class WideLane:
                 with self._changed:
                     self._changed.wait(min(30.0, self.interval * 2**failures))
                 continue
+            except Exception as exc:  # a bug, not an outage: follow stops on it as it would on one in the cycle
+                self._drop()
+                with self._changed:
+                    self.error = exc
+                    self._changed.notify_all()
+                break
             if outage is not None:
                 self.warn(f"{_clock()} {', '.join(self.names)}: recovered after {time.monotonic() - outage:.1f} s")
                 outage, failures = None, 0
@@ -262,10 +269,11 @@ class WideLane:
             try:
                 with self.turns.housekeeping() if exclusive else contextlib.nullcontext():  # see Turns
                     work(self._lake)
-            except (duckdb.Error, psycopg.Error, ProjectionistError) as exc:
+            except Exception as exc:  # a line, as the chore's contract says; a bug too: tidying is not the read model
                 if isinstance(exc, duckdb.InterruptException):
                     return
-                self.warn(f"{_clock()} housekeeping failed: {first_line(exc)}")
+                known = isinstance(exc, (duckdb.Error, psycopg.Error, ProjectionistError))
+                self.warn(f"{_clock()} housekeeping failed: {first_line(exc) if known else repr(exc)}")
                 if isinstance(exc, duckdb.InternalException):
                     # Seen when a flush lost a commit race with a cycle ("Failed to commit DuckLake transaction"):
                     # the next pass starts on a new connection rather than on one DuckDB may have invalidated.

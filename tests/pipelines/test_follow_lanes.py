@@ -73,11 +73,54 @@ def test_a_terminal_failure_in_the_wide_lane_stops_follow_with_it(
             append_streams(conn, [StreamAppend("cart-poison", "cart", cart)])
         follower.cycle()  # the cycle itself is fine (cart_summary skips it); the wide lane stops on it
         assert not lane.settle()  # over, but failed
-        assert lane.error is not None and not lane.error.retryable
+        assert isinstance(lane.error, ProjectionistError) and not lane.error.retryable
         with pytest.raises(ProjectionistError, match="product_sales"):
             follower.cycle()
     finally:
         follower.close()
+
+
+def test_a_bug_in_a_pass_of_the_wide_lane_stops_follow_as_one_in_the_cycle_would(
+    store_dsn: str, tmp_path: Path, lake_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the lane's thread died on it: follow ran on with its wide projections stalled for good."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("a bug in a pass")
+
+    monkeypatch.setattr("pipelines.follow_lanes.project", broken)
+    config = LakeConfig.from_settings(follow_settings(store_dsn, tmp_path, lake_env))
+    lines: list[str] = []
+    lane = WideLane(config, discover(bundled=True, folder=None), ["daily_revenue"], lines.append, lines.append)
+    try:
+        lane.kick()
+        assert not lane.settle(10)  # over, but failed
+        with pytest.raises(TypeError, match="a bug in a pass"):
+            lane.raise_terminal()  # what the next cycle does: follow stops with the bug's traceback
+    finally:
+        lane.close()
+
+
+def test_a_chore_that_fails_in_any_way_is_a_line_and_the_lane_goes_on(
+    store_dsn: str, tmp_path: Path, lake_env: dict[str, str]
+) -> None:
+    config = LakeConfig.from_settings(follow_settings(store_dsn, tmp_path, lake_env))
+    lines: list[str] = []
+    lane = WideLane(config, discover(bundled=True, folder=None), [], lines.append, lines.append)
+    after = threading.Event()
+    try:
+
+        def broken(con: object) -> None:
+            raise KeyError("no such table")
+
+        lane.chore(broken)
+        assert lane.settle(10)
+        lane.chore(lambda con: after.set())
+        assert lane.settle(10) and after.is_set()
+        lane.raise_terminal()
+    finally:
+        lane.close()
+    assert len(lines) == 1 and "housekeeping failed: KeyError('no such table')" in lines[0], lines
 
 
 def test_housekeeping_waits_for_the_cycle_that_writes_the_table_it_rewrites(
