@@ -141,8 +141,9 @@ def demo(n_events: int, writers: int, seed: int, skip_ingest: bool, store_kind: 
 @fail_cleanly
 def status(as_json: bool) -> None:
     """Show the event store's safe head and size, and the lake's checkpoint, lag and tables."""
-    from eventstore.connection import connect_read_only, describe_dsn, event_store_dsn
-    from eventstore.native_store import table_ref
+    from concurrent.futures import ThreadPoolExecutor
+
+    from eventstore.connection import describe_dsn, event_store_dsn
     from eventstore.positions import START
     from warehouse.lake import LakeConfig, open_lake
     from warehouse.maintenance import lake_size
@@ -154,18 +155,17 @@ def status(as_json: bool) -> None:
     with contextlib.ExitStack() as closing:
         source = open_source(current, dsn)  # checks the store's tables (no DDL: reading never writes)
         closing.callback(close_source, source)
-        stream_count: int | None = None  # counted for the native table only (one query on its own column)
-        if current.store_kind == "native":
-            with connect_read_only(dsn) as conn:
-                ref = table_ref(current.store_schema, current.store_table).as_string(conn)
-                row = conn.execute(f"SELECT count(DISTINCT stream_id) FROM {ref}").fetchone()
-                stream_count = int(row[0]) if row else 0
-        total, _ = source.pending(START)
+        # A native table's events and streams: one scan of it, on a connection of its own, while the lake opens
+        # and is read (0.13 s of each on 1.2 M events, measured: the command took their sum before).
+        counting = closing.enter_context(ThreadPoolExecutor(max_workers=1)).submit(_native_counts, current, dsn)
         config = LakeConfig.from_settings(current)
         con = open_lake(config)  # one attach for the whole command: attaching costs 250-500 ms
         closing.callback(con.close)
         state = lake_status(con, source)
         on_disk = lake_size(con)
+        counted = counting.result()
+        # Another kind's events (streams are counted for the native table only, on its own column).
+        total, stream_count = counted if counted is not None else (source.pending(START)[0], None)
         head = state.head
         if as_json:
             report = {
@@ -223,6 +223,19 @@ def status(as_json: bool) -> None:
             if files or name == "raw.events":  # small tables (meta.*) live inlined in the catalog: no files
                 click.echo(f"  {name + ':':<{_NAME_WIDTH}} {files:,} files, {human_bytes(size)}")
         echo_projection_status(con)
+
+
+def _native_counts(current: Settings, dsn: str) -> tuple[int, int] | None:
+    """The events and streams of a native store table in one scan; None for another kind of store."""
+    from eventstore.connection import connect_read_only
+    from eventstore.native_store import table_ref
+
+    if current.store_kind != "native":
+        return None
+    with connect_read_only(dsn) as conn:
+        ref = table_ref(current.store_schema, current.store_table).as_string(conn)
+        row = conn.execute(f"SELECT count(*), count(DISTINCT stream_id) FROM {ref}").fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def _foreign_demo_store(kind: str, n_events: int, seed: int) -> tuple[Settings, str]:

@@ -40,12 +40,13 @@ def test_init_demo_status(fresh_database: str, tmp_path: Path, lake_env: dict[st
     )
     assert code == 0, output
     appended = int(output.split("appended ")[1].split(" events")[0].replace(",", ""))
+    carts = int(output.split(" events in ")[1].split(" cart streams")[0].replace(",", ""))
     assert f"read back {appended:,} settled events" in output
     code, output = run("--dsn", fresh_database, "demo", "--events", "500", home=tmp_path, env=lake_env)
     assert "already in the store; not appending it again" in output
     assert f"read back {appended:,} settled events" in output
     code, output = run("--dsn", fresh_database, "status", home=tmp_path, env=lake_env)
-    assert code == 0 and f"events:    {appended:,} in" in output
+    assert code == 0 and f"events:    {appended:,} in {carts:,} streams" in output, output
 
 
 def test_unreachable_store_exits_with_a_clear_transient_error(tmp_path: Path) -> None:
