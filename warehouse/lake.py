@@ -734,16 +734,23 @@ def _take_rewrite_lock(con: duckdb.DuckDBPyConnection, shared: bool) -> None:
     ``meta.projection_versions`` recorded twice, measured; :class:`pipelines.follow_lanes.Turns` has the
     story). Processes share no memory, so the catalog's database orders them: every write transaction
     holds the lock shared (:func:`transaction`), every rewrite alone (:func:`rewriting`), and PostgreSQL
-    queues a request behind one that waits, so neither side starves. The lock is taken in the catalog
-    transaction DuckLake commits with (``postgres_execute`` runs in it), so it ends with the commit, and
-    costs no connection of its own.
+    queues a request behind one that waits, so neither side starves. The lock is taken in this connection's
+    transaction on the catalog's database (``postgres_execute``), so it ends with it and costs no connection
+    of its own.
+
+    It must be held until DuckLake's own commit is over, retries included: DuckDB commits a transaction's
+    databases in the reverse of the order it first touched them, so the catalog's database must be touched
+    before the lake. Hence the qualified ``system.main.postgres_execute``: unqualified, binding it looks the
+    name up in the default database, the lake, whose transaction then starts first and commits last, after the
+    lock is gone. A rewrite then ran while a writer's COMMIT waited on the catalog, and the row it deleted came
+    back (``test_the_rewrite_lock_is_held_until_the_lake_has_committed``).
     """
     with _LOCKING_GUARD:
         locking = con in _LOCKING
     if locking:
         suffix = "_shared" if shared else ""
         con.execute(
-            f"CALL postgres_execute('__ducklake_metadata_{LAKE_ALIAS}', 'SET LOCAL lock_timeout = "
+            f"CALL system.main.postgres_execute('__ducklake_metadata_{LAKE_ALIAS}', 'SET LOCAL lock_timeout = "
             f"''{REWRITE_LOCK_TIMEOUT}''; SELECT pg_advisory_xact_lock{suffix}({REWRITE_LOCK})')"
         )
 

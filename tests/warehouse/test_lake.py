@@ -199,3 +199,49 @@ def test_a_file_rewrite_and_the_write_transactions_of_other_processes_take_turns
     assert writer.execute("SELECT k, v FROM meta.rewrite_probe ORDER BY ALL").fetchall() == [(1, 1), (2, 2)]
     writer.close()
     maintainer.close()
+
+
+def test_the_rewrite_lock_is_held_until_the_lake_has_committed(lake_config: LakeConfig) -> None:
+    """The lock was released before DuckLake's own commit: a rewrite ran while a writer's COMMIT waited on the
+    catalog (or slept between DuckLake's retries of it), and the row that writer replaced came back."""
+    import time
+
+    from warehouse.lake import transaction
+    from warehouse.maintenance import tidy_table
+
+    writer, maintainer = open_lake(lake_config), open_lake(lake_config)  # each its own session: as two processes
+    writer.execute("CREATE TABLE meta.commit_probe (k INTEGER, v INTEGER)")
+    writer.execute("INSERT INTO meta.commit_probe SELECT range, 0 FROM range(20)")
+    writer.execute("CALL ducklake_flush_inlined_data('lake', schema_name => 'meta', table_name => 'commit_probe')")
+    writer.execute("DELETE FROM meta.commit_probe WHERE k = 19")  # a deleted row: the tidy rewrites the file
+    committing, committed, tidied = threading.Event(), threading.Event(), threading.Event()
+
+    def write() -> None:
+        with transaction(writer):
+            writer.execute("UPDATE meta.commit_probe SET v = 1 WHERE k = 1")
+            committing.set()
+        committed.set()
+
+    with connect(lake_config.catalog) as catalog:  # DuckLake's COMMIT writes a snapshot row: it waits here
+        catalog.execute("LOCK TABLE ducklake_snapshot IN SHARE ROW EXCLUSIVE MODE")
+        change = threading.Thread(target=write)
+        change.start()
+        assert committing.wait(30)
+        time.sleep(0.3)  # the COMMIT is under way, waiting on the snapshot table
+        tidy = threading.Thread(target=lambda: (tidy_table(maintainer, "meta", "commit_probe"), tidied.set()))
+        tidy.start()
+        time.sleep(0.5)
+        assert not committed.is_set()
+        # The rewrite's own COMMIT would wait on the snapshot table too: whether it holds the lock is the question.
+        granted = catalog.execute(
+            "SELECT mode FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchall()
+        assert granted == [("ShareLock",)], f"the lock the writer holds while it commits: {granted}"
+    change.join(30)
+    tidy.join(30)
+    assert committed.is_set() and tidied.is_set()
+    assert writer.execute("SELECT v FROM meta.commit_probe WHERE k = 1").fetchall() == [(1,)]
+    assert writer.execute("SELECT count(*) FROM meta.commit_probe").fetchall() == [(19,)]
+    writer.close()
+    maintainer.close()
